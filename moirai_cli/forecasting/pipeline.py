@@ -1,17 +1,29 @@
 """The user-facing forecaster: load a checkpoint once, forecast batches of series.
 
-INTERFACE CONTRACT (bodies being written by the engine work; signatures are stable).
+    >>> forecaster = MoiraiForecaster.from_pretrained("Salesforce/moirai-moe-1.0-R-small")
+    >>> forecast = forecaster.predict([np.sin(np.arange(200) / 5)], horizon=24, seed=0)
+    >>> forecast.quantiles([0.1, 0.5, 0.9]).shape  # (series, levels, horizon, variates)
+    (1, 3, 24, 1)
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
 
+from moirai_cli.errors import InputError
+from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_exact
+from moirai_cli.forecasting.packing import collate, pack_series
+from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
+from moirai_cli.model.network import MoiraiMoE
+
 DEFAULT_MODEL = "Salesforce/moirai-moe-1.0-R-small"
+DEFAULT_CONTEXT_LENGTH = 1024
+DEFAULT_PATCH_SIZE = 16
 
 
 @dataclass
@@ -19,6 +31,7 @@ class Forecast:
     """Sample paths for N series: samples has shape (N, S, H, V) (V = number of target variates)."""
 
     samples: np.ndarray  # (N, S, H, V) float32
+    patch_sizes: np.ndarray | None = None  # (N,) patch size used for each series
 
     @property
     def mean(self) -> np.ndarray:
@@ -30,8 +43,54 @@ class Forecast:
         return np.quantile(self.samples, np.asarray(levels), axis=1).transpose(1, 0, 2, 3)
 
 
+def pick_device(device: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else is passed to torch."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+    if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was asked for but is not available; use --device cpu")
+    return chosen
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device):
+    """Seed torch's generators for the block and restore their state afterwards."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def as_2d(array: np.ndarray, name: str, index: int) -> np.ndarray:
+    """A float32 (T, K) view of a (T,) or (T, K) array."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise InputError(f"{name} of series {index} must be 1-D or 2-D, got shape {array.shape}")
+    return array
+
+
 class MoiraiForecaster:
     """A loaded Moirai-MoE checkpoint ready to forecast."""
+
+    def __init__(self, model: MoiraiMoE, device: torch.device, name: str = ""):
+        self.model = model
+        self.device = device
+        self.name = name
 
     @classmethod
     def from_pretrained(
@@ -43,21 +102,134 @@ class MoiraiForecaster:
         device: str = "auto",
         dtype: torch.dtype = torch.float32,
     ) -> "MoiraiForecaster":
-        raise NotImplementedError
+        """Load a local checkpoint folder or a Hub repo id onto `device`."""
+        chosen = pick_device(device)
+        folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir)
+        return cls(load_model(folder, device=chosen, dtype=dtype), chosen, name=name_or_path)
+
+    @property
+    def patch_sizes(self) -> tuple[int, ...]:
+        return self.model.config.patch_sizes
 
     def predict(
         self,
-        target: Sequence[np.ndarray],  # each (T_i,) or (T_i, V); NaN = missing
+        target: Sequence[np.ndarray],
         horizon: int,
         *,
-        past_covariates: Sequence[np.ndarray] | None = None,  # each (T_i, Cp)
-        known_covariates: Sequence[np.ndarray] | None = None,  # each (T_i + horizon, Ck)
-        context_length: int = 4000,
+        past_covariates: Sequence[np.ndarray] | None = None,
+        known_covariates: Sequence[np.ndarray] | None = None,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
         num_samples: int = 100,
-        patch_size: int | Literal["auto"] = 16,
+        patch_size: int | Literal["auto"] = DEFAULT_PATCH_SIZE,
         batch_size: int = 32,
         seed: int | None = None,
         decoding: Literal["exact", "cached"] = "exact",
-        progress: Callable[[int], None] | None = None,  # called with the number of series just finished
+        progress: Callable[[int], None] | None = None,
     ) -> Forecast:
-        raise NotImplementedError
+        """Forecast `horizon` steps after the end of each series.
+
+        target: each (T_i,) or (T_i, V) with NaN for missing values (V the same for all).
+        past_covariates: each (T_i, Cp), known only up to the forecast origin.
+        known_covariates: each (T_i + horizon, Ck), known into the future.
+        Returns S = num_samples sample paths per series.
+        """
+        targets, past, known = self._check_inputs(target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size)
+        if decoding not in ("exact", "cached"):
+            raise InputError(f"unknown decoding {decoding!r}: use exact or cached")
+        with seeded(seed, self.device), torch.inference_mode():
+            sizes = self._choose_patch_sizes(targets, past, known, horizon, context_length, patch_size, batch_size)
+            out = np.empty((len(targets), num_samples, horizon, targets[0].shape[1]), dtype=np.float32)
+            for size in sorted(set(sizes.tolist())):
+                chosen = np.flatnonzero(sizes == size)
+                for start in range(0, len(chosen), batch_size):
+                    rows = chosen[start : start + batch_size]
+                    series = [
+                        pack_series(
+                            targets[i], horizon, context_length, size, self.model.config.max_patch_size,
+                            known[i] if known else None, past[i] if past else None,
+                        )
+                        for i in rows
+                    ]
+                    batch = collate(series, size, self.device)
+                    paths = decode_exact(self.model, batch, horizon, num_samples, DEFAULT_TOKEN_BUDGET)
+                    out[rows] = paths.float().cpu().numpy()
+                    if progress is not None:
+                        progress(len(rows))
+        return Forecast(out, sizes)
+
+    def _check_inputs(self, target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size):
+        """Validate shapes and options; return float32 (T, K) arrays."""
+        if horizon < 1:
+            raise InputError(f"horizon must be at least 1, got {horizon}")
+        if context_length < 1 or num_samples < 1 or batch_size < 1:
+            raise InputError("context_length, num_samples and batch_size must be at least 1")
+        targets = [as_2d(t, "target", i) for i, t in enumerate(target)]
+        if not targets:
+            raise InputError("no series to forecast")
+        widths = {t.shape[1] for t in targets}
+        if len(widths) > 1:
+            raise InputError(f"all series must have the same number of target variates, got {sorted(widths)}")
+        for i, t in enumerate(targets):
+            if len(t) == 0:
+                raise InputError(f"series {i} is empty")
+        past = known = None
+        if past_covariates is not None:
+            past = [as_2d(c, "past covariates", i) for i, c in enumerate(past_covariates)]
+            for i, (t, c) in enumerate(zip(targets, past)):
+                if len(c) != len(t):
+                    raise InputError(f"past covariates of series {i} have {len(c)} rows, the target {len(t)}")
+        if known_covariates is not None:
+            known = [as_2d(c, "known covariates", i) for i, c in enumerate(known_covariates)]
+            for i, (t, c) in enumerate(zip(targets, known)):
+                if len(c) != len(t) + horizon:
+                    raise InputError(
+                        f"known covariates of series {i} have {len(c)} rows; they need the target's {len(t)} plus the horizon {horizon}"
+                    )
+        for name, covariates in (("past", past), ("known", known)):
+            if covariates is not None and (len(covariates) != len(targets) or len({c.shape[1] for c in covariates}) > 1):
+                raise InputError(f"{name} covariates must be given for every series with the same number of columns")
+        return targets, past, known
+
+    def _choose_patch_sizes(self, targets, past, known, horizon, context_length, patch_size, batch_size) -> np.ndarray:
+        """One patch size per series: the given one, or with 'auto' the best-scoring one."""
+        if patch_size != "auto":
+            if int(patch_size) not in self.patch_sizes:
+                raise InputError(f"patch size {patch_size} is not one of this checkpoint's sizes {list(self.patch_sizes)}")
+            return np.full(len(targets), int(patch_size))
+        if len(self.patch_sizes) == 1:
+            return np.full(len(targets), self.patch_sizes[0])
+        scores = np.stack([
+            self.holdout_nll(targets, past, known, horizon, context_length, size, batch_size) for size in self.patch_sizes
+        ])  # (sizes, N)
+        return np.asarray(self.patch_sizes)[scores.argmin(axis=0)]
+
+    def holdout_nll(self, targets, past, known, horizon, context_length, size, batch_size) -> np.ndarray:
+        """Mean negative log-likelihood per series of its last `horizon` values given what precedes them.
+
+        The score is summed over target variates of the per-variate mean over observed
+        values, as the original Moirai does to choose a patch size. Series with at most
+        `horizon` values score 0.
+        """
+        scores = np.zeros(len(targets))
+        usable = [i for i, t in enumerate(targets) if len(t) > horizon]
+        for start in range(0, len(usable), batch_size):
+            rows = usable[start : start + batch_size]
+            series = [
+                pack_series(
+                    targets[i], horizon, context_length, size, self.model.config.max_patch_size,
+                    known[i][: len(targets[i])] if known else None, past[i] if past else None, holdout=True,
+                )
+                for i in rows
+            ]
+            batch = collate(series, size, self.device)
+            tokens = batch.tokens
+            distribution = self.model(tokens)
+            nll = -distribution.log_prob(tokens.target)  # (B, L, M)
+            counted = tokens.observed & tokens.prediction_mask.unsqueeze(-1)
+            nll = torch.where(counted, nll, 0.0)
+            index = torch.arange(len(rows), device=self.device)[:, None, None]
+            per_variate = nll[index, batch.future].sum(dim=(-1, -2))  # (B, V)
+            count = counted[index, batch.future].sum(dim=(-1, -2))
+            per_variate = per_variate / count.clamp_min(1)
+            scores[rows] = per_variate.sum(-1).double().cpu().numpy()
+        return scores

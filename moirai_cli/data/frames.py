@@ -1,0 +1,499 @@
+"""Turn a table into regular per-series arrays (the forecaster's input), with clear errors for bad data."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Hashable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from moirai_cli.data.io import STDIO, check_input_path, input_format, read_table
+from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
+from moirai_cli.errors import InputError
+
+DEFAULT_ID_COLUMN = "item_id"
+MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
+_FREQ_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
+
+
+@dataclass
+class SeriesRecord:
+    """One series on a regular grid: `target` is (T, V) float32 with NaN where nothing was observed."""
+
+    item_id: Hashable
+    timestamps: pd.DatetimeIndex  # length T, regular at the dataset's frequency
+    target: np.ndarray  # (T, V) float32
+    past_covariates: np.ndarray | None = None  # (T, Cp) float32
+    known_covariates: np.ndarray | None = None  # (T + horizon, Ck) float32
+
+
+@dataclass
+class SeriesDataset:
+    """A loaded table: its series, their common frequency, how the columns were read, what was skipped."""
+
+    series: list[SeriesRecord]
+    freq: str
+    layout: Layout
+    source: str = "<data>"
+    skipped: list[Hashable] = field(default_factory=list)
+    horizon: int | None = None  # the horizon the known covariates cover, when there are any
+
+    @property
+    def id_column(self) -> str:
+        """The id column name for outputs: as in the input, else `item_id`."""
+        return self.layout.id_column or DEFAULT_ID_COLUMN
+
+    @property
+    def timestamp_column(self) -> str:
+        """The timestamp column name, as in the input."""
+        return self.layout.timestamp_column
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """Names of the forecast variates, in the order of the last axis of each target."""
+        return self.layout.target_names
+
+    def describe(self) -> str:
+        """One line for the user: source, layout, number of series, frequency, skipped series."""
+        text = f"{self.source}: {self.layout.describe()}; {len(self.series)} series, frequency {self.freq}"
+        if self.skipped:
+            text += f", {len(self.skipped)} skipped"
+        return text
+
+    def future_index(self, record: SeriesRecord, horizon: int) -> pd.DatetimeIndex:
+        """The `horizon` timestamps after a series' last one, continuing its grid."""
+        return future_index(record.timestamps[-1], self.freq, horizon)
+
+    def chunks(self, size: int) -> Iterator[tuple[int, list[SeriesRecord]]]:
+        """(offset, records) for consecutive groups of at most `size` series, to bound memory."""
+        for start in range(0, len(self.series), max(1, size)):
+            yield start, self.series[start : start + size]
+
+
+def future_index(last: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeIndex:
+    """The `horizon` timestamps after `last` on the grid of `freq`."""
+    return pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:]
+
+
+def load_dataset(
+    data: str | Path | pd.DataFrame,
+    *,
+    source: str | None = None,
+    layout: LayoutChoice = "auto",
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    target: Sequence[str] | str = (),
+    freq: str | None = None,
+    past_covariates: Sequence[str] = (),
+    known_covariates: Sequence[str] = (),
+    future: str | Path | pd.DataFrame | None = None,
+    horizon: int | None = None,
+) -> SeriesDataset:
+    """Read a CSV/Parquet file ('-' = stdin) or DataFrame into regular series, ready to forecast.
+
+    Known covariates need `future` (same layout, covering the `horizon` steps after each series)
+    and `horizon`. Raises InputError, naming file, column, series or row, for any bad input.
+    """
+    frame, source = _as_frame(data, source)
+    _check_covariate_options(known_covariates, future, horizon)
+    if frame.shape[1] == 0 or len(frame) == 0:
+        raise InputError(f"{source}: no data rows")
+    lay = detect_layout(
+        frame,
+        source=source,
+        layout=layout,
+        id_column=id_column,
+        timestamp_column=timestamp_column,
+        target=(target,) if isinstance(target, str) else tuple(target),
+        past_covariates=past_covariates,
+        known_covariates=known_covariates,
+    )
+    dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon)
+    if not dataset.series:
+        raise InputError(f"{source}: no series has an observed target value")
+    if lay.known_covariates:
+        _attach_future(dataset, *_as_frame(future, None), horizon)
+    return dataset
+
+
+def iter_series_chunks(
+    path: str | Path,
+    *,
+    chunk_size: int = 1024,
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    target: Sequence[str] | str = (),
+    freq: str | None = None,
+    past_covariates: Sequence[str] = (),
+    known_covariates: Sequence[str] = (),
+    future: str | Path | pd.DataFrame | None = None,
+    horizon: int | None = None,
+    rows_per_read: int = 65_536,
+) -> Iterator[SeriesDataset]:
+    """Yield datasets of at most `chunk_size` series from a long-format file whose rows are grouped by id.
+
+    The file is read `rows_per_read` rows at a time, so memory stays flat in the number of series
+    (the future file, if any, is read whole). The layout is detected on the first rows and the
+    frequency inferred from the first chunk, then kept. A chunk's `series` can be empty when every
+    series in it was skipped. Raises InputError when an id reappears after other ids (unsorted file).
+    """
+    _check_covariate_options(known_covariates, future, horizon)
+    source = "<stdin>" if str(path) == STDIO else str(path)
+    future_table = _as_frame(future, None) if known_covariates else None
+    freq = parse_freq(freq) if freq else None
+    lay: Layout | None = None
+    buffer = pd.DataFrame()
+    done: set = set()
+    any_series = False
+
+    def emit(rows: pd.DataFrame) -> SeriesDataset:
+        nonlocal freq, any_series
+        dataset = _build(rows, lay, source, freq, horizon)
+        freq = dataset.freq
+        any_series = any_series or bool(dataset.series)
+        if future_table is not None and dataset.series:
+            _attach_future(dataset, *future_table, horizon)
+        return dataset
+
+    for piece in _read_pieces(path, rows_per_read):
+        buffer = pd.concat([buffer, piece]) if len(buffer) else piece
+        if lay is None:
+            lay = detect_layout(
+                buffer,
+                source=source,
+                layout="long",
+                id_column=id_column,
+                timestamp_column=timestamp_column,
+                target=(target,) if isinstance(target, str) else tuple(target),
+                past_covariates=past_covariates,
+                known_covariates=known_covariates,
+            )
+        ids = buffer[lay.id_column]
+        order = pd.unique(ids)
+        again = [i for i in order if i in done]
+        if again:
+            row = int(buffer.index[(ids == again[0]).to_numpy()][0]) + 1
+            raise InputError(f"{source}: series '{again[0]}' reappears at row {row}; sort the file by id")
+        while len(order) - 1 >= chunk_size:  # the last id may continue in the next piece
+            chosen = set(order[:chunk_size])
+            mask = ids.isin(chosen).to_numpy()
+            yield emit(buffer[mask])
+            done.update(chosen)
+            buffer, ids, order = buffer[~mask], ids[~mask], order[chunk_size:]
+    if lay is None:
+        raise InputError(f"{source}: no data rows")
+    ids = buffer[lay.id_column]
+    order = pd.unique(ids)
+    for start in range(0, len(order), chunk_size):
+        yield emit(buffer[ids.isin(set(order[start : start + chunk_size])).to_numpy()])
+    if not any_series:
+        raise InputError(f"{source}: no series has an observed target value")
+
+
+def _read_pieces(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
+    """Consecutive row blocks of a CSV or Parquet file, indexed by their row number in the file."""
+    fmt = input_format(path)
+    label = check_input_path(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            offset = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+                piece = batch.to_pandas()
+                piece.index = pd.RangeIndex(offset, offset + len(piece))
+                offset += len(piece)
+                yield piece
+        else:
+            source = sys.stdin if str(path) == STDIO else path
+            compression = "gzip" if fmt == "csv.gz" else None
+            with pd.read_csv(source, dtype=str, chunksize=rows, compression=compression) as reader:
+                yield from reader
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{label}: file is empty") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{label}: cannot read {fmt} file: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def _check_covariate_options(known_covariates: Sequence[str], future: object, horizon: int | None) -> None:
+    """Known covariates need a future table and a horizon; a future table needs known covariates."""
+    if known_covariates and (future is None or horizon is None):
+        raise InputError("known covariates need future values: pass --future FILE (and --horizon)")
+    if future is not None and not known_covariates:
+        raise InputError("--future is only used with --known-covariates")
+    if horizon is not None and horizon < 1:
+        raise InputError(f"horizon must be at least 1, got {horizon}")
+
+
+def _build(frame: pd.DataFrame, lay: Layout, source: str, freq: str | None, horizon: int | None) -> SeriesDataset:
+    """Regular series from a table whose layout is known (inferring the frequency if not given)."""
+    canon = _canonical(frame, lay, source)
+    if freq is None:
+        freq = infer_frequency(group["_ts"] for _, group in _first_groups(canon))
+        if freq is None:
+            raise InputError(f"{source}: cannot infer the frequency (too few or irregular timestamps); set --freq")
+    n_target, n_past = len(lay.target_names), len(lay.past_covariates)
+    records: list[SeriesRecord] = []
+    skipped: list[Hashable] = []
+    for item_id, group in canon.groupby("_id", sort=False):
+        values = group.iloc[:, 3:].to_numpy(dtype=np.float64)
+        observed = ~np.isnan(values[:, :n_target]).all(axis=1)
+        if not observed.any():
+            skipped.append(item_id)
+            continue
+        grid, positions = _grid(group["_ts"], freq, source, item_id)
+        dense = np.full((len(grid), values.shape[1]), np.nan, dtype=np.float32)
+        dense[positions] = values
+        first = int(np.flatnonzero(~np.isnan(dense[:, :n_target]).all(axis=1))[0])  # drop leading gaps
+        dense, grid = dense[first:], grid[first:]
+        records.append(
+            SeriesRecord(
+                item_id=item_id,
+                timestamps=grid,
+                target=np.ascontiguousarray(dense[:, :n_target]),
+                past_covariates=np.ascontiguousarray(dense[:, n_target : n_target + n_past]) if n_past else None,
+                known_covariates=np.ascontiguousarray(dense[:, n_target + n_past :]) if lay.known_covariates else None,
+            )
+        )
+    return SeriesDataset(records, freq, lay, source, skipped, horizon if lay.known_covariates else None)
+
+
+def _as_frame(data: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.DataFrame, str]:
+    """The table and the name used for it in messages."""
+    if isinstance(data, pd.DataFrame):
+        return data.reset_index(drop=True), source or "<dataframe>"
+    return read_table(data), source or ("<stdin>" if str(data) == STDIO else str(data))
+
+
+def _first_groups(canon: pd.DataFrame) -> Iterable[tuple[Hashable, pd.DataFrame]]:
+    """The first few series' rows (frequency inference needs only a sample)."""
+    ids = canon["_id"].drop_duplicates().head(_FREQ_SAMPLE_SERIES)
+    return canon[canon["_id"].isin(ids)].groupby("_id", sort=False)
+
+
+def parse_freq(freq: str) -> str:
+    """Validate a pandas frequency string ('h', 'D', 'MS', '15min', ...) and return its canonical form."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return to_offset(freq).freqstr
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"--freq: '{freq}' is not a pandas frequency ({str(exc).splitlines()[0]})") from None
+
+
+def infer_frequency(timestamps: Iterable[pd.Series | pd.DatetimeIndex]) -> str | None:
+    """The most common frequency among series (pd.infer_freq), else one from the smallest step (gaps allowed)."""
+    votes: Counter[str] = Counter()
+    smallest: pd.Timedelta | None = None
+    sample: list[pd.DatetimeIndex] = []
+    for ts in timestamps:
+        index = pd.DatetimeIndex(ts).sort_values().unique()
+        if len(index) < 2:
+            continue
+        sample.append(index)
+        if len(index) >= 3:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    inferred = pd.infer_freq(index)
+                except (ValueError, TypeError):
+                    inferred = None
+            if inferred:
+                votes[inferred] += 1
+        step = (index[1:] - index[:-1]).min()
+        smallest = step if smallest is None else min(smallest, step)
+    if votes:
+        return parse_freq(votes.most_common(1)[0][0])
+    if smallest is None:
+        return None
+    return _calendar_freq(smallest, sample) or parse_freq(_timedelta_alias(smallest))
+
+
+def _timedelta_alias(step: pd.Timedelta) -> str:
+    """A fixed step as a frequency string ('3D', '15min', ...); whole days stay days on every pandas."""
+    days, rest = divmod(step, pd.Timedelta(days=1))
+    if days and not rest:
+        return "D" if days == 1 else f"{days}D"
+    return to_offset(step).freqstr
+
+
+def _calendar_freq(step: pd.Timedelta, sample: list[pd.DatetimeIndex]) -> str | None:
+    """A month/quarter/year/week frequency when the typical step has that length and every timestamp fits it."""
+    days = step / pd.Timedelta(days=1)
+    if 28 <= days <= 31:
+        candidates = ["MS", "ME"]
+    elif 89 <= days <= 92:
+        candidates = ["QS", "QE"]
+    elif 365 <= days <= 366:
+        candidates = ["YS", "YE"]
+    elif days == 7:
+        candidates = [f"W-{sample[0][0].day_name()[:3].upper()}"]
+    else:
+        return None
+    for candidate in candidates:
+        try:
+            offset = to_offset(candidate)
+        except ValueError:  # pandas < 2.2 spells month/quarter/year ends M, Q, A
+            continue
+        if all(offset.is_on_offset(t) for index in sample for t in index):
+            return offset.freqstr
+    return None
+
+
+def _grid(ts: pd.Series, freq: str, source: str, item_id: Hashable) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The regular grid spanning a series' timestamps and each timestamp's position on it."""
+    stamps = pd.DatetimeIndex(ts)
+    grid = pd.date_range(stamps.min(), stamps.max(), freq=freq)
+    if len(grid) > MAX_GRID_GROWTH * len(stamps) + 1000:
+        raise InputError(
+            f"{source}: series '{item_id}' would need {len(grid)} steps at frequency {freq} "
+            f"for {len(stamps)} rows; check --freq"
+        )
+    positions = grid.get_indexer(stamps)
+    if (positions < 0).any():
+        bad = stamps[np.flatnonzero(positions < 0)[0]]
+        raise InputError(
+            f"{source}: series '{item_id}': timestamp {bad} is not on the {freq} grid "
+            f"starting at {stamps.min()}; set --freq"
+        )
+    return grid, positions
+
+
+def _canonical(frame: pd.DataFrame, lay: Layout, source: str) -> pd.DataFrame:
+    """Long table `_id, _ts, _row, targets..., past..., known...` with parsed values, one row per observation."""
+    ts = parse_timestamps(frame[lay.timestamp_column], source, lay.timestamp_column)
+    rows = frame.index.to_numpy()  # row numbers in the file (files are read with a RangeIndex)
+    past = [parse_numbers(frame[c], source, c) for c in lay.past_covariates]
+    known = [parse_numbers(frame[c], source, c) for c in lay.known_covariates]
+    values = [parse_numbers(frame[c], source, c) for c in lay.targets]
+    if lay.kind == "wide":
+        n = len(lay.targets)
+        columns = {
+            "_id": np.repeat(np.array(lay.targets, dtype=object), len(frame)),
+            "_ts": ts[np.tile(np.arange(len(ts)), n)],
+            "_row": np.tile(rows, n),
+            "t0": np.concatenate(values),
+        }
+        columns.update({f"p{i}": np.tile(v, n) for i, v in enumerate(past)})
+        columns.update({f"k{i}": np.tile(v, n) for i, v in enumerate(known)})
+        canon = pd.DataFrame(columns)
+    else:
+        if lay.kind == "long":
+            ids = frame[lay.id_column]
+            missing = ids.isna().to_numpy()
+            if missing.any():
+                raise InputError(f"{source}: column '{lay.id_column}', row {_row(ids, missing)}: missing series id")
+        else:
+            name = lay.targets[0] if len(lay.targets) == 1 else "series"
+            ids = pd.Series([name] * len(frame), dtype=object)
+        columns = {"_id": ids.to_numpy(), "_ts": ts, "_row": rows}
+        columns.update({f"t{i}": v for i, v in enumerate(values)})
+        columns.update({f"p{i}": v for i, v in enumerate(past)})
+        columns.update({f"k{i}": v for i, v in enumerate(known)})
+        canon = pd.DataFrame(columns)
+    _check_duplicates(canon, source, lay)
+    return canon
+
+
+def _check_duplicates(canon: pd.DataFrame, source: str, lay: Layout) -> None:
+    """InputError naming the series, timestamp and rows of the first repeated timestamp in a series."""
+    dup = canon.duplicated(["_id", "_ts"], keep=False).to_numpy()
+    if not dup.any():
+        return
+    first = canon.iloc[int(np.flatnonzero(dup)[0])]
+    same = (canon["_id"] == first["_id"]).to_numpy() & (canon["_ts"] == first["_ts"]).to_numpy()
+    rows = canon.loc[dup & same, "_row"]
+    where = " and ".join(str(r + 1) for r in rows.head(2))
+    raise InputError(
+        f"{source}: series '{first['_id']}' has duplicate timestamp {first['_ts']} "
+        f"(column '{lay.timestamp_column}', rows {where})"
+    )
+
+
+def _row(values: pd.Series, flags: np.ndarray) -> int:
+    """The 1-based file row of the first flagged value (the index holds 0-based row numbers)."""
+    return int(values.index[int(np.flatnonzero(flags)[0])]) + 1
+
+
+def parse_timestamps(values: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
+    """Parse a column to datetime64 values, or InputError naming the first unparseable row."""
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise InputError(f"{source}: column '{column}', row {_row(values, missing)}: missing timestamp")
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.DatetimeIndex(values)
+    text = values.astype(str).str.strip()
+    parsed = _to_datetime(text, source, column, None)
+    if parsed.isna().any():
+        parsed = _to_datetime(text, source, column, "mixed")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        shown = text.iloc[int(np.flatnonzero(bad)[0])]
+        raise InputError(f"{source}: column '{column}', row {_row(values, bad)}: cannot parse timestamp '{shown}'")
+    return pd.DatetimeIndex(parsed)
+
+
+def _to_datetime(text: pd.Series, source: str, column: str, fmt: str | None) -> pd.Series:
+    """pd.to_datetime with failures as NaT, quietly; mixed time zones become an InputError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = pd.to_datetime(text, errors="coerce", format=fmt)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{source}: column '{column}': cannot parse timestamps ({str(exc).splitlines()[0]})") from None
+    if not pd.api.types.is_datetime64_any_dtype(parsed):
+        raise InputError(f"{source}: column '{column}': timestamps mix time zones; use one zone or UTC")
+    return parsed
+
+
+def parse_numbers(values: pd.Series, source: str, column: str) -> np.ndarray:
+    """Parse a column to float64 (empty = NaN), or InputError naming the first non-numeric row."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype(float).to_numpy()
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype="float64", na_value=np.nan)
+    text = values.astype("string").str.strip().replace("", pd.NA)
+    parsed = pd.to_numeric(text, errors="coerce")
+    bad = (parsed.isna() & text.notna()).to_numpy(dtype=bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{source}: column '{column}', row {_row(values, bad)}: '{text.iloc[i]}' is not a number")
+    return parsed.astype("float64").to_numpy(na_value=np.nan)
+
+
+def _attach_future(dataset: SeriesDataset, frame: pd.DataFrame, source: str, horizon: int) -> None:
+    """Append each series' future known-covariate values (from the future table) to its history."""
+    lay = dataset.layout
+    if len(frame) == 0:
+        raise InputError(f"{source}: no data rows")
+    ts_col = find_column(frame, lay.timestamp_column, source, "timestamp column")
+    cols = [find_column(frame, c, source, "known covariate column") for c in lay.known_covariates]
+    ts = parse_timestamps(frame[ts_col], source, ts_col)
+    values = np.stack([parse_numbers(frame[c], source, c) for c in cols], axis=1).astype(np.float32)
+    if lay.id_column is not None:
+        id_col = find_column(frame, lay.id_column, source, "id column")
+        keys = frame[id_col].astype(str).to_numpy()
+    else:
+        keys = np.full(len(frame), "", dtype=object)  # wide / single: the same future rows for every series
+    table = pd.DataFrame(values, index=pd.MultiIndex.from_arrays([keys, ts]))
+    if table.index.duplicated().any():
+        key, stamp = table.index[table.index.duplicated()][0]
+        raise InputError(f"{source}: duplicate timestamp {stamp}" + (f" for series '{key}'" if key else ""))
+    for record in dataset.series:
+        key = str(record.item_id) if lay.id_column is not None else ""
+        expected = dataset.future_index(record, horizon)
+        wanted = pd.MultiIndex.from_arrays([np.full(horizon, key, dtype=object), expected])
+        present = wanted.isin(table.index)
+        if not present.all():
+            missing = expected[int(np.flatnonzero(~present)[0])]
+            raise InputError(
+                f"{source}: series '{record.item_id}' has no row for {missing} "
+                f"(the future file must cover the {horizon} steps after {record.timestamps[-1]})"
+            )
+        record.known_covariates = np.concatenate([record.known_covariates, table.loc[wanted].to_numpy()], axis=0)

@@ -1,0 +1,98 @@
+"""Forecast arrays back to long tables: one row per item, future timestamp (and target, when multivariate)."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from moirai_cli.data.frames import SeriesDataset, SeriesRecord
+from moirai_cli.errors import InputError
+
+TARGET_COLUMN = "target"
+SAMPLE_COLUMN = "sample"
+VALUE_COLUMN = "value"
+MEAN_COLUMN = "mean"
+
+
+class ForecastLike(Protocol):
+    """What the builders need from a forecast: samples (N, S, H, V), their mean and quantiles."""
+
+    samples: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray: ...
+
+    def quantiles(self, levels: Sequence[float]) -> np.ndarray: ...
+
+
+def quantile_column(level: float) -> str:
+    """A quantile level as AutoGluon names its column: 0.1 -> '0.1', 0.05 -> '0.05'."""
+    return repr(float(level))
+
+
+def parse_quantiles(text: str) -> list[float]:
+    """Parse '0.1,0.5,0.9' into sorted, distinct levels strictly between 0 and 1."""
+    try:
+        levels = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--quantiles: '{text}' is not a comma-separated list of numbers") from None
+    if not levels:
+        raise InputError("--quantiles: give at least one level, e.g. 0.1,0.5,0.9")
+    outside = [q for q in levels if not 0 < q < 1]
+    if outside:
+        raise InputError(f"--quantiles: {outside[0]} is not strictly between 0 and 1")
+    return sorted(set(levels))
+
+
+def _key_columns(
+    dataset: SeriesDataset, records: Sequence[SeriesRecord], horizon: int, inner: int = 1
+) -> dict[str, object]:
+    """Id, timestamp and (multivariate) target columns, ordered item > target > [inner] > timestamp."""
+    names = dataset.target_names
+    n_var = len(names)
+    per_item = n_var * inner * horizon
+    ids = pd.Series([r.item_id for r in records]).repeat(per_item).reset_index(drop=True)
+    stamps = [dataset.future_index(r, horizon) for r in records]
+    index = np.tile(np.arange(horizon), len(records) * n_var * inner) + np.repeat(
+        np.arange(len(records)) * horizon, per_item
+    )
+    timestamps = stamps[0].append(stamps[1:]) if len(stamps) > 1 else stamps[0]
+    columns: dict[str, object] = {dataset.id_column: ids, dataset.timestamp_column: timestamps[index]}
+    if n_var > 1:
+        columns[TARGET_COLUMN] = np.tile(np.repeat(np.array(names, dtype=object), inner * horizon), len(records))
+    return columns
+
+
+def forecast_frame(
+    dataset: SeriesDataset,
+    forecast: ForecastLike,
+    quantile_levels: Sequence[float],
+    *,
+    start: int = 0,
+) -> pd.DataFrame:
+    """Long table of the forecast for series `start .. start+N` of `dataset`: keys, `mean`, one column per level."""
+    samples = forecast.samples
+    n, _, horizon, n_var = samples.shape
+    records = dataset.series[start : start + n]
+    columns = _key_columns(dataset, records, horizon)
+    columns[MEAN_COLUMN] = forecast.mean.transpose(0, 2, 1).reshape(-1)  # (N, V, H)
+    if len(quantile_levels):
+        q = forecast.quantiles(quantile_levels).astype(samples.dtype, copy=False)
+        q = q.transpose(0, 3, 2, 1).reshape(-1, len(quantile_levels))  # (N, V, H, Q)
+        for j, level in enumerate(quantile_levels):
+            columns[quantile_column(level)] = q[:, j]
+    return pd.DataFrame(columns)
+
+
+def samples_frame(dataset: SeriesDataset, forecast: ForecastLike, *, start: int = 0) -> pd.DataFrame:
+    """Long table of sample paths: keys, `sample` (0..S-1) and `value`; each path's rows are consecutive."""
+    samples = forecast.samples
+    n, n_samples, horizon, n_var = samples.shape
+    records = dataset.series[start : start + n]
+    columns = _key_columns(dataset, records, horizon, inner=n_samples)
+    key_order = list(columns)
+    columns[SAMPLE_COLUMN] = np.tile(np.repeat(np.arange(n_samples), horizon), n * n_var)
+    columns[VALUE_COLUMN] = samples.transpose(0, 3, 1, 2).reshape(-1)  # (N, V, S, H)
+    return pd.DataFrame(columns, columns=[*key_order, SAMPLE_COLUMN, VALUE_COLUMN])

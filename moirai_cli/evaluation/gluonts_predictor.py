@@ -1,0 +1,101 @@
+"""A GluonTS ``Predictor`` around MoiraiForecaster, so the model drops into GluonTS pipelines.
+
+Needs the optional ``gluonts`` extra (``pip install 'moirai-cli[gluonts]'``); importing this
+module without it raises an ImportError that says so. Data entries follow GluonTS: ``target``
+(T,) or (V, T) for a multivariate target, ``start`` a pandas Period, optional ``item_id``,
+``feat_dynamic_real`` (Ck, T + H) as known covariates and ``past_feat_dynamic_real`` (Cp, T)
+as past covariates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+try:
+    from gluonts.model.forecast import SampleForecast
+    from gluonts.model.predictor import Predictor
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("the GluonTS predictor needs gluonts: pip install 'moirai-cli[gluonts]'") from error
+
+KNOWN_COVARIATES_FIELD = "feat_dynamic_real"
+PAST_COVARIATES_FIELD = "past_feat_dynamic_real"
+
+
+class MoiraiPredictor(Predictor):
+    """GluonTS predictor yielding one SampleForecast per data entry, from a MoiraiForecaster."""
+
+    def __init__(
+        self,
+        forecaster: Any,
+        prediction_length: int,
+        *,
+        num_samples: int = 100,
+        context_length: int = 4000,
+        batch_size: int = 32,
+        seed: int | None = None,
+        **predict_options: Any,
+    ) -> None:
+        """Wrap a loaded forecaster; predict_options (e.g. patch_size) go to its predict."""
+        super().__init__(prediction_length=prediction_length)
+        self.forecaster = forecaster
+        self.num_samples = num_samples
+        self.context_length = context_length
+        self.batch_size = batch_size
+        self.seed = seed
+        self.predict_options = predict_options
+
+    def predict(
+        self, dataset: Iterable[dict], num_samples: int | None = None, **kwargs: Any
+    ) -> Iterator[SampleForecast]:
+        """Forecast every entry of a GluonTS dataset, in order, batch_size entries per model call."""
+        batch: list[dict] = []
+        for entry in dataset:
+            batch.append(entry)
+            if len(batch) == self.batch_size:
+                yield from self._predict_batch(batch, num_samples or self.num_samples)
+                batch = []
+        if batch:
+            yield from self._predict_batch(batch, num_samples or self.num_samples)
+
+    def _predict_batch(self, entries: list[dict], num_samples: int) -> list[SampleForecast]:
+        """Sample forecasts for a list of entries with one forecaster call."""
+        targets = [np.asarray(entry["target"], dtype=np.float32) for entry in entries]
+        multivariate = targets[0].ndim == 2
+        contexts = [t.T if multivariate else t for t in targets]  # (T,) or (T, V)
+        covariates: dict[str, list[np.ndarray]] = {}
+        for field, argument in (
+            (KNOWN_COVARIATES_FIELD, "known_covariates"),
+            (PAST_COVARIATES_FIELD, "past_covariates"),
+        ):
+            if field in entries[0]:
+                covariates[argument] = [np.asarray(entry[field], dtype=np.float32).T for entry in entries]
+        forecast = self.forecaster.predict(
+            contexts,
+            self.prediction_length,
+            num_samples=num_samples,
+            context_length=self.context_length,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            **covariates,
+            **self.predict_options,
+        )
+        samples = np.asarray(forecast.samples)  # (N, S, H, V)
+        results = []
+        for index, (entry, context) in enumerate(zip(entries, contexts)):
+            start = entry["start"]
+            if not isinstance(start, pd.Period):
+                raise TypeError(
+                    f"entry 'start' must be a pandas Period (as GluonTS datasets give), got {type(start).__name__}"
+                )
+            results.append(
+                SampleForecast(
+                    samples[index] if multivariate else samples[index, ..., 0],  # (S, H, V) or (S, H)
+                    start_date=start + len(context),
+                    item_id=entry.get("item_id"),
+                )
+            )
+        return results

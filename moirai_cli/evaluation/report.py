@@ -1,0 +1,104 @@
+"""Show a backtest: a rich summary table and a plot of the best and worst series."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from moirai_cli.errors import MoiraiError
+from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult
+from moirai_cli.evaluation.metrics import INTERVAL_LEVELS, MEDIAN_LEVEL, METRIC_INFO, METRIC_NAMES
+
+HISTORY_HORIZONS = 4  # the plot shows this many horizons of history before the last window
+
+
+def _format(value: float) -> str:
+    """A metric value with 4 significant digits, or a dash when undefined."""
+    return "-" if value is None or math.isnan(value) else f"{value:.4g}"
+
+
+def render_summary(result: BacktestResult) -> Table:
+    """A rich table of the aggregated metrics for the model, the baseline and their ratio."""
+    table = Table(
+        title=(
+            f"Backtest: {result.n_series} series, {result.windows} window(s) of {result.horizon} steps, "
+            f"stride {result.stride}, season length {result.season_length}"
+        ),
+        caption=(
+            f"mean = over series and windows; relative = geometric mean over series of model / seasonal "
+            f"naive (< 1: model better); {len(result.skipped)} series skipped as too short; "
+            f"{result.n_zero_actuals} zero actuals left out of MAPE"
+        ),
+    )
+    table.add_column("Metric")
+    table.add_column("Model", justify="right")
+    table.add_column("Seasonal naive", justify="right")
+    table.add_column("Relative", justify="right")
+    table.add_column("Aggregation", style="dim")
+    for name in METRIC_NAMES:
+        model, baseline, relative = result.summary.loc[name, [MODEL, BASELINE, "relative"]]
+        style = "" if math.isnan(relative) else ("green" if relative < 1 else "red" if relative > 1 else "")
+        relative_text = f"[{style}]{_format(relative)}[/]" if style else _format(relative)
+        info = METRIC_INFO[name]
+        table.add_row(info.label, _format(model), _format(baseline), relative_text, info.aggregation)
+    return table
+
+
+def _ranked_series(result: BacktestResult) -> list[tuple]:
+    """Series keys (item_id[, target]) from best to worst by mean model MASE (MAE if no MASE)."""
+    keys = ["item_id", "target"] if "target" in result.per_window else ["item_id"]
+    scores = result.per_window.groupby(keys, sort=False)[[f"{MODEL}_mase", f"{MODEL}_mae"]].mean()
+    metric = f"{MODEL}_mase" if scores[f"{MODEL}_mase"].notna().any() else f"{MODEL}_mae"
+    ranked = scores[metric].dropna().sort_values(kind="stable")
+    return [key if isinstance(key, tuple) else (key,) for key in ranked.index]
+
+
+def plot_best_worst(result: BacktestResult, path: str | Path, per_side: int = 2) -> Path:
+    """Save a PNG of the last window of the best and worst series by MASE, with both forecasts."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise MoiraiError("plotting needs matplotlib: pip install 'moirai-cli[plot]'") from error
+    ranked = _ranked_series(result)
+    if not ranked:
+        raise MoiraiError("no series has a defined error to rank for the plot")
+    chosen = ranked[:per_side] + [key for key in ranked[-per_side:] if key not in ranked[:per_side]]
+    figure = Figure(figsize=(10, 2.6 * len(chosen)), layout="constrained")
+    axes = figure.subplots(len(chosen), 1, squeeze=False)[:, 0]
+    last = result.forecasts[result.forecasts["window"] == result.windows - 1]
+    low, mid, high = (f"{MODEL}_{q:g}" for q in (INTERVAL_LEVELS[0], MEDIAN_LEVEL, INTERVAL_LEVELS[1]))
+    for rank, (axis, key) in enumerate(zip(axes, chosen)):
+        item_id = key[0]
+        variate = result.target_names.index(key[1]) if len(key) > 1 else 0
+        rows = last[last["item_id"] == item_id]
+        if len(key) > 1:
+            rows = rows[rows["target"] == key[1]]
+        cutoff = int(
+            result.per_window.loc[
+                (result.per_window["item_id"] == item_id) & (result.per_window["window"] == result.windows - 1),
+                "cutoff",
+            ].iloc[0]
+        )
+        start = max(0, cutoff - HISTORY_HORIZONS * result.horizon)
+        history = result.history[item_id][start:cutoff, variate]  # (<= 4H,)
+        if result.timestamps is not None:
+            times = result.timestamps[item_id]
+            x_history, x_future = times[start:cutoff], times[cutoff : cutoff + result.horizon]
+        else:
+            x_history, x_future = np.arange(start, cutoff), np.arange(cutoff, cutoff + result.horizon)
+        axis.plot(x_history, history, color="black", linewidth=1, label="history")
+        axis.plot(x_future, rows["actual"], color="black", linestyle=":", label="actual")
+        axis.fill_between(x_future, rows[low], rows[high], color="tab:blue", alpha=0.25, label="model 80%")
+        axis.plot(x_future, rows[mid], color="tab:blue", label="model median")
+        axis.plot(
+            x_future, rows[f"{BASELINE}_{MEDIAN_LEVEL:g}"], color="tab:orange", linestyle="--", label="seasonal naive"
+        )
+        side = "best" if rank < min(per_side, len(chosen)) else "worst"
+        axis.set_title(f"{side}: {' / '.join(str(part) for part in key)}", fontsize=10)
+    axes[0].legend(loc="upper left", fontsize=8, ncols=5)
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    return path

@@ -1,0 +1,221 @@
+"""From series (numpy arrays with NaN for missing values) to packed tokens, as the reference does.
+
+Each series is laid out on a context window of C values (left-padded) and a horizon of H
+values, both cut into patches of P values aligned at the forecast origin. Tokens that the
+reference marks as padding (sample_id 0) cannot influence any real token, so we drop them
+and collate series of different lengths into one rectangular batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from moirai_cli.model.network import PackedTokens
+
+
+def causal_mean_impute(values: np.ndarray) -> np.ndarray:
+    """Replace each NaN by the mean of all earlier values of the forward-filled series.
+
+    Leading NaNs take the first observed value; a series of one value or with no observed
+    value becomes zeros where missing. Means are taken in float64, the result is float32.
+    """
+    values = np.asarray(values, dtype=np.float32).copy()
+    missing = np.isnan(values)
+    if not missing.any():
+        return values
+    if len(values) == 1 or missing.all():
+        values[missing] = 0.0
+        return values
+    positions = np.arange(len(values))
+    last_observed = np.maximum.accumulate(np.where(missing, 0, positions))
+    filled = values[last_observed]
+    first = np.flatnonzero(~missing)[0]
+    filled[:first] = values[first]  # leading gap: the first observed value
+    running = np.concatenate(([0.0], np.cumsum(filled[:-1], dtype=np.float64)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = running / positions
+    values[missing] = means[missing]
+    values[0] = filled[0]
+    return values
+
+
+def impute(values: np.ndarray, univariate_target: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(filled float32 values, observed flags) for a (T, K) array.
+
+    The reference imputes a univariate target with the causal mean and every other
+    array (multivariate targets, covariates) with zeros.
+    """
+    observed = ~np.isnan(values)
+    if univariate_target:
+        filled = causal_mean_impute(values[:, 0])[:, None]
+    else:
+        filled = np.where(observed, values, 0.0).astype(np.float32)
+    return filled, observed
+
+
+@dataclass
+class SeriesTokens:
+    """The tokens of one series (sample_id 1 only) and where its forecasts are read."""
+
+    tokens: dict[str, np.ndarray]  # field -> (L,) or (L, M)
+    last_context: np.ndarray  # (V,) token index of each target variate's last context patch
+    future: np.ndarray  # (V, F) token indices of each target variate's future patches
+
+
+def window(values: np.ndarray, length: int, before: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Last `length` rows ending `before` rows from the end, left-padded; and the pad flags."""
+    end = len(values) - before
+    piece = values[max(0, end - length) : end]
+    pad = length - len(piece)
+    padded = np.concatenate([np.zeros((pad,) + values.shape[1:], dtype=values.dtype), piece])
+    return padded, np.arange(length) < pad
+
+
+def patches(values: np.ndarray, patch_size: int, left: bool) -> np.ndarray:
+    """(T, K) -> (K, ceil(T / P), P): pad to whole patches on the left or right with zeros."""
+    pad = -len(values) % patch_size
+    widths = ((pad, 0) if left else (0, pad),) + ((0, 0),) * (values.ndim - 1)
+    padded = np.pad(values, widths)
+    return padded.reshape(-1, patch_size, *values.shape[1:]).transpose(2, 0, 1)
+
+
+def pack_series(
+    target: np.ndarray,  # (T, V) with NaN
+    horizon: int,
+    context_length: int,
+    patch_size: int,
+    max_patch_size: int,
+    known_covariates: np.ndarray | None = None,  # (T + H, Ck) with NaN
+    past_covariates: np.ndarray | None = None,  # (T, Cp) with NaN
+    holdout: bool = False,
+) -> SeriesTokens:
+    """Tokens of one series for a forecast of `horizon` values after its last row.
+
+    With `holdout`, the last `horizon` rows of the series (and of its covariates) become
+    the future tokens, observed, so that the network scores them (used to pick a patch size).
+    """
+    num_variates = target.shape[1]
+    filled, observed = impute(target, univariate_target=num_variates == 1)
+    if holdout:
+        future_values, future_flags = filled[-horizon:], observed[-horizon:]
+        filled, observed = filled[:-horizon], observed[:-horizon]
+        if past_covariates is not None:
+            past_covariates = past_covariates[:-horizon]
+    else:
+        future_values = np.zeros((horizon, num_variates), np.float32)
+        future_flags = np.ones((horizon, num_variates), bool)
+    past, is_pad = window(filled, context_length)
+    past_observed, _ = window(observed, context_length)
+
+    context_patches = math.ceil(context_length / patch_size)
+    future_patches = math.ceil(horizon / patch_size)
+    # sample_id per past patch: 1 when the patch holds any real value (alignment pad counts as pad).
+    pad_for_target = np.concatenate([np.ones(-context_length % patch_size, bool), is_pad])
+    target_sample = (~pad_for_target).reshape(-1, patch_size).any(-1)
+    # The reference treats the alignment pad of covariates as real: a quirk we keep.
+    pad_for_covariates = np.concatenate([np.zeros(-context_length % patch_size, bool), is_pad])
+    covariate_sample = (~pad_for_covariates).reshape(-1, patch_size).any(-1)
+    # time_id: 0 up to the first patch with an observed value, then counting up.
+    any_observed = patches(past_observed, patch_size, left=True).any(axis=(0, 2))
+    past_time = np.maximum(np.cumsum(np.maximum.accumulate(any_observed)) - 1, 0)
+    future_time = past_time.max() + 1 + np.arange(future_patches)
+
+    fields: dict[str, list[np.ndarray]] = {k: [] for k in ("target", "observed", "sample_id", "time_id", "variate_id", "prediction_mask")}
+
+    def add(values, flags, sample, time, variate, predict):
+        count = values.shape[0]
+        fields["target"].append(values)
+        fields["observed"].append(flags)
+        fields["sample_id"].append(np.broadcast_to(sample, (count,)).astype(np.int64))
+        fields["time_id"].append(np.broadcast_to(time, (count,)).astype(np.int64))
+        fields["variate_id"].append(np.full(count, variate, np.int64))
+        fields["prediction_mask"].append(np.full(count, predict, bool))
+
+    past_value_patches = patches(past, patch_size, left=True)
+    past_flag_patches = patches(past_observed, patch_size, left=True)
+    future_value_patches = patches(future_values, patch_size, left=False)
+    future_flag_patches = patches(future_flags, patch_size, left=False)
+    for v in range(num_variates):
+        add(past_value_patches[v], past_flag_patches[v], target_sample, past_time, v, False)
+    for v in range(num_variates):
+        add(future_value_patches[v], future_flag_patches[v], 1, future_time, v, True)
+    next_variate = num_variates
+
+    if known_covariates is not None:
+        history = len(filled)
+        cov_filled, cov_observed = impute(known_covariates, univariate_target=False)
+        cov_past, _ = window(cov_filled[:history], context_length)
+        cov_past_observed, _ = window(cov_observed[:history], context_length)
+        cov_future, cov_future_observed = cov_filled[history : history + horizon], cov_observed[history : history + horizon]
+        past_v, past_f = patches(cov_past, patch_size, True), patches(cov_past_observed, patch_size, True)
+        fut_v, fut_f = patches(cov_future, patch_size, False), patches(cov_future_observed, patch_size, False)
+        for k in range(known_covariates.shape[1]):
+            add(past_v[k], past_f[k], covariate_sample, past_time, next_variate + k, False)
+        for k in range(known_covariates.shape[1]):
+            add(fut_v[k], fut_f[k], 1, future_time, next_variate + k, False)
+        next_variate += known_covariates.shape[1]
+
+    if past_covariates is not None:
+        cov_filled, cov_observed = impute(past_covariates, univariate_target=False)
+        cov_past, _ = window(cov_filled, context_length)
+        cov_past_observed, _ = window(cov_observed, context_length)
+        past_v, past_f = patches(cov_past, patch_size, True), patches(cov_past_observed, patch_size, True)
+        for k in range(past_covariates.shape[1]):
+            add(past_v[k], past_f[k], covariate_sample, past_time, next_variate + k, False)
+
+    tokens = {name: np.concatenate(parts) for name, parts in fields.items()}
+    # Widen patches to the checkpoint's largest patch size (extra columns: zero, unobserved).
+    widen = ((0, 0), (0, max_patch_size - patch_size))
+    tokens["target"] = np.pad(tokens["target"].astype(np.float32), widen)
+    tokens["observed"] = np.pad(tokens["observed"], widen)
+
+    # Positions before dropping padding tokens, then remap.
+    past_start = np.arange(num_variates) * context_patches
+    future_start = num_variates * context_patches + np.arange(num_variates) * future_patches
+    keep = tokens["sample_id"] == 1
+    new_index = np.cumsum(keep) - 1
+    tokens = {name: array[keep] for name, array in tokens.items()}
+    last_context = new_index[past_start + context_patches - 1]
+    future = new_index[future_start[:, None] + np.arange(future_patches)[None, :]]
+    return SeriesTokens(tokens, last_context, future)
+
+
+@dataclass
+class TokenBatch:
+    """Series tokens collated into one padded batch, with the positions to read forecasts."""
+
+    tokens: PackedTokens  # (B, L, ...)
+    last_context: torch.Tensor  # (B, V)
+    future: torch.Tensor  # (B, V, F)
+    patch_size: int
+
+
+def collate(series: list[SeriesTokens], patch_size: int, device: torch.device | str = "cpu") -> TokenBatch:
+    """Right-pad every series with sample_id 0 tokens to the longest one."""
+    length = max(len(s.tokens["sample_id"]) for s in series)
+    width = series[0].tokens["target"].shape[1]
+    batch = len(series)
+    arrays = {
+        "target": np.zeros((batch, length, width), np.float32),
+        "observed": np.zeros((batch, length, width), bool),
+        "sample_id": np.zeros((batch, length), np.int64),
+        "time_id": np.zeros((batch, length), np.int64),
+        "variate_id": np.zeros((batch, length), np.int64),
+        "prediction_mask": np.zeros((batch, length), bool),
+    }
+    for row, item in enumerate(series):
+        count = len(item.tokens["sample_id"])
+        for name, array in arrays.items():
+            array[row, :count] = item.tokens[name]
+    tensors = {name: torch.from_numpy(array).to(device) for name, array in arrays.items()}
+    tensors["patch_size"] = torch.full((batch, length), patch_size, dtype=torch.long, device=device)
+    return TokenBatch(
+        PackedTokens(**tensors),
+        torch.from_numpy(np.stack([s.last_context for s in series])).to(device),
+        torch.from_numpy(np.stack([s.future for s in series])).to(device),
+        patch_size,
+    )

@@ -1,0 +1,254 @@
+"""Building blocks of the Moirai-MoE encoder.
+
+Parameter names and shapes follow the official checkpoints, so a state dict loads as is.
+Shapes: B = sequences, L = tokens, D = d_model, M = max patch size, H = heads, E = head size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moirai_cli.model.config import EXPERTS_PER_TOKEN, HEAD_DIM, NUM_EXPERTS
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation over the last dimension, with a learned gain."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding on the first `width` dims of each head, interleaved pairs."""
+
+    def __init__(self, width: int, base: int = 10000):
+        super().__init__()
+        self.width = width
+        inv_freq = 1.0 / torch.pow(base, torch.arange(0, width, 2, dtype=torch.float) / width)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cos = self._sin = None
+
+    def tables(self, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables (positions, width), grown on demand and kept in float32."""
+        if self._cos is None or self._cos.shape[0] < max_position or self._cos.device != self.inv_freq.device:
+            size = max(max_position, 512)
+            angles = torch.outer(torch.arange(size, dtype=torch.float, device=self.inv_freq.device), self.inv_freq)
+            angles = angles.repeat_interleave(2, dim=-1)  # (size, width): pair (2i, 2i+1) share angle i
+            self._cos, self._sin = torch.cos(angles), torch.sin(angles)
+        return self._cos, self._sin
+
+    def forward(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, L, E); position: (B, L) time ids."""
+        cos_table, sin_table = self.tables(int(position.max()) + 1)
+        cos = cos_table[position].unsqueeze(1).to(x.dtype)  # (B, 1, L, width)
+        sin = sin_table[position].unsqueeze(1).to(x.dtype)
+        rotated, rest = x[..., : self.width], x[..., self.width :]
+        pairs = rotated.unflatten(-1, (-1, 2))
+        swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        return torch.cat((rotated * cos + swapped * sin, rest), dim=-1)
+
+
+class VariateBias(nn.Module):
+    """Per-head additive attention bias: one value for the same variate, one for another."""
+
+    def __init__(self, num_heads: int):
+        super().__init__()
+        self.emb = nn.Embedding(2, num_heads)
+
+    def forward(self, same_variate: torch.Tensor) -> torch.Tensor:
+        """same_variate: (B, Lq, Lk) bool -> bias (B, H, Lq, Lk)."""
+        other, same = self.emb.weight[0], self.emb.weight[1]  # (H,)
+        same_variate = same_variate.unsqueeze(1)
+        return torch.where(same_variate, same[:, None, None], other[:, None, None])
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with per-head q/k RMSNorm, rotary time and variate bias."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.num_heads = d_model // HEAD_DIM
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.q_norm = RMSNorm(HEAD_DIM)
+        self.k_norm = RMSNorm(HEAD_DIM)
+        self.var_attn_bias = VariateBias(self.num_heads)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, H, L, E)."""
+        return x.unflatten(-1, (self.num_heads, HEAD_DIM)).transpose(1, 2)
+
+    def project_kv(
+        self, x: torch.Tensor, time_id: torch.Tensor, rotary: RotaryEmbedding
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (normed, rotated) and values, each (B, H, L, E)."""
+        key = rotary(self.k_norm(self.heads(self.k_proj(x))), time_id)
+        return key, self.heads(self.v_proj(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, Lq, D) normed input of the query tokens
+        time_id: torch.Tensor,  # (B, Lq)
+        rotary: RotaryEmbedding,
+        bias: torch.Tensor,  # (B, H, Lq, Lk) variate bias with -inf where masked
+        key: torch.Tensor | None = None,  # (B, H, Lk, E) precomputed keys; default from x
+        value: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        query = rotary(self.q_norm(self.heads(self.q_proj(x))), time_id)
+        if key is None:
+            key, value = self.project_kv(x, time_id, rotary)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1 / math.sqrt(HEAD_DIM))
+        return self.out_proj(out.transpose(1, 2).flatten(-2))
+
+
+class Expert(nn.Module):
+    """Gated (SwiGLU) feed-forward expert without biases."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_ff, bias=False)
+        self.fc_gate = nn.Linear(d_model, d_ff, bias=False)
+        self.fc2 = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc_gate(x)) * self.fc1(x))
+
+
+class MixtureOfExperts(nn.Module):
+    """Token-wise mixture of experts routed by distance to fixed centroids.
+
+    Each token goes to the two experts whose centroids are *farthest* (largest Euclidean
+    distance), weighted by a softmax over those two distances, as the checkpoints were trained.
+    """
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.experts = nn.ModuleList(Expert(d_model, d_ff) for _ in range(NUM_EXPERTS))
+
+    def forward(self, x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D); centroid: (NUM_EXPERTS, D) in float64, cast to x's dtype."""
+        batch = x.shape[0]
+        centroid = centroid.to(device=x.device, dtype=x.dtype)
+        distance = torch.cdist(x, centroid.unsqueeze(0).expand(batch, -1, -1))  # (B, L, NUM_EXPERTS)
+        flat = x.reshape(-1, x.shape[-1])  # (N, D)
+        top_distance, top_expert = torch.topk(distance.reshape(flat.shape[0], -1), EXPERTS_PER_TOKEN)
+        weights = torch.softmax(top_distance, dim=1, dtype=torch.float).to(x.dtype)  # (N, 2)
+
+        # Group the (token, slot) pairs by expert so each expert runs once on its tokens.
+        expert_of_pair = top_expert.flatten()  # (2N,)
+        order = torch.argsort(expert_of_pair, stable=True)
+        counts = torch.bincount(expert_of_pair, minlength=NUM_EXPERTS).tolist()
+        token_of_pair = order // EXPERTS_PER_TOKEN
+        weight_of_pair = weights.flatten()[order].unsqueeze(-1)
+        out = torch.zeros_like(flat)
+        start = 0
+        for expert, count in zip(self.experts, counts):
+            if count:
+                tokens = token_of_pair[start : start + count]
+                out.index_add_(0, tokens, weight_of_pair[start : start + count] * expert(flat[tokens]))
+            start += count
+        return out.view_as(x)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer layer: attention then mixture of experts, both residual."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.norm1 = RMSNorm(d_model)
+        self.self_attn = Attention(d_model)
+        self.norm2 = RMSNorm(d_model)
+        self.ffn = MixtureOfExperts(d_model, d_ff)
+
+
+class Encoder(nn.Module):
+    """The stack of layers, their routing centroids and the final norm."""
+
+    def __init__(self, d_model: int, d_ff: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(d_model, d_ff) for _ in range(num_layers))
+        self.register_buffer("centroid", torch.zeros(num_layers, NUM_EXPERTS, d_model, dtype=torch.float64))
+        self.norm = RMSNorm(d_model)
+
+
+class PatchSizeLinear(nn.Module):
+    """A linear map with one weight per patch size; a token uses the weight of its size.
+
+    `in_mask`/`out_mask` restrict the weight to the first `factor * P` inputs or outputs of
+    size P, as the checkpoints store every size in a tensor wide enough for the largest.
+    """
+
+    def __init__(self, in_features: int, out_features: int, patch_sizes: tuple[int, ...], mask: str | None, factor: int = 1):
+        super().__init__()
+        self.patch_sizes = patch_sizes
+        self.weight = nn.Parameter(torch.zeros(len(patch_sizes), out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(len(patch_sizes), out_features))
+        keep = torch.ones(len(patch_sizes), out_features, in_features, dtype=torch.bool)
+        for index, size in enumerate(patch_sizes):
+            if mask == "in":
+                keep[index, :, factor * size :] = False
+            elif mask == "out":
+                keep[index, factor * size :, :] = False
+        self.register_buffer("keep", keep, persistent=False)
+
+    def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
+        """x: (..., in); patch_size: (...) -> (..., out)."""
+        if len(self.patch_sizes) == 1:
+            return F.linear(x, self.weight[0] * self.keep[0], self.bias[0])
+        out = None
+        for index, size in enumerate(self.patch_sizes):
+            part = F.linear(x, self.weight[index] * self.keep[index], self.bias[index])
+            part = part * (patch_size == size).unsqueeze(-1)
+            out = part if out is None else out + part
+        return out
+
+
+class ParamProjection(nn.Module):
+    """Heads from token representations to mixture logits and component parameters."""
+
+    def __init__(self, d_model: int, patch_sizes: tuple[int, ...], components):
+        super().__init__()
+        max_patch = max(patch_sizes)
+        self.max_patch = max_patch
+        self.components = components
+        self.proj = nn.Module()
+        self.proj.weights_logits = PatchSizeLinear(d_model, len(components) * max_patch, patch_sizes, "out", len(components))
+        self.proj.components = nn.ModuleList()
+        for spec in components:
+            heads = nn.ModuleDict({name: PatchSizeLinear(d_model, max_patch, patch_sizes, "out") for name in spec.params})
+            self.proj.components.append(heads)
+
+    def unflatten(self, out: torch.Tensor, width: int) -> torch.Tensor:
+        """(..., width * M) read row-major as (width, M) -> (..., M, width)."""
+        return out.unflatten(-1, (width, self.max_patch)).transpose(-1, -2)
+
+    def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """Raw logits (..., M, K) and domain-mapped parameters, each (..., M)."""
+        logits = self.unflatten(self.proj.weights_logits(x, patch_size), len(self.components))
+        params = []
+        for spec, heads in zip(self.components, self.proj.components):
+            params.append({name: domain_map(spec.kind, name, heads[name](x, patch_size)) for name in spec.params})
+        return logits, params
+
+
+def domain_map(kind: str, name: str, raw: torch.Tensor) -> torch.Tensor:
+    """Map an unconstrained head output to its parameter's domain."""
+    eps = torch.finfo(raw.dtype).eps
+    if name == "df":
+        return 2.0 + F.softplus(raw)
+    if name == "total_count":
+        return F.softplus(raw)
+    if name == "scale":
+        return F.softplus(raw).clamp_min(eps)
+    return raw  # loc, logits

@@ -1,0 +1,77 @@
+"""CLI test helpers: a fake forecaster standing in for the model, and a runner that keeps stderr apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moirai_cli.forecasting.pipeline import Forecast, MoiraiForecaster
+
+
+@dataclass
+class FakeForecaster:
+    """Same methods as MoiraiForecaster; forecasts last observed value + step + seeded noise."""
+
+    name: str = "fake"
+    device: str = "cpu"
+    calls: list[dict] = field(default_factory=list)
+
+    def predict(
+        self,
+        target,
+        horizon,
+        *,
+        past_covariates=None,
+        known_covariates=None,
+        num_samples=100,
+        seed=None,
+        progress=None,
+        **settings,
+    ) -> Forecast:
+        """Record the call and return (N, S, H, V) samples."""
+        self.calls.append(
+            dict(
+                target=target,
+                horizon=horizon,
+                past_covariates=past_covariates,
+                known_covariates=known_covariates,
+                num_samples=num_samples,
+                seed=seed,
+                **settings,
+            )
+        )
+        rng = np.random.default_rng(seed)
+        out = []
+        for series in target:
+            values = series.reshape(len(series), -1)
+            last = np.array([v[~np.isnan(v)][-1] for v in values.T], dtype=np.float32)  # (V,)
+            steps = np.arange(1, horizon + 1, dtype=np.float32)[:, None]
+            noise = rng.normal(size=(num_samples, horizon, values.shape[1])).astype(np.float32)
+            out.append(last + steps + noise)
+        if progress is not None:
+            progress(len(target))
+        return Forecast(np.stack(out))
+
+
+@pytest.fixture
+def fake_model(monkeypatch) -> FakeForecaster:
+    """Make every from_pretrained call return one FakeForecaster (recording the load arguments)."""
+    fake = FakeForecaster()
+    loads: list[tuple] = []
+
+    def from_pretrained(name_or_path="x", **kwargs):
+        loads.append((name_or_path, kwargs))
+        return fake
+
+    monkeypatch.setattr(MoiraiForecaster, "from_pretrained", staticmethod(from_pretrained))
+    fake.loads = loads
+    return fake
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A Click runner with stdout and stderr captured separately."""
+    return CliRunner()

@@ -1,0 +1,65 @@
+"""Reading a long file in chunks of series (memory flat in the number of series)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moirai_cli.data import iter_series_chunks, load_dataset
+from moirai_cli.errors import InputError
+
+
+def long_table(n_series: int = 5, length: int = 4) -> pd.DataFrame:
+    """Series s0..s{n-1}, grouped by id, daily, with the value `series * 100 + step`."""
+    return pd.DataFrame(
+        {
+            "item_id": np.repeat([f"s{i}" for i in range(n_series)], length),
+            "timestamp": np.tile(pd.date_range("2021-01-01", periods=length, freq="D").astype(str), n_series),
+            "target": (np.repeat(np.arange(n_series) * 100, length) + np.tile(np.arange(length), n_series)).astype(
+                float
+            ),
+        }
+    )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_chunks_match_whole_file(tmp_path, suffix):
+    path = tmp_path / f"d{suffix}"
+    table = long_table()
+    if suffix == ".csv":
+        table.to_csv(path, index=False)
+    else:
+        table.to_parquet(path)
+    chunks = list(iter_series_chunks(path, chunk_size=2, rows_per_read=3))
+    assert [[s.item_id for s in c.series] for c in chunks] == [["s0", "s1"], ["s2", "s3"], ["s4"]]
+    whole = load_dataset(path)
+    flat = [s for c in chunks for s in c.series]
+    for a, b in zip(flat, whole.series, strict=True):
+        np.testing.assert_array_equal(a.target, b.target)
+        assert a.timestamps.equals(b.timestamps)
+    assert {c.freq for c in chunks} == {"D"}
+
+
+def test_unsorted_file_and_late_errors_name_the_row(tmp_path):
+    table = long_table(3)
+    path = tmp_path / "d.csv"
+    pd.concat([table, table.iloc[:1]]).to_csv(path, index=False)
+    with pytest.raises(InputError, match="series 's0' reappears at row 13; sort the file by id"):
+        list(iter_series_chunks(path, chunk_size=1, rows_per_read=2))
+    table["target"] = table["target"].astype(object)
+    table.loc[10, "target"] = "oops"
+    table.to_csv(path, index=False)
+    with pytest.raises(InputError, match="column 'target', row 11: 'oops' is not a number"):
+        list(iter_series_chunks(path, chunk_size=1, rows_per_read=2))
+
+
+def test_skipped_series_and_missing_file(tmp_path):
+    table = long_table(2)
+    table.loc[table["item_id"] == "s0", "target"] = np.nan
+    path = tmp_path / "d.csv"
+    table.to_csv(path, index=False)
+    chunks = list(iter_series_chunks(path, chunk_size=1))
+    assert chunks[0].series == [] and chunks[0].skipped == ["s0"] and chunks[1].series[0].item_id == "s1"
+    with pytest.raises(InputError, match="no such file"):
+        list(iter_series_chunks(tmp_path / "nope.csv"))

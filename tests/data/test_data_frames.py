@@ -1,0 +1,171 @@
+"""Layout detection, frequency inference, grids, covariates and bad-input errors of the data layer."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moirai_cli.data import detect_layout, infer_frequency, load_dataset
+from moirai_cli.errors import InputError
+
+
+def csv(text: str) -> pd.DataFrame:
+    """A frame read the way the CLI reads CSV files (all text)."""
+    return pd.read_csv(io.StringIO(text), dtype=str)
+
+
+LONG = csv(
+    "unique_id,ds,y\n"
+    "A,2020-01-01,1\nA,2020-01-02,2\nA,2020-01-04,4\n"  # gap on 01-03
+    "B,2020-01-03,30\nB,2020-01-02,20\n"  # unsorted
+)
+
+
+def test_long_layout_by_name_with_gap_and_unsorted_rows():
+    data = load_dataset(LONG, source="t.csv")
+    assert data.layout.kind == "long" and data.id_column == "unique_id" and data.timestamp_column == "ds"
+    assert data.freq == "D"
+    a, b = data.series
+    assert a.item_id == "A" and np.isnan(a.target[2, 0]) and a.target.shape == (4, 1)
+    assert a.target.dtype == np.float32
+    assert list(b.timestamps.strftime("%m-%d")) == ["01-02", "01-03"] and b.target[:, 0].tolist() == [20, 30]
+    assert "long layout" in data.describe() and "2 series" in data.describe()
+
+
+def test_column_names_are_case_insensitive_and_overridable():
+    frame = csv("Series,Time,Value,other\nx,2020-01-01,1,5\nx,2020-01-02,2,6\nx,2020-01-03,3,7\n")
+    assert detect_layout(frame).id_column == "Series"
+    lay = detect_layout(frame, target=["other"], timestamp_column="time")
+    assert lay.targets == ("other",) and lay.timestamp_column == "Time"
+
+
+def test_id_guessed_from_the_only_text_column():
+    lay = detect_layout(csv("symbol,date,price\nA,2020-01-01,1\nB,2020-01-01,2\n"))
+    assert (lay.kind, lay.id_column, lay.targets) == ("long", "symbol", ("price",))
+    assert "'symbol' (guessed)" in lay.describe()
+
+
+def test_wide_layout_one_series_per_numeric_column():
+    frame = csv("month,a,b\n2020-01-01,1,10\n2020-02-01,2,\n2020-03-01,3,30\n2020-04-01,,40\n")
+    data = load_dataset(frame)
+    assert data.layout.kind == "wide" and data.freq == "MS" and data.id_column == "item_id"
+    assert [s.item_id for s in data.series] == ["a", "b"]
+    assert np.isnan(data.series[1].target[1, 0]) and np.isnan(data.series[0].target[3, 0])
+
+
+def test_single_series_and_forced_layouts():
+    data = load_dataset(csv("date,temp\n2020-01-01 00:00,1\n2020-01-01 01:00,2\n2020-01-01 02:00,3\n"))
+    assert data.layout.kind == "single" and data.freq == "h" and data.series[0].item_id == "temp"
+    wide = csv("date,a,b\n2020-01-01,1,2\n2020-01-02,3,4\n")
+    single = load_dataset(wide, layout="single", freq="D")
+    assert single.series[0].target.shape == (2, 2) and single.target_names == ("a", "b")
+    with pytest.raises(InputError, match="no id column"):
+        load_dataset(wide, layout="long")
+
+
+def test_multivariate_long_with_past_covariates():
+    frame = csv("id,date,t1,t2,rain\nA,2020-01-01,1,2,0\nA,2020-01-02,3,4,1\nA,2020-01-03,5,6,0\n")
+    data = load_dataset(frame, target=["t1", "t2"], past_covariates=["rain"])
+    record = data.series[0]
+    assert record.target.tolist() == [[1, 2], [3, 4], [5, 6]] and record.past_covariates.shape == (3, 1)
+    assert record.known_covariates is None
+
+
+def test_known_covariates_from_future_file():
+    frame = csv("id,date,y,promo\nA,2020-01-01,1,0\nA,2020-01-02,2,1\nB,2020-01-01,5,0\nB,2020-01-02,6,0\n")
+    future = csv("id,date,promo\nA,2020-01-03,1\nA,2020-01-04,0\nB,2020-01-04,1\nB,2020-01-03,0\nB,2020-01-05,9\n")
+    data = load_dataset(frame, known_covariates=["promo"], future=future, horizon=2)
+    assert data.series[0].known_covariates[:, 0].tolist() == [0, 1, 1, 0]
+    assert data.series[1].known_covariates[:, 0].tolist() == [0, 0, 0, 1]  # the row beyond the horizon is ignored
+    missing = future[~((future["id"] == "B") & (future["date"] == "2020-01-04"))]
+    with pytest.raises(InputError, match="series 'B' has no row for 2020-01-04"):
+        load_dataset(frame, known_covariates=["promo"], future=missing, horizon=2)
+    with pytest.raises(InputError, match="need future values"):
+        load_dataset(frame, known_covariates=["promo"])
+
+
+def test_known_covariates_shared_by_wide_series():
+    frame = csv("date,a,b,hol\n2020-01-01,1,2,0\n2020-01-02,3,4,1\n")
+    future = csv("date,hol\n2020-01-03,1\n")
+    data = load_dataset(
+        frame, target=["a", "b"], layout="wide", known_covariates=["hol"], future=future, horizon=1, freq="D"
+    )
+    assert [s.known_covariates[:, 0].tolist() for s in data.series] == [[0, 1, 1], [0, 1, 1]]
+
+
+def test_all_missing_series_is_skipped_and_leading_gaps_trimmed():
+    frame = csv("id,date,y\nA,2020-01-01,\nA,2020-01-02,2\nA,2020-01-03,3\nB,2020-01-01,\nB,2020-01-02,\n")
+    data = load_dataset(frame)
+    assert data.skipped == ["B"] and [s.item_id for s in data.series] == ["A"]
+    assert len(data.series[0].timestamps) == 2
+    with pytest.raises(InputError, match="no series has an observed target value"):
+        load_dataset(frame[frame["id"] == "B"], freq="D")
+
+
+@pytest.mark.parametrize(
+    "stamps, expected",
+    [
+        (["2020-01-31", "2020-02-29", "2020-03-31"], "ME"),
+        (["2020-01-01", "2020-03-01", "2020-04-01"], "MS"),  # gap: no pd.infer_freq, calendar fallback
+        (["2020-01-01", "2020-01-08", "2020-01-22"], "W-WED"),
+        (["2020-01-01 00:00", "2020-01-01 00:15", "2020-01-01 01:00"], "15min"),
+        (["2019-01-01", "2021-01-01", "2022-01-01"], "YS-JAN"),
+    ],
+)
+def test_frequency_inference(stamps, expected):
+    assert infer_frequency([pd.to_datetime(stamps)]) == expected
+
+
+def test_frequency_override_and_off_grid_error():
+    frame = csv("date,y\n2020-01-01,1\n2020-01-03,2\n2020-01-05,3\n")
+    assert load_dataset(frame, freq="D").series[0].target.shape == (5, 1)
+    with pytest.raises(InputError, match="'xx' is not a pandas frequency"):
+        load_dataset(frame, freq="xx")
+    with pytest.raises(InputError, match="not on the MS grid"):
+        load_dataset(frame, freq="MS")
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, message",
+    [
+        (
+            "id,date,y\nA,2020-01-01,1\nA,2020-01-01,2\n",
+            {},
+            r"series 'A' has duplicate timestamp 2020-01-01 00:00:00 \(column 'date', rows 1 and 2\)",
+        ),
+        ("id,date,y\nA,2020-01-01,1\nA,someday,2\n", {}, "column 'date', row 2: cannot parse timestamp 'someday'"),
+        ("id,date,y\nA,2020-01-01,1\nA,,2\n", {}, "column 'date', row 2: missing timestamp"),
+        (
+            "id,date,y\nA,2020-01-01,1\nA,2020-01-02,abc\nA,2020-01-03,3\n",
+            {},
+            "column 'y', row 2: 'abc' is not a number",
+        ),
+        ("id,date,y\nA,2020-01-01,1\n,2020-01-02,2\n", {}, "column 'id', row 2: missing series id"),
+        ("id,date,y\n", {}, "no data rows"),
+        ("id,date,y\nA,2020-01-01,1\n", {}, "cannot infer the frequency"),
+        ("a,b\n1,2\n", {}, "no timestamp column found"),
+        ("id,date,y\nA,2020-01-01,1\n", {"target": ["nope"]}, "no column 'nope'"),
+        ("date,a,b,c\n2020-01-01,x,y,1\n", {}, "several text columns"),
+        ("id,date,a,b\nA,2020-01-01,1,2\n", {}, "several numeric columns"),
+    ],
+)
+def test_bad_input_errors_name_the_place(text, kwargs, message):
+    with pytest.raises(InputError, match=message) as err:
+        load_dataset(
+            csv(text) if text.count("\n") > 1 else pd.read_csv(io.StringIO(text), dtype=str), source="in.csv", **kwargs
+        )
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(("in.csv", "--"))
+
+
+def test_parquet_typed_columns(tmp_path):
+    frame = pd.DataFrame(
+        {"item_id": [1, 1, 1], "timestamp": pd.date_range("2021-01-01", periods=3, freq="h"), "target": [1, 2, 3]}
+    )
+    path = tmp_path / "d.parquet"
+    frame.to_parquet(path)
+    data = load_dataset(path)
+    assert data.series[0].item_id == 1 and data.freq == "h" and data.source == str(path)
