@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
+import click
 import typer
+from rich.console import Console
 
 from moirai_cli import __version__
 from moirai_cli.data import (
     STDIO,
     SeriesDataset,
     TableWriter,
+    check_covariate_options,
     check_output_path,
     forecast_frame,
+    is_grouped_by,
+    iter_series_chunks,
     load_dataset,
     parse_quantiles,
+    peek_layout,
+    rebatch,
     samples_frame,
+    write_table,
 )
 from moirai_cli.errors import InputError, ModelError, MoiraiError
-from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, MoiraiForecaster
+from moirai_cli.evaluation import evaluate as evaluate_backtest
+from moirai_cli.evaluation import plot_best_worst, render_summary
+from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, Forecast, MoiraiForecaster
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
+ROWS_PER_READ = 65_536  # rows read at a time from a long file that is streamed
 DEFAULT_QUANTILES = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DECODINGS = ("exact", "cached")
@@ -38,7 +50,7 @@ app = typer.Typer(
     help="Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai-MoE.",
 )
 
-# --- Options shared by the commands that read data or load a model (forecast, and later evaluate) ---
+# --- Options shared by the commands that read data or run the model (forecast, evaluate) ---
 
 DataArg = Annotated[str, typer.Argument(help="CSV (.csv, .csv.gz) or Parquet file; '-' reads CSV from stdin.")]
 LayoutOpt = Annotated[str, typer.Option("--layout", help="Table layout: auto, long, wide or single.")]
@@ -65,6 +77,28 @@ ModelOpt = Annotated[str, typer.Option("--model", help="Hugging Face repo id or 
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of the model repo.")]
 CacheDirOpt = Annotated[Optional[str], typer.Option("--cache-dir", help="Hugging Face cache folder.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+HorizonOpt = Annotated[int, typer.Option("--horizon", "-H", help="Number of future steps to forecast.")]
+ContextLengthOpt = Annotated[
+    Optional[int], typer.Option("--context-length", help="Most recent steps the model sees (default 1024).")
+]
+NumSamplesOpt = Annotated[int, typer.Option("--num-samples", help="Sample paths per series.")]
+QuantilesOpt = Annotated[str, typer.Option("--quantiles", help="Comma-separated quantile levels.")]
+SeedOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seed",
+        help=f"Random seed: the same data and options give the same samples. The k-th batch of "
+        f"{SERIES_PER_CHUNK} series (in file order, k = 0, 1, ...) uses seed + k, however the file is read.",
+    ),
+]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Series per model batch (default 32).")]
+PatchSizeOpt = Annotated[str, typer.Option("--patch-size", help="Patch size (8, 16, 32, 64, 128) or auto.")]
+DecodingOpt = Annotated[
+    str,
+    typer.Option(
+        "--decoding", help="exact (the reference's procedure) or cached (faster; scaler frozen at the context)."
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, notes or summary (warnings stay).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
@@ -96,7 +130,7 @@ class DataOptions:
             raise InputError(f"--layout: '{self.layout}' is not one of {', '.join(LAYOUTS)}")
 
     def load(self, horizon: int | None = None) -> SeriesDataset:
-        """Read and check the data (and the future file), raising InputError on bad input."""
+        """Read and check the whole table (and the future file when forecasting), raising InputError on bad input."""
         return load_dataset(
             self.path,
             layout=self.layout,  # type: ignore[arg-type]
@@ -109,6 +143,52 @@ class DataOptions:
             future=self.future,
             horizon=horizon if self.known_covariates else None,
         )
+
+    def batches(self, horizon: int, size: int, quiet: bool = False) -> Iterator[SeriesDataset]:
+        """Batches of `size` series in file order, streamed from a long file grouped by id (flat memory), else read whole."""
+        known = split_columns(self.known_covariates)
+        check_covariate_options(known, self.future, horizon if known else None)
+        if not self._streamable(quiet):
+            return rebatch([self.load(horizon)], size)
+        chunks = iter_series_chunks(
+            self.path,
+            chunk_size=size,
+            id_column=self.id_column,
+            timestamp_column=self.timestamp_column,
+            target=split_columns(self.target),
+            freq=self.freq,
+            past_covariates=split_columns(self.past_covariates),
+            known_covariates=split_columns(self.known_covariates),
+            future=self.future,
+            horizon=horizon if self.known_covariates else None,
+            rows_per_read=ROWS_PER_READ,
+        )
+        return rebatch(chunks, size)
+
+    def _streamable(self, quiet: bool) -> bool:
+        """Whether the input is a long-format file whose rows are grouped by series id."""
+        if self.path == STDIO or self.layout not in ("auto", "long"):
+            return False
+        layout = peek_layout(
+            self.path,
+            layout=self.layout,  # type: ignore[arg-type]
+            id_column=self.id_column,
+            timestamp_column=self.timestamp_column,
+            target=split_columns(self.target),
+            past_covariates=split_columns(self.past_covariates),
+            known_covariates=split_columns(self.known_covariates),
+            rows=ROWS_PER_READ,
+        )
+        if layout.kind != "long":
+            return False
+        if not is_grouped_by(self.path, layout.id_column, ROWS_PER_READ):
+            note(
+                f"{self.path}: rows are not grouped by '{layout.id_column}'; reading the whole file "
+                "(sort it by id to keep memory flat)",
+                quiet,
+            )
+            return False
+        return True
 
 
 @dataclass
@@ -134,6 +214,36 @@ class ModelOptions:
             raise
         except Exception as exc:
             raise ModelError(f"cannot load model '{self.model}': {_one_line(exc)}") from exc
+
+
+@dataclass
+class PredictOptions:
+    """How to run the model on each batch; shared by every command that forecasts."""
+
+    num_samples: int = 100
+    context_length: int | None = None
+    batch_size: int | None = None
+    patch_size: str = "16"
+    decoding: str = "exact"
+
+    def settings(self) -> dict[str, object]:
+        """Validated keyword arguments for MoiraiForecaster.predict (unset options keep its defaults)."""
+        for option, value in (
+            ("--num-samples", self.num_samples),
+            ("--context-length", self.context_length),
+            ("--batch-size", self.batch_size),
+        ):
+            if value is not None and value < 1:
+                raise InputError(f"{option} must be at least 1, got {value}")
+        if self.decoding not in DECODINGS:
+            raise InputError(f"--decoding: '{self.decoding}' is not one of {', '.join(DECODINGS)}")
+        return {
+            "num_samples": self.num_samples,
+            "patch_size": _parse_patch_size(self.patch_size),
+            "decoding": self.decoding,
+            **({"context_length": self.context_length} if self.context_length is not None else {}),
+            **({"batch_size": self.batch_size} if self.batch_size is not None else {}),
+        }
 
 
 # --- Output helpers ---
@@ -189,14 +299,14 @@ def _parse_patch_size(text: str) -> int | str:
     return value
 
 
-def _progress(quiet: bool, total: int):
+def _progress(quiet: bool, total: int | None, label: str = "forecasting"):
     """A rich progress bar on stderr counting finished series (inert when quiet or not a terminal)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     bar = Progress(
-        TextColumn("forecasting"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -204,7 +314,7 @@ def _progress(quiet: bool, total: int):
         transient=True,
         disable=quiet or not console.is_terminal,
     )
-    task = bar.add_task("forecast", total=total)
+    task = bar.add_task(label, total=total)
     return bar, lambda n: bar.advance(task, n)
 
 
@@ -224,23 +334,34 @@ def _root(
     """Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai-MoE."""
 
 
+def _input_note(dataset: SeriesDataset) -> str:
+    """One line saying how the input was read (layout, columns, frequency), for the user to check."""
+    return f"{dataset.source}: {dataset.layout.describe()}; frequency {dataset.freq}"
+
+
+def _check_plot(plot: str | None) -> None:
+    """Fail before any work when --plot cannot be written (matplotlib missing, not a .png)."""
+    if plot:
+        from moirai_cli.plotting import check_plot_path
+
+        check_plot_path(plot)
+
+
 @app.command()
 def forecast(
     data: DataArg,
-    horizon: Annotated[int, typer.Option("--horizon", "-H", help="Number of future steps to forecast.")],
-    context_length: Annotated[
-        Optional[int], typer.Option("--context-length", help="Most recent steps the model sees.")
-    ] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", help="Sample paths per series.")] = 100,
-    quantiles: Annotated[str, typer.Option("--quantiles", help="Comma-separated quantile levels.")] = DEFAULT_QUANTILES,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible samples.")] = None,
+    horizon: HorizonOpt,
+    context_length: ContextLengthOpt = None,
+    num_samples: NumSamplesOpt = 100,
+    quantiles: QuantilesOpt = DEFAULT_QUANTILES,
+    seed: SeedOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Series per model batch.")] = None,
-    patch_size: Annotated[str, typer.Option("--patch-size", help="Patch size (8, 16, 32, 64, 128) or auto.")] = "16",
-    decoding: Annotated[str, typer.Option("--decoding", help="exact or cached (faster, approximate).")] = "exact",
+    batch_size: BatchSizeOpt = None,
+    patch_size: PatchSizeOpt = "16",
+    decoding: DecodingOpt = "exact",
     layout: LayoutOpt = "auto",
     id_column: IdColumnOpt = None,
     timestamp_column: TimestampColumnOpt = None,
@@ -263,12 +384,8 @@ def forecast(
     with reported_errors(debug):
         if horizon < 1:
             raise InputError(f"--horizon must be at least 1, got {horizon}")
-        if num_samples < 1:
-            raise InputError(f"--num-samples must be at least 1, got {num_samples}")
-        if decoding not in DECODINGS:
-            raise InputError(f"--decoding: '{decoding}' is not one of {', '.join(DECODINGS)}")
+        settings = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding).settings()
         levels = parse_quantiles(quantiles)
-        patch = _parse_patch_size(patch_size)
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future
         )
@@ -277,71 +394,80 @@ def forecast(
         check_output_path(output)
         if samples_output:
             check_output_path(samples_output)
-        if plot:
-            from moirai_cli.plotting import check_plot_path
+        _check_plot(plot)
 
-            check_plot_path(plot)
-
-        dataset = data_options.load(horizon)
-        note(dataset.describe(), quiet)
-        for item_id in dataset.skipped:
-            warn(f"skipped series '{item_id}': no observed target value")
-
+        batches = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
+        first = next(batches)  # bad data fails here, before the (slow) model load
+        note(_input_note(first), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
-        settings = {
-            "num_samples": num_samples,
-            "patch_size": patch,
-            "decoding": decoding,
-            **({"context_length": context_length} if context_length is not None else {}),
-            **({"batch_size": batch_size} if batch_size is not None else {}),
-        }
-        _run_forecast(dataset, forecaster, horizon, levels, seed, settings, output, samples_output, plot, quiet)
+        counts = _run_forecast(
+            itertools.chain([first], batches),
+            forecaster,
+            horizon,
+            levels,
+            seed,
+            settings,
+            output,
+            samples_output,
+            plot,
+            quiet,
+        )
         used = getattr(forecaster, "device", device)
+        skipped = f" ({counts[1]} skipped)" if counts[1] else ""
         note(
-            f"forecast {len(dataset.series)} series, horizon {horizon}, model {model}, device {used}, "
+            f"forecast {counts[0]} series{skipped}, horizon {horizon}, model {model}, device {used}, "
             f"{time.perf_counter() - started:.1f}s" + ("" if output == STDIO else f" -> {output}"),
             quiet,
         )
 
 
 def _run_forecast(
-    dataset: SeriesDataset,
+    batches: Iterator[SeriesDataset],
     forecaster: MoiraiForecaster,
     horizon: int,
     levels: list[float],
     seed: int | None,
-    settings: dict,
+    settings: dict[str, object],
     output: str,
     samples_output: str | None,
     plot: str | None,
     quiet: bool,
-) -> None:
-    """Forecast the dataset chunk by chunk, streaming rows to the (atomic) output files."""
-    bar, advance = _progress(quiet, len(dataset.series))
+) -> tuple[int, int]:
+    """Forecast batch by batch (batch k seeded with seed + k), streaming to the atomic outputs; counts forecast, skipped."""
+    bar, advance = _progress(quiet, None)
+    forecast_count = skipped_count = 0
+    first: tuple[SeriesDataset, Forecast] | None = None  # what the plot shows
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(TableWriter(output))
         sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
         stack.enter_context(bar)
-        first = None
-        for number, (start, records) in enumerate(dataset.chunks(SERIES_PER_CHUNK)):
+        for number, batch in enumerate(batches):
+            for item_id in batch.skipped:
+                warn(f"skipped series '{item_id}': no observed target value")
+            skipped_count += len(batch.skipped)
+            if not batch.series:
+                continue
+            records = batch.series
             result = forecaster.predict(
                 [r.target[:, 0] if r.target.shape[1] == 1 else r.target for r in records],
                 horizon,
-                past_covariates=[r.past_covariates for r in records] if dataset.layout.past_covariates else None,
-                known_covariates=[r.known_covariates for r in records] if dataset.layout.known_covariates else None,
+                past_covariates=[r.past_covariates for r in records] if batch.layout.past_covariates else None,
+                known_covariates=[r.known_covariates for r in records] if batch.layout.known_covariates else None,
                 seed=None if seed is None else seed + number,
                 progress=advance,
                 **settings,
             )
-            writer.write(forecast_frame(dataset, result, levels, start=start))
+            writer.write(forecast_frame(batch, result, levels))
             if sample_writer is not None:
-                sample_writer.write(samples_frame(dataset, result, start=start))
-            first = first if first is not None else result
-        if plot:
+                sample_writer.write(samples_frame(batch, result))
+            first = first or (batch, result)
+            forecast_count += len(records)
+        if plot and first is not None:
             from moirai_cli.plotting import plot_forecasts
 
-            plot_forecasts(dataset, first, plot)
+            plot_forecasts(*first, plot)
+    return forecast_count, skipped_count
 
 
 def _resolve_checkpoint(name_or_path: str, revision: str | None, cache_dir: str | None) -> Path:
@@ -370,13 +496,151 @@ def download(
         typer.echo(str(path))
 
 
-# `moirai evaluate` is added here from moirai_cli.evaluation, reusing DataOptions / ModelOptions and the
-# option aliases above.
+METRICS_HELP = """\
+Metrics, per series and window (a multivariate target: per variate), over the window's observed steps; \
+MAE, MASE, sMAPE and MAPE score the forecast median, RMSE the mean.
+
+MAE: mean |y - median|. RMSE: sqrt(mean (y - mean)^2). \
+MASE: MAE / the mean |y_t - y_(t-m)| of the history before the window (m: --season-length; lag 1 if the history \
+is shorter). sMAPE: mean 2|y - median| / (|y| + |median|), from 0 to 2. \
+MAPE: mean |y - median| / |y|, zero actuals left out and counted. \
+WQL: mean over the --quantiles levels of sum 2 * pinball loss / sum |y|. \
+MSIS: interval score of the 80% interval (0.1 to 0.9 quantiles) scaled like MASE. \
+Coverage 80%: share of actuals inside that interval (ideal 0.80).
+
+Aggregation: WQL is the ratio of sums over all series and windows (GluonTS, fev); every other metric is the \
+mean over series and windows of the per-window values, leaving out windows where it is undefined. \
+The seasonal-naive baseline repeats the last season and is scored the same way; Relative is the geometric \
+mean over series of model / baseline (per-series values clipped to 0.01..100; below 1: the model is better).
+
+--output writes one row per series and window (and variate) with both sets of metrics.\
+"""
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="moirai")
+@app.command(epilog=METRICS_HELP)
+def evaluate(
+    data: DataArg,
+    horizon: HorizonOpt,
+    windows: Annotated[int, typer.Option("--windows", help="Rolling windows per series, cut from its end.")] = 1,
+    stride: Annotated[
+        Optional[int], typer.Option("--stride", help="Steps between window starts (default: the horizon).")
+    ] = None,
+    season_length: Annotated[
+        Optional[int],
+        typer.Option(
+            "--season-length", help="Season length m for MASE, MSIS and the baseline (default: from the frequency)."
+        ),
+    ] = None,
+    context_length: ContextLengthOpt = None,
+    num_samples: NumSamplesOpt = 100,
+    quantiles: QuantilesOpt = DEFAULT_QUANTILES,
+    seed: SeedOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    revision: RevisionOpt = None,
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = None,
+    patch_size: PatchSizeOpt = "16",
+    decoding: DecodingOpt = "exact",
+    layout: LayoutOpt = "auto",
+    id_column: IdColumnOpt = None,
+    timestamp_column: TimestampColumnOpt = None,
+    target: TargetOpt = None,
+    freq: FreqOpt = None,
+    past_covariates: PastCovariatesOpt = None,
+    known_covariates: Annotated[
+        Optional[str],
+        typer.Option("--known-covariates", help="Comma-separated columns whose values count as known in each window."),
+    ] = None,
+    output: Annotated[
+        Optional[str],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Per-window metrics: CSV, Parquet, JSON or JSONL ('-': CSV on stdout, table on stderr).",
+        ),
+    ] = None,
+    plot: Annotated[
+        Optional[str], typer.Option("--plot", help="PNG of the best and worst series (by MASE) in the last window.")
+    ] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Backtest the model on the last windows of every series in DATA and compare it with a seasonal-naive baseline."""
+    with reported_errors(debug):
+        for option, value in (
+            ("--horizon", horizon),
+            ("--windows", windows),
+            ("--stride", stride),
+            ("--season-length", season_length),
+        ):
+            if value is not None and value < 1:
+                raise InputError(f"{option} must be at least 1, got {value}")
+        settings = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding).settings()
+        levels = parse_quantiles(quantiles)
+        data_options = DataOptions(
+            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
+        )
+        model_options = ModelOptions(model, revision, cache_dir, device)
+        if output:
+            check_output_path(output)
+        _check_plot(plot)
+
+        dataset = data_options.load()
+        note(_input_note(dataset), quiet)
+        for item_id in dataset.skipped:
+            warn(f"skipped series '{item_id}': no observed target value")
+        started = time.perf_counter()
+        forecaster = model_options.load()
+        bar, advance = _progress(quiet, None, "evaluating")
+        with bar:
+            result = evaluate_backtest(
+                forecaster,
+                dataset.series,
+                horizon,
+                windows=windows,
+                stride=stride,
+                freq=dataset.freq,
+                season_length=season_length,
+                quantile_levels=levels,
+                seed=seed,
+                target_names=dataset.target_names,
+                progress=advance,
+                **settings,
+            )
+        if output:
+            write_table(result.per_window, output)
+        if plot:
+            plot_best_worst(result, plot)
+        if output != STDIO or not quiet:
+            Console(stderr=output == STDIO).print(render_summary(result))
+        note(
+            f"evaluated {result.n_series} series ({len(result.skipped)} too short, skipped), {windows} window(s) "
+            f"of {horizon} steps, model {model}, device {getattr(forecaster, 'device', device)}, "
+            f"{time.perf_counter() - started:.1f}s" + (f" -> {output}" if output and output != STDIO else ""),
+            quiet,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app, printing usage errors on one line (exit code 2) instead of a box."""
+    try:
+        code = app(args=argv, prog_name="moirai", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `moirai` alone: the help is the message
+        if exc.format_message().strip():
+            typer.echo(exc.format_message())
+        return exc.exit_code
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "moirai"
+        typer.echo(f"error: {' '.join(exc.format_message().split())} (see {command} --help)", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        typer.echo("error: aborted", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

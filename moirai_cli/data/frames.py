@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Hashable, Iterable, Iterator, Sequence
 
@@ -30,7 +30,7 @@ class SeriesRecord:
     timestamps: pd.DatetimeIndex  # length T, regular at the dataset's frequency
     target: np.ndarray  # (T, V) float32
     past_covariates: np.ndarray | None = None  # (T, Cp) float32
-    known_covariates: np.ndarray | None = None  # (T + horizon, Ck) float32
+    known_covariates: np.ndarray | None = None  # (T + horizon, Ck) float32; (T, Ck) when loaded without a horizon
 
 
 @dataclass
@@ -70,11 +70,6 @@ class SeriesDataset:
         """The `horizon` timestamps after a series' last one, continuing its grid."""
         return future_index(record.timestamps[-1], self.freq, horizon)
 
-    def chunks(self, size: int) -> Iterator[tuple[int, list[SeriesRecord]]]:
-        """(offset, records) for consecutive groups of at most `size` series, to bound memory."""
-        for start in range(0, len(self.series), max(1, size)):
-            yield start, self.series[start : start + size]
-
 
 def future_index(last: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeIndex:
     """The `horizon` timestamps after `last` on the grid of `freq`."""
@@ -97,11 +92,12 @@ def load_dataset(
 ) -> SeriesDataset:
     """Read a CSV/Parquet file ('-' = stdin) or DataFrame into regular series, ready to forecast.
 
-    Known covariates need `future` (same layout, covering the `horizon` steps after each series)
-    and `horizon`. Raises InputError, naming file, column, series or row, for any bad input.
+    To forecast, known covariates need `future` (same layout, covering the `horizon` steps after each
+    series) and `horizon`; without both they cover the history only, which is what a backtest needs.
+    Raises InputError, naming file, column, series or row, for any bad input.
     """
     frame, source = _as_frame(data, source)
-    _check_covariate_options(known_covariates, future, horizon)
+    check_covariate_options(known_covariates, future, horizon)
     if frame.shape[1] == 0 or len(frame) == 0:
         raise InputError(f"{source}: no data rows")
     lay = detect_layout(
@@ -117,7 +113,7 @@ def load_dataset(
     dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon)
     if not dataset.series:
         raise InputError(f"{source}: no series has an observed target value")
-    if lay.known_covariates:
+    if lay.known_covariates and future is not None:
         _attach_future(dataset, *_as_frame(future, None), horizon)
     return dataset
 
@@ -143,7 +139,7 @@ def iter_series_chunks(
     frequency inferred from the first chunk, then kept. A chunk's `series` can be empty when every
     series in it was skipped. Raises InputError when an id reappears after other ids (unsorted file).
     """
-    _check_covariate_options(known_covariates, future, horizon)
+    check_covariate_options(known_covariates, future, horizon)
     source = "<stdin>" if str(path) == STDIO else str(path)
     future_table = _as_frame(future, None) if known_covariates else None
     freq = parse_freq(freq) if freq else None
@@ -196,8 +192,73 @@ def iter_series_chunks(
         raise InputError(f"{source}: no series has an observed target value")
 
 
-def _read_pieces(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
-    """Consecutive row blocks of a CSV or Parquet file, indexed by their row number in the file."""
+def rebatch(datasets: Iterable[SeriesDataset], size: int) -> Iterator[SeriesDataset]:
+    """Regroup datasets (one whole, or chunks) into batches of `size` series so batches do not depend on how it was read."""
+    # Only the last batch is smaller, so a seeded forecast per batch is the same whether the file was read
+    # whole or in chunks. Skipped ids travel with the batch after them; a last batch may hold only those.
+    size = max(1, size)
+    pending: list[SeriesRecord] = []
+    skipped: list[Hashable] = []
+    last: SeriesDataset | None = None
+    for dataset in datasets:
+        last = dataset
+        pending.extend(dataset.series)
+        skipped.extend(dataset.skipped)
+        while len(pending) >= size:
+            yield replace(dataset, series=pending[:size], skipped=skipped)
+            pending, skipped = pending[size:], []
+    if last is not None and (pending or skipped):
+        yield replace(last, series=pending, skipped=skipped)
+
+
+def peek_layout(
+    path: str | Path,
+    *,
+    layout: LayoutChoice = "auto",
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    target: Sequence[str] | str = (),
+    past_covariates: Sequence[str] = (),
+    known_covariates: Sequence[str] = (),
+    rows: int = 65_536,
+) -> Layout:
+    """The layout detected on a file's first `rows` rows, to choose between streaming and a whole read."""
+    source = str(path)
+    head = next(_read_pieces(path, rows), None)
+    if head is None or head.shape[1] == 0 or len(head) == 0:
+        raise InputError(f"{source}: no data rows")
+    return detect_layout(
+        head,
+        source=source,
+        layout=layout,
+        id_column=id_column,
+        timestamp_column=timestamp_column,
+        target=(target,) if isinstance(target, str) else tuple(target),
+        past_covariates=past_covariates,
+        known_covariates=known_covariates,
+    )
+
+
+def is_grouped_by(path: str | Path, column: str, rows_per_read: int = 65_536) -> bool:
+    """Whether each value of `column` fills one block of consecutive rows, as iter_series_chunks needs (reads that column only)."""
+    seen: set[Hashable] = set()
+    previous: Hashable = None
+    for piece in _read_pieces(path, rows_per_read, columns=[column]):
+        ids = piece[column].to_numpy()
+        if not len(ids):
+            continue
+        runs = ids[np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])]  # the id of each block, in order
+        if previous is not None and runs[0] == previous:
+            runs = runs[1:]  # the block continues from the previous piece
+        if len(set(runs)) < len(runs) or not seen.isdisjoint(runs):
+            return False
+        seen.update(runs)
+        previous = ids[-1]
+    return True
+
+
+def _read_pieces(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Consecutive row blocks of a CSV or Parquet file (optionally some columns), indexed by file row number."""
     fmt = input_format(path)
     label = check_input_path(path)
     try:
@@ -205,7 +266,7 @@ def _read_pieces(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
             import pyarrow.parquet as pq
 
             offset = 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
                 piece = batch.to_pandas()
                 piece.index = pd.RangeIndex(offset, offset + len(piece))
                 offset += len(piece)
@@ -213,7 +274,7 @@ def _read_pieces(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
         else:
             source = sys.stdin if str(path) == STDIO else path
             compression = "gzip" if fmt == "csv.gz" else None
-            with pd.read_csv(source, dtype=str, chunksize=rows, compression=compression) as reader:
+            with pd.read_csv(source, dtype=str, chunksize=rows, compression=compression, usecols=columns) as reader:
                 yield from reader
     except pd.errors.EmptyDataError:
         raise InputError(f"{label}: file is empty") from None
@@ -221,10 +282,12 @@ def _read_pieces(path: str | Path, rows: int) -> Iterator[pd.DataFrame]:
         raise InputError(f"{label}: cannot read {fmt} file: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def _check_covariate_options(known_covariates: Sequence[str], future: object, horizon: int | None) -> None:
-    """Known covariates need a future table and a horizon; a future table needs known covariates."""
-    if known_covariates and (future is None or horizon is None):
-        raise InputError("known covariates need future values: pass --future FILE (and --horizon)")
+def check_covariate_options(known_covariates: Sequence[str], future: object, horizon: int | None) -> None:
+    """Known covariates need a future table when forecasting (a horizon), none for backtests; and vice versa."""
+    if known_covariates and horizon is not None and future is None:
+        raise InputError("known covariates need future values: pass --future FILE")
+    if future is not None and known_covariates and horizon is None:
+        raise InputError("a future file needs the horizon it covers")
     if future is not None and not known_covariates:
         raise InputError("--future is only used with --known-covariates")
     if horizon is not None and horizon < 1:

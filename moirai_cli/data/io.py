@@ -222,4 +222,3 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     """Write one DataFrame to CSV / Parquet / JSON by extension ('-' = CSV on stdout), atomically."""
     with TableWriter(path) as writer:
         writer.write(frame)
-

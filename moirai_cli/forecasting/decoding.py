@@ -1,9 +1,15 @@
 """Autoregressive decoding: one patch per pass, drawn values fed back as observations.
 
-Exact decoding repeats the reference: pass 1 runs once per series and draws S first
+`decode_exact` repeats the reference: pass 1 runs once per series and draws S first
 patches; every later pass runs on S copies of each series, writes the newly drawn patch
 into the next future token and clears its prediction flag, so drawn values enter the
-scaler statistics (loc/scale) of all later passes.
+scaler statistics (loc/scale) of all later passes. Only what cannot change the result is
+skipped: future tokens later than the one being read, and the last layer's work on tokens
+whose output is not read.
+
+`decode_cached` freezes the scaler at the context's statistics. Then nothing computed for
+earlier tokens changes from pass to pass, so each pass only runs the new time step's tokens
+against cached keys and values: the context once per series, the drawn patches per path.
 """
 
 from __future__ import annotations
@@ -12,16 +18,10 @@ import torch
 
 from moirai_cli.forecasting.packing import TokenBatch
 from moirai_cli.model.distribution import MixtureDistribution
-from moirai_cli.model.network import MoiraiMoE, PackedTokens
+from moirai_cli.model.network import KeyValueCache, MoiraiMoE, PackedTokens, gather_rows
 
 # Upper bound on tokens per forward pass (rows x tokens), to keep activations bounded.
-DEFAULT_TOKEN_BUDGET = 65536
-
-
-def select_tokens(distribution: MixtureDistribution, positions: torch.Tensor) -> MixtureDistribution:
-    """Pick tokens per row: distribution (R, L, M), positions (R, V) -> distribution (R, V, M)."""
-    rows = torch.arange(positions.shape[0], device=positions.device).unsqueeze(1)
-    return distribution.map(lambda t: t[rows, positions])
+DEFAULT_TOKEN_BUDGET = 32768
 
 
 def write_patch(tokens: PackedTokens, positions: torch.Tensor, values: torch.Tensor) -> None:
@@ -31,16 +31,24 @@ def write_patch(tokens: PackedTokens, positions: torch.Tensor, values: torch.Ten
     tokens.prediction_mask[rows, positions] = False
 
 
-def next_patch_distribution(
-    model: MoiraiMoE, tokens: PackedTokens, positions: torch.Tensor, token_budget: int
-) -> list[MixtureDistribution]:
-    """Run the network over row chunks and keep the distributions at `positions` (R, V)."""
+def drop_later_tokens(tokens: PackedTokens, positions: torch.Tensor) -> tuple[PackedTokens, torch.Tensor]:
+    """Remove token columns later in time than every read position (causality hides them)."""
+    read_time = gather_rows(tokens.time_id, positions).max(dim=1).values  # (R,)
+    needed = ((tokens.time_id <= read_time.unsqueeze(1)) & (tokens.sample_id > 0)).any(dim=0)  # (L,)
+    if bool(needed.all()):
+        return tokens, positions
+    new_index = torch.cumsum(needed, 0) - 1
+    return tokens.map(lambda t: t[:, needed]), new_index[positions]
+
+
+def next_patch_distribution(model: MoiraiMoE, tokens: PackedTokens, positions: torch.Tensor, token_budget: int) -> list[MixtureDistribution]:
+    """The distributions at `positions` (R, V), computed over row chunks of bounded size."""
+    tokens, positions = drop_later_tokens(tokens, positions)
     rows_per_chunk = max(1, token_budget // tokens.sample_id.shape[1])
-    parts = []
-    for start in range(0, positions.shape[0], rows_per_chunk):
-        chunk = tokens.map(lambda t: t[start : start + rows_per_chunk])
-        parts.append(select_tokens(model(chunk), positions[start : start + rows_per_chunk]))
-    return parts
+    return [
+        model(tokens.map(lambda t: t[start : start + rows_per_chunk]), positions[start : start + rows_per_chunk])
+        for start in range(0, positions.shape[0], rows_per_chunk)
+    ]
 
 
 def read_forecast(tokens: PackedTokens, future: torch.Tensor, patch_size: int, horizon: int) -> torch.Tensor:
@@ -61,9 +69,9 @@ def decode_exact(
     """Sample paths (B, S, H, V) by the reference's exact autoregressive procedure."""
     num_series = batch.last_context.shape[0]
     num_future = batch.future.shape[-1]
-    first = torch.cat([d.sample(num_samples) for d in next_patch_distribution(model, batch.tokens, batch.last_context, token_budget)], dim=1)
-    # (S, B, V, M) -> rows ordered series-major: row = b * S + s
-    first = first.transpose(0, 1).flatten(0, 1)
+    parts = next_patch_distribution(model, batch.tokens, batch.last_context, token_budget)
+    first = torch.cat([d.sample(num_samples) for d in parts], dim=1)  # (S, B, V, M)
+    first = first.transpose(0, 1).flatten(0, 1)  # rows ordered series-major: row = b * S + s
     tokens = batch.tokens.map(lambda t: t.repeat_interleave(num_samples, dim=0))
     future = batch.future.repeat_interleave(num_samples, dim=0)  # (R, V, F)
     write_patch(tokens, future[:, :, 0], first)
@@ -73,3 +81,44 @@ def decode_exact(
         write_patch(tokens, future[:, :, step], drawn)
     paths = read_forecast(tokens, future, batch.patch_size, horizon)  # (B*S, H, V)
     return paths.unflatten(0, (num_series, num_samples))
+
+
+def decode_cached(model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples: int) -> torch.Tensor:
+    """Sample paths (B, S, H, V) with the scaler frozen at the context and a key/value cache."""
+    tokens = batch.tokens
+    num_series, num_variates = batch.last_context.shape
+    num_future = batch.future.shape[-1]
+    loc, scale = model.scale(tokens)  # (B, L, 1): context statistics, kept for every pass
+    hidden = model.embed(tokens.target, loc, scale, tokens.patch_size)
+    prefix_kv: list = []
+    read = model.encode(hidden, tokens, query_positions=batch.last_context, keep_kv=prefix_kv)
+    positions = batch.last_context
+    distribution = model.distribution(read, gather_rows(tokens.patch_size, positions), gather_rows(loc, positions), gather_rows(scale, positions))
+    drawn = distribution.sample(num_samples).transpose(0, 1).flatten(0, 1)  # (R, V, M)
+
+    origin_time = gather_rows(tokens.time_id, batch.last_context).max(dim=1, keepdim=True).values  # (B, 1)
+    cache = KeyValueCache(
+        prefix=prefix_kv,
+        prefix_visible=(tokens.sample_id > 0) & (tokens.time_id <= origin_time),
+        prefix_variate=tokens.variate_id,
+        paths_per_series=num_samples,
+    )
+    paths = [drawn]
+    for step in range(num_future - 1):
+        # The new time step: each target variate's drawn patch, then the known covariates.
+        slot = torch.cat([batch.future[:, :, step], batch.future_covariates[:, :, step]], dim=1)  # (B, K)
+        values = gather_rows(tokens.target, slot).repeat_interleave(num_samples, dim=0)  # (R, K, M)
+        values[:, :num_variates] = drawn.to(values.dtype)
+        def per_path(t):
+            return gather_rows(t, slot).repeat_interleave(num_samples, dim=0)
+        new_hidden = model.embed(values, per_path(loc), per_path(scale), per_path(tokens.patch_size))
+        out = model.extend(new_hidden, per_path(tokens.time_id), per_path(tokens.variate_id), cache)
+        target_rows = slice(0, num_variates)
+        distribution = model.distribution(
+            out[:, target_rows], per_path(tokens.patch_size)[:, target_rows], per_path(loc)[:, target_rows], per_path(scale)[:, target_rows]
+        )
+        drawn = distribution.sample(1)[0]  # (R, V, M)
+        paths.append(drawn)
+    values = torch.stack(paths, dim=2)[..., : batch.patch_size]  # (R, V, F, P)
+    values = values.flatten(-2)[..., :horizon].transpose(1, 2)  # (R, H, V)
+    return values.unflatten(0, (num_series, num_samples))

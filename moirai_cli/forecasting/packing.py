@@ -64,6 +64,7 @@ class SeriesTokens:
     tokens: dict[str, np.ndarray]  # field -> (L,) or (L, M)
     last_context: np.ndarray  # (V,) token index of each target variate's last context patch
     future: np.ndarray  # (V, F) token indices of each target variate's future patches
+    future_covariates: np.ndarray  # (Ck, F) token indices of known covariates' future patches
 
 
 def window(values: np.ndarray, length: int, before: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +145,7 @@ def pack_series(
     for v in range(num_variates):
         add(future_value_patches[v], future_flag_patches[v], 1, future_time, v, True)
     next_variate = num_variates
+    known_future_start = []
 
     if known_covariates is not None:
         history = len(filled)
@@ -156,6 +158,7 @@ def pack_series(
         for k in range(known_covariates.shape[1]):
             add(past_v[k], past_f[k], covariate_sample, past_time, next_variate + k, False)
         for k in range(known_covariates.shape[1]):
+            known_future_start.append(sum(len(part) for part in fields["sample_id"]))
             add(fut_v[k], fut_f[k], 1, future_time, next_variate + k, False)
         next_variate += known_covariates.shape[1]
 
@@ -180,8 +183,10 @@ def pack_series(
     new_index = np.cumsum(keep) - 1
     tokens = {name: array[keep] for name, array in tokens.items()}
     last_context = new_index[past_start + context_patches - 1]
-    future = new_index[future_start[:, None] + np.arange(future_patches)[None, :]]
-    return SeriesTokens(tokens, last_context, future)
+    steps = np.arange(future_patches)[None, :]
+    future = new_index[future_start[:, None] + steps]
+    future_covariates = new_index[np.asarray(known_future_start, dtype=np.int64).reshape(-1, 1) + steps]
+    return SeriesTokens(tokens, last_context, future, future_covariates)
 
 
 @dataclass
@@ -191,6 +196,7 @@ class TokenBatch:
     tokens: PackedTokens  # (B, L, ...)
     last_context: torch.Tensor  # (B, V)
     future: torch.Tensor  # (B, V, F)
+    future_covariates: torch.Tensor  # (B, Ck, F)
     patch_size: int
 
 
@@ -217,5 +223,6 @@ def collate(series: list[SeriesTokens], patch_size: int, device: torch.device | 
         PackedTokens(**tensors),
         torch.from_numpy(np.stack([s.last_context for s in series])).to(device),
         torch.from_numpy(np.stack([s.future for s in series])).to(device),
+        torch.from_numpy(np.stack([s.future_covariates for s in series])).to(device),
         patch_size,
     )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from moirai_cli.errors import InputError
-from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_exact
+from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_cached, decode_exact
 from moirai_cli.forecasting.packing import collate, pack_series
 from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
 from moirai_cli.model.network import MoiraiMoE
@@ -151,7 +151,10 @@ class MoiraiForecaster:
                         for i in rows
                     ]
                     batch = collate(series, size, self.device)
-                    paths = decode_exact(self.model, batch, horizon, num_samples, DEFAULT_TOKEN_BUDGET)
+                    if decoding == "cached":
+                        paths = decode_cached(self.model, batch, horizon, num_samples)
+                    else:
+                        paths = decode_exact(self.model, batch, horizon, num_samples, DEFAULT_TOKEN_BUDGET)
                     out[rows] = paths.float().cpu().numpy()
                     if progress is not None:
                         progress(len(rows))

@@ -28,7 +28,10 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding on the first `width` dims of each head, interleaved pairs."""
+    """Rotary position embedding on the first `width` dims of each head, interleaved pairs.
+
+    Pair (2i, 2i+1) turns by angle position * base^(-2i/width); the other dims are untouched.
+    """
 
     def __init__(self, width: int, base: int = 10000):
         super().__init__()
@@ -37,24 +40,24 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._cos = self._sin = None
 
-    def tables(self, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin tables (positions, width), grown on demand and kept in float32."""
-        if self._cos is None or self._cos.shape[0] < max_position or self._cos.device != self.inv_freq.device:
-            size = max(max_position, 512)
+    def tables(self, position: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for every token, (B, 1, L, width), computed in float32 then cast."""
+        needed = int(position.max()) + 1
+        if self._cos is None or self._cos.shape[0] < needed or self._cos.device != self.inv_freq.device:
+            size = max(needed, 512)
             angles = torch.outer(torch.arange(size, dtype=torch.float, device=self.inv_freq.device), self.inv_freq)
-            angles = angles.repeat_interleave(2, dim=-1)  # (size, width): pair (2i, 2i+1) share angle i
+            angles = angles.repeat_interleave(2, dim=-1)  # (size, width)
             self._cos, self._sin = torch.cos(angles), torch.sin(angles)
-        return self._cos, self._sin
+        return self._cos[position].unsqueeze(1).to(dtype), self._sin[position].unsqueeze(1).to(dtype)
 
-    def forward(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, L, E); position: (B, L) time ids."""
-        cos_table, sin_table = self.tables(int(position.max()) + 1)
-        cos = cos_table[position].unsqueeze(1).to(x.dtype)  # (B, 1, L, width)
-        sin = sin_table[position].unsqueeze(1).to(x.dtype)
-        rotated, rest = x[..., : self.width], x[..., self.width :]
-        pairs = rotated.unflatten(-1, (-1, 2))
-        swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-        return torch.cat((rotated * cos + swapped * sin, rest), dim=-1)
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply rotary tables (B, 1, L, w) to the first w dims of x (B, H, L, E)."""
+    width = cos.shape[-1]
+    rotated, rest = x[..., :width], x[..., width:]
+    pairs = rotated.unflatten(-1, (-1, 2))
+    swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return torch.cat((rotated * cos + swapped * sin, rest), dim=-1)
 
 
 class VariateBias(nn.Module):
@@ -64,15 +67,15 @@ class VariateBias(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(2, num_heads)
 
-    def forward(self, same_variate: torch.Tensor) -> torch.Tensor:
-        """same_variate: (B, Lq, Lk) bool -> bias (B, H, Lq, Lk)."""
-        other, same = self.emb.weight[0], self.emb.weight[1]  # (H,)
-        same_variate = same_variate.unsqueeze(1)
-        return torch.where(same_variate, same[:, None, None], other[:, None, None])
+    def forward(self, same_variate: torch.Tensor, visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, Lq, Lk) bool masks -> (B, H, Lq, Lk) bias, -inf where the key is hidden."""
+        other, same = self.emb.weight[0].to(dtype), self.emb.weight[1].to(dtype)  # (H,)
+        bias = torch.where(same_variate.unsqueeze(1), same[:, None, None], other[:, None, None])
+        return bias.masked_fill(~visible.unsqueeze(1), float("-inf"))
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with per-head q/k RMSNorm, rotary time and variate bias."""
+    """Multi-head attention with per-head q/k RMSNorm, rotary time and a variate bias."""
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -89,25 +92,17 @@ class Attention(nn.Module):
         """(B, L, D) -> (B, H, L, E)."""
         return x.unflatten(-1, (self.num_heads, HEAD_DIM)).transpose(1, 2)
 
-    def project_kv(
-        self, x: torch.Tensor, time_id: torch.Tensor, rotary: RotaryEmbedding
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (normed, rotated) and values, each (B, H, L, E)."""
-        key = rotary(self.k_norm(self.heads(self.k_proj(x))), time_id)
+    def query(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Normed, rotated queries (B, H, L, E)."""
+        return rotate(self.q_norm(self.heads(self.q_proj(x))), *rotary)
+
+    def key_value(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normed, rotated keys and values, each (B, H, L, E)."""
+        key = rotate(self.k_norm(self.heads(self.k_proj(x))), *rotary)
         return key, self.heads(self.v_proj(x))
 
-    def forward(
-        self,
-        x: torch.Tensor,  # (B, Lq, D) normed input of the query tokens
-        time_id: torch.Tensor,  # (B, Lq)
-        rotary: RotaryEmbedding,
-        bias: torch.Tensor,  # (B, H, Lq, Lk) variate bias with -inf where masked
-        key: torch.Tensor | None = None,  # (B, H, Lk, E) precomputed keys; default from x
-        value: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        query = rotary(self.q_norm(self.heads(self.q_proj(x))), time_id)
-        if key is None:
-            key, value = self.project_kv(x, time_id, rotary)
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Softmax attention and the output projection: (B, H, Lq, E) -> (B, Lq, D)."""
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1 / math.sqrt(HEAD_DIM))
         return self.out_proj(out.transpose(1, 2).flatten(-2))
 
@@ -145,20 +140,21 @@ class MixtureOfExperts(nn.Module):
         top_distance, top_expert = torch.topk(distance.reshape(flat.shape[0], -1), EXPERTS_PER_TOKEN)
         weights = torch.softmax(top_distance, dim=1, dtype=torch.float).to(x.dtype)  # (N, 2)
 
-        # Group the (token, slot) pairs by expert so each expert runs once on its tokens.
-        expert_of_pair = top_expert.flatten()  # (2N,)
-        order = torch.argsort(expert_of_pair, stable=True)
-        counts = torch.bincount(expert_of_pair, minlength=NUM_EXPERTS).tolist()
-        token_of_pair = order // EXPERTS_PER_TOKEN
-        weight_of_pair = weights.flatten()[order].unsqueeze(-1)
-        out = torch.zeros_like(flat)
+        # Sort the (token, slot) pairs by expert: each expert then reads one contiguous block.
+        order = torch.argsort(top_expert.flatten(), stable=True)  # (2N,)
+        counts = torch.bincount(top_expert.flatten(), minlength=NUM_EXPERTS).tolist()
+        grouped = flat[order // EXPERTS_PER_TOKEN]  # (2N, D)
+        outputs = torch.empty_like(grouped)
         start = 0
         for expert, count in zip(self.experts, counts):
             if count:
-                tokens = token_of_pair[start : start + count]
-                out.index_add_(0, tokens, weight_of_pair[start : start + count] * expert(flat[tokens]))
+                outputs[start : start + count] = expert(grouped[start : start + count])
             start += count
-        return out.view_as(x)
+        outputs = outputs * weights.flatten()[order].unsqueeze(-1)
+        per_slot = torch.empty_like(outputs)
+        per_slot[order] = outputs
+        # Two terms in either order give the same float sum, so this equals expert-by-expert accumulation.
+        return per_slot.view(-1, EXPERTS_PER_TOKEN, flat.shape[-1]).sum(dim=1).view_as(x)
 
 
 class EncoderLayer(nn.Module):

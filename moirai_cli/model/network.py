@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import math
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -91,10 +92,26 @@ def attention_structure(
     return visible, same_variate
 
 
-def attention_bias(layer_bias: nn.Module, visible: torch.Tensor, same_variate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, H, Lq, Lk) additive bias: the layer's variate bias, -inf where a key is hidden."""
-    bias = layer_bias(same_variate).to(dtype)
-    return bias.masked_fill(~visible.unsqueeze(1), float("-inf"))
+def gather_rows(tensor: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Per-row token selection: tensor (B, L, ...), positions (B, Q) -> (B, Q, ...)."""
+    rows = torch.arange(positions.shape[0], device=positions.device).unsqueeze(1)
+    return tensor[rows, positions]
+
+
+@dataclass
+class KeyValueCache:
+    """Keys/values of every layer for a shared prefix (one row per series) and per-path suffixes.
+
+    Prefix tensors have one row per series; suffix tensors one row per sample path, paths of
+    series b occupying rows b*S .. b*S + S - 1.
+    """
+
+    prefix: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (B, H, Lp, E) keys, values
+    prefix_visible: torch.Tensor  # (B, Lp) bool: keys any later token may see
+    prefix_variate: torch.Tensor  # (B, Lp)
+    paths_per_series: int = 1
+    suffix: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: (R, H, Ls, E)
+    suffix_variate: torch.Tensor | None = None  # (R, Ls)
 
 
 class MoiraiMoE(nn.Module):
@@ -129,15 +146,91 @@ class MoiraiMoE(nn.Module):
         hidden = self.feat_proj(F.silu(self.in_proj(scaled, patch_size)), patch_size)
         return hidden + self.res_proj(scaled, patch_size)
 
-    def encode(self, hidden: torch.Tensor, tokens: PackedTokens) -> torch.Tensor:
-        """All encoder layers over full sequences, then the final norm: (B, L, D)."""
+    def encode(
+        self,
+        hidden: torch.Tensor,
+        tokens: PackedTokens,
+        query_positions: torch.Tensor | None = None,
+        keep_kv: list | None = None,
+    ) -> torch.Tensor:
+        """All encoder layers, then the final norm: (B, L, D) -> (B, L, D).
+
+        With `query_positions` (B, Q), the last layer computes only those tokens, whose
+        outputs are all a forecast reads: (B, Q, D). With `keep_kv`, each layer's keys and
+        values are appended to it (for cached decoding).
+        """
         visible, same_variate = attention_structure(
             tokens.sample_id, tokens.time_id, tokens.variate_id, tokens.sample_id, tokens.time_id, tokens.variate_id
         )
+        rotary = self.rotary.tables(tokens.time_id, hidden.dtype)
+        query_rotary = rotary
+        last = len(self.encoder.layers) - 1
         for index, layer in enumerate(self.encoder.layers):
-            bias = attention_bias(layer.self_attn.var_attn_bias, visible, same_variate, hidden.dtype)
-            hidden = hidden + layer.self_attn(layer.norm1(hidden), tokens.time_id, self.rotary, bias)
+            attention = layer.self_attn
+            normed = layer.norm1(hidden)
+            key, value = attention.key_value(normed, rotary)
+            if keep_kv is not None:
+                keep_kv.append((key, value))
+            if index == last and query_positions is not None:
+                hidden, normed = gather_rows(hidden, query_positions), gather_rows(normed, query_positions)
+                visible, same_variate = gather_rows(visible, query_positions), gather_rows(same_variate, query_positions)
+                query_rotary = tuple(gather_rows(t.squeeze(1), query_positions).unsqueeze(1) for t in rotary)
+            bias = attention.var_attn_bias(same_variate, visible, hidden.dtype)
+            hidden = hidden + attention.attend(attention.query(normed, query_rotary), key, value, bias)
             hidden = hidden + layer.ffn(layer.norm2(hidden), self.encoder.centroid[index])
+        return self.encoder.norm(hidden)
+
+    def extend(
+        self,
+        hidden: torch.Tensor,  # (R, n, D) embedded new tokens, one row per sample path
+        time_id: torch.Tensor,  # (R, n)
+        variate_id: torch.Tensor,  # (R, n)
+        cache: KeyValueCache,
+    ) -> torch.Tensor:
+        """Run new tokens (all at one time step) against the cache and append their keys/values.
+
+        The new tokens see the visible prefix, every earlier suffix token and each other.
+        Returns their final-normed representations (R, n, D).
+        """
+        paths = cache.paths_per_series
+        rows, new = hidden.shape[0], hidden.shape[1]
+        series = rows // paths
+        rotary = self.rotary.tables(time_id, hidden.dtype)
+        # Bias against the prefix depends only on the series and the new tokens' variates.
+        prefix_same = variate_id[::paths].unsqueeze(-1) == cache.prefix_variate.unsqueeze(-2)  # (B, n, Lp)
+        prefix_visible = cache.prefix_visible.unsqueeze(1).expand(-1, new, -1)
+        suffix_variate = variate_id if cache.suffix_variate is None else torch.cat([cache.suffix_variate, variate_id], 1)
+        suffix_same = variate_id.unsqueeze(-1) == suffix_variate.unsqueeze(-2)  # (R, n, Ls)
+        suffix_visible = torch.ones_like(suffix_same)
+        new_suffix = []
+        for index, layer in enumerate(self.encoder.layers):
+            attention = layer.self_attn
+            normed = layer.norm1(hidden)
+            key, value = attention.key_value(normed, rotary)
+            if cache.suffix is not None:
+                old_key, old_value = cache.suffix[index]
+                key, value = torch.cat([old_key, key], 2), torch.cat([old_value, value], 2)
+            new_suffix.append((key, value))
+            query = attention.query(normed, rotary)  # (R, H, n, E)
+            heads, width = query.shape[1], query.shape[-1]
+            prefix_key, prefix_value = cache.prefix[index]  # (B, H, Lp, E)
+            # Queries of all paths of a series share that series' prefix keys: one batched product.
+            grouped = query.view(series, paths, heads, new, width).transpose(1, 2).reshape(series, heads, paths * new, width)
+            prefix_scores = grouped @ prefix_key.transpose(-1, -2) / math.sqrt(width)  # (B, H, S*n, Lp)
+            prefix_bias = attention.var_attn_bias(prefix_same, prefix_visible, hidden.dtype)  # (B, H, n, Lp)
+            prefix_scores = prefix_scores.view(series, heads, paths, new, -1) + prefix_bias.unsqueeze(2)
+            suffix_scores = query @ key.transpose(-1, -2) / math.sqrt(width)  # (R, H, n, Ls)
+            suffix_scores = suffix_scores + attention.var_attn_bias(suffix_same, suffix_visible, hidden.dtype)
+            prefix_scores = prefix_scores.permute(0, 2, 1, 3, 4).reshape(rows, heads, new, -1)
+            weights = torch.softmax(torch.cat([prefix_scores, suffix_scores], -1), dim=-1)
+            prefix_length = prefix_key.shape[2]
+            prefix_weights = weights[..., :prefix_length].reshape(series, paths, heads, new, prefix_length)
+            prefix_weights = prefix_weights.transpose(1, 2).reshape(series, heads, paths * new, prefix_length)
+            out = (prefix_weights @ prefix_value).view(series, heads, paths, new, width).permute(0, 2, 1, 3, 4)
+            out = out.reshape(rows, heads, new, width) + weights[..., prefix_length:] @ value
+            hidden = hidden + attention.out_proj(out.transpose(1, 2).flatten(-2))
+            hidden = hidden + layer.ffn(layer.norm2(hidden), self.encoder.centroid[index])
+        cache.suffix, cache.suffix_variate = new_suffix, suffix_variate
         return self.encoder.norm(hidden)
 
     def distribution(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
@@ -153,9 +246,15 @@ class MoiraiMoE(nn.Module):
             scale.expand(*scale.shape[:-1], width),
         )
 
-    def forward(self, tokens: PackedTokens) -> MixtureDistribution:
-        """The predictive distribution of every value of every token, batch shape (B, L, M)."""
+    def forward(self, tokens: PackedTokens, positions: torch.Tensor | None = None) -> MixtureDistribution:
+        """The predictive distribution of every value of every token, batch shape (B, L, M).
+
+        With `positions` (B, Q), only at those tokens: batch shape (B, Q, M).
+        """
         loc, scale = self.scale(tokens)
         hidden = self.embed(tokens.target, loc, scale, tokens.patch_size)
-        hidden = self.encode(hidden, tokens)
-        return self.distribution(hidden, tokens.patch_size, loc, scale)
+        hidden = self.encode(hidden, tokens, query_positions=positions)
+        patch_size = tokens.patch_size
+        if positions is not None:
+            loc, scale, patch_size = (gather_rows(t, positions) for t in (loc, scale, patch_size))
+        return self.distribution(hidden, patch_size, loc, scale)

@@ -84,7 +84,15 @@ def test_known_covariates_from_future_file():
     with pytest.raises(InputError, match="series 'B' has no row for 2020-01-04"):
         load_dataset(frame, known_covariates=["promo"], future=missing, horizon=2)
     with pytest.raises(InputError, match="need future values"):
-        load_dataset(frame, known_covariates=["promo"])
+        load_dataset(frame, known_covariates=["promo"], horizon=2)
+
+
+def test_known_covariates_without_horizon_cover_the_history_only():
+    frame = csv("id,date,y,promo\nA,2020-01-01,1,0\nA,2020-01-02,2,1\n")
+    data = load_dataset(frame, known_covariates=["promo"])
+    assert data.series[0].known_covariates[:, 0].tolist() == [0, 1] and data.horizon is None
+    with pytest.raises(InputError, match="needs the horizon"):
+        load_dataset(frame, known_covariates=["promo"], future=frame)
 
 
 def test_known_covariates_shared_by_wide_series():

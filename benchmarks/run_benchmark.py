@@ -1,0 +1,114 @@
+"""Time whole `moirai forecast` processes, and the reference on the same data, side by side.
+
+    python benchmarks/run_benchmark.py --series 64 --context-length 512 --horizon 48 \
+        --num-samples 100 --checkpoint benchmarks/work/small --reference-venv /tmp/moirai-ref
+
+Generates hourly series (seeded), then alternates runs: ours (exact), ours (cached), the
+reference (when --reference-venv is given), `--repeats` times. Each run is a separate
+process; wall time and that process's peak resident memory (from wait4) are recorded.
+Prints a Markdown table with the median of each and the ratios to the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+
+
+def make_series_file(path: Path, num_series: int, length: int, seed: int = 0) -> Path:
+    """Long-format CSV or Parquet of hourly series: daily and weekly seasonality, trend, noise, a few gaps."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(length)
+    start = pd.Timestamp("2024-01-01")
+    timestamps = pd.date_range(start, periods=length, freq="h")
+    frames = []
+    for item in range(num_series):
+        level, amplitude = rng.uniform(10, 1000), rng.uniform(0.1, 0.5)
+        values = level * (
+            1 + amplitude * np.sin(2 * np.pi * steps / 24 + rng.uniform(0, 6))
+            + 0.1 * amplitude * np.sin(2 * np.pi * steps / 168) + rng.normal(scale=0.05, size=length)
+        )
+        values[rng.random(length) < 0.01] = np.nan
+        frames.append(pd.DataFrame({"item_id": f"series_{item:06d}", "timestamp": timestamps, "target": values}))
+    frame = pd.concat(frames, ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def measure(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (GiB) of one child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {' '.join(command)}")
+    return elapsed, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", type=int, default=64)
+    parser.add_argument("--length", type=int, default=600, help="values per series")
+    parser.add_argument("--context-length", type=int, default=512)
+    parser.add_argument("--horizon", type=int, default=48)
+    parser.add_argument("--num-samples", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--checkpoint", default=str(WORK / "small"))
+    parser.add_argument("--reference-venv", help="virtual environment with uni2ts 2.0.0")
+    parser.add_argument("--decodings", default="exact,cached")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    args = parser.parse_args()
+
+    data = make_series_file(WORK / f"series_{args.series}x{args.length}.{args.format}", args.series, args.length)
+    common = ["--horizon", str(args.horizon), "--context-length", str(args.context_length)]
+    runs: dict[str, list[str]] = {}
+    moirai = [sys.executable, "-m", "moirai_cli.cli", "forecast", str(data), *common, "--num-samples", str(args.num_samples),
+              "--batch-size", str(args.batch_size), "--model", args.checkpoint, "--device", "cpu", "--quiet", "--seed", "0"]
+    for decoding in args.decodings.split(","):
+        runs[f"moirai-cli {decoding}"] = [*moirai, "--decoding", decoding, "--output", str(WORK / f"out_{decoding}.csv")]
+    if args.reference_venv:
+        runs["reference (uni2ts 2.0.0)"] = [
+            str(Path(args.reference_venv) / "bin" / "python"), str(HERE / "reference_forecast.py"), str(data), args.checkpoint,
+            str(WORK / "out_reference.csv"), *common, "--num-samples", str(args.num_samples), "--batch-size", str(args.batch_size),
+        ]
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for repeat in range(args.repeats):
+        for name, command in runs.items():  # alternate: one run of each per repeat
+            seconds, memory = measure(command)
+            results[name].append((seconds, memory))
+            print(f"repeat {repeat + 1}: {name}: {seconds:.1f} s, {memory:.2f} GiB", file=sys.stderr, flush=True)
+
+    reference = results.get("reference (uni2ts 2.0.0)")
+    ref_time = statistics.median(t for t, _ in reference) if reference else None
+    ref_memory = statistics.median(m for _, m in reference) if reference else None
+    print(f"\n{args.series} series x {args.length} values, context {args.context_length}, horizon {args.horizon}, "
+          f"{args.num_samples} samples, batch {args.batch_size}, {args.repeats} run(s) each, median:\n")
+    print("| run | wall time (s) | peak memory (GiB) | speed-up vs reference | memory vs reference |")
+    print("|---|---|---|---|---|")
+    for name, values in results.items():
+        seconds = statistics.median(t for t, _ in values)
+        memory = statistics.median(m for _, m in values)
+        speed = f"{ref_time / seconds:.1f}x" if ref_time else "-"
+        share = f"{memory / ref_memory:.2f}" if ref_memory else "-"
+        print(f"| {name} | {seconds:.1f} | {memory:.2f} | {speed} | {share} |")
+
+
+if __name__ == "__main__":
+    main()

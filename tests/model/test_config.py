@@ -1,0 +1,292 @@
+"""config.json parsing: the real layout, the round trip, and labels that are never imported."""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from moirai_cli.errors import ModelError
+from moirai_cli.model.config import ComponentSpec, MoiraiMoEConfig, load_config
+
+MIXTURE = "uni2ts.distribution.mixture.MixtureOutput"
+KNOWN_COMPONENTS = [
+    "uni2ts.distribution.student_t.StudentTOutput",
+    "uni2ts.distribution.normal.NormalFixedScaleOutput",
+    "uni2ts.distribution.negative_binomial.NegativeBinomialOutput",
+    "uni2ts.distribution.log_normal.LogNormalOutput",
+]
+# Labels naming real, importable callables (or modules with import side effects): none may be
+# imported or called. `this` prints on import and `antigravity` opens a browser.
+HOSTILE_LABELS = [
+    "os.system",
+    "builtins.eval",
+    "subprocess.Popen",
+    "this.s",
+    "antigravity.fly",
+    "uni2ts.distribution.student_t.StudentTOutputX",
+    "StudentTOutput",
+]
+
+
+def raw_config(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "config.json").read_text())
+
+
+@pytest.fixture
+def no_imports(monkeypatch):
+    """Record every import statement and importlib call made while the fixture is active."""
+    seen: list[str] = []
+    real_import = builtins.__import__
+    real_import_module = importlib.import_module
+
+    def spy_import(name, *args, **kwargs):
+        seen.append(name)
+        return real_import(name, *args, **kwargs)
+
+    def spy_import_module(name, *args, **kwargs):
+        seen.append(name)
+        return real_import_module(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", spy_import)
+    monkeypatch.setattr(importlib, "import_module", spy_import_module)
+    return seen
+
+
+# --- the real layout -------------------------------------------------------------------------
+
+
+def test_parses_the_fixture_config(tiny_checkpoint):
+    config = load_config(tiny_checkpoint / "config.json")
+    assert (config.d_model, config.d_ff, config.num_layers) == (128, 8, 2)
+    assert config.patch_sizes == (16,) and config.max_patch_size == 16
+    assert config.max_seq_len == 512
+    assert config.scaling is True
+    assert config.attn_dropout_p == 0.0 and config.dropout_p == 0.0
+    assert config.num_heads == 2  # d_model // 64
+    assert [c.kind for c in config.components] == ["student_t", "normal_fixed_scale", "negative_binomial", "log_normal"]
+    assert config.components[1].fixed_scale == pytest.approx(0.001)
+    assert [c.fixed_scale for c in (config.components[0], config.components[2], config.components[3])] == [None] * 3
+    assert [c.params for c in config.components] == [
+        ("df", "loc", "scale"),
+        ("loc",),
+        ("total_count", "logits"),
+        ("loc", "scale"),
+    ]
+
+
+def test_parses_several_patch_sizes(multipatch_checkpoint):
+    config = load_config(multipatch_checkpoint / "config.json")
+    assert config.patch_sizes == (8, 16, 32)
+    assert config.max_patch_size == 32
+
+
+def test_fixed_scale_is_read_from_the_file(tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["components"][1]["scale"] = 0.25
+    config = MoiraiMoEConfig.from_dict(raw)
+    assert config.components[1] == ComponentSpec("normal_fixed_scale", 0.25)
+
+
+def test_optional_keys_take_their_defaults(tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    for key in ("max_seq_len", "attn_dropout_p", "dropout_p", "scaling"):
+        del raw[key]
+    config = MoiraiMoEConfig.from_dict(raw)
+    assert (config.max_seq_len, config.attn_dropout_p, config.dropout_p, config.scaling) == (512, 0.0, 0.0, True)
+
+
+def test_scaling_false_is_kept(tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw["scaling"] = False
+    assert MoiraiMoEConfig.from_dict(raw).scaling is False
+
+
+# --- round trip --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny-moe", "tiny-moe-multipatch"])
+def test_to_dict_reproduces_the_checkpoint_file(name, tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint.parent / name)
+    config = MoiraiMoEConfig.from_dict(raw)
+    # Through JSON, as save_checkpoint writes it: the same document as the file.
+    assert json.loads(json.dumps(config.to_dict())) == raw
+
+
+def test_round_trip_of_a_non_default_config():
+    config = MoiraiMoEConfig(
+        d_model=192,
+        d_ff=96,
+        num_layers=3,
+        patch_sizes=(8, 16, 32, 64, 128),
+        max_seq_len=256,
+        attn_dropout_p=0.1,
+        dropout_p=0.2,
+        scaling=False,
+        components=(ComponentSpec("log_normal"), ComponentSpec("normal_fixed_scale", 0.5), ComponentSpec("student_t")),
+    )
+    again = MoiraiMoEConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    assert again.to_dict()["distr_output"]["components"] == [
+        {"_target_": "uni2ts.distribution.log_normal.LogNormalOutput"},
+        {"_target_": "uni2ts.distribution.normal.NormalFixedScaleOutput", "scale": 0.5},
+        {"_target_": "uni2ts.distribution.student_t.StudentTOutput"},
+    ]
+
+
+def test_load_config_reads_what_save_writes(tmp_path, tiny_checkpoint):
+    config = load_config(tiny_checkpoint / "config.json")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert load_config(path) == config
+
+
+# --- labels are looked up, never imported ------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", HOSTILE_LABELS)
+def test_unknown_component_label_is_named_and_not_imported(label, tiny_checkpoint, no_imports):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["components"][2] = {"_target_": label, "command": "echo pwned"}
+    modules_before = set(sys.modules)
+    with pytest.raises(ModelError) as error:
+        MoiraiMoEConfig.from_dict(raw, source="some/config.json")
+    assert label in str(error.value)
+    assert "some/config.json" in str(error.value)
+    assert no_imports == []
+    assert set(sys.modules) == modules_before
+
+
+@pytest.mark.parametrize("label", HOSTILE_LABELS + KNOWN_COMPONENTS)
+def test_unknown_top_level_label_is_named_and_not_imported(label, tiny_checkpoint, no_imports):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["_target_"] = label
+    modules_before = set(sys.modules)
+    with pytest.raises(ModelError) as error:
+        MoiraiMoEConfig.from_dict(raw)
+    assert label in str(error.value)
+    assert no_imports == []
+    assert set(sys.modules) == modules_before
+
+
+def test_hostile_label_in_a_file_is_not_imported(tmp_path, tiny_checkpoint, no_imports):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["components"].append({"_target_": "this.s"})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw))
+    had_this = "this" in sys.modules
+    with pytest.raises(ModelError, match=r"this\.s"):
+        load_config(path)
+    assert ("this" in sys.modules) == had_this
+    assert not [name for name in no_imports if name.split(".")[0] == "this"]
+
+
+def test_the_mixture_label_is_not_a_component(tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["components"][0] = {"_target_": MIXTURE}
+    with pytest.raises(ModelError, match="MixtureOutput"):
+        MoiraiMoEConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "uni2ts.distribution.student_t.StudentTOutput",  # a bare string, not a {_target_: ...} entry
+        {"scale": 0.001},  # no label at all
+        {"_target_": ["uni2ts.distribution.student_t.StudentTOutput"]},  # not a string
+    ],
+)
+def test_malformed_component_entries_are_errors(entry, tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["components"][0] = entry
+    with pytest.raises(ModelError, match="component"):
+        MoiraiMoEConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize("distr_output", [None, "uni2ts.distribution.mixture.MixtureOutput", [], {"components": []}])
+def test_malformed_distr_output_is_an_error(distr_output, tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"] = distr_output
+    with pytest.raises(ModelError, match="distr_output"):
+        MoiraiMoEConfig.from_dict(raw)
+
+
+def test_a_mixture_without_components_is_an_error(tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["components"] = []
+    with pytest.raises(ModelError, match="no components"):
+        MoiraiMoEConfig.from_dict(raw)
+
+
+# --- missing and malformed keys ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["d_model", "d_ff", "num_layers", "patch_sizes", "distr_output"])
+def test_missing_required_key_is_named(key, tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    del raw[key]
+    with pytest.raises(ModelError, match=f"missing key.*{key}"):
+        MoiraiMoEConfig.from_dict(raw, source="x/config.json")
+
+
+def test_all_missing_keys_are_listed():
+    with pytest.raises(ModelError) as error:
+        MoiraiMoEConfig.from_dict({})
+    for key in ("d_model", "d_ff", "num_layers", "patch_sizes", "distr_output"):
+        assert key in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("d_model", "wide"),
+        ("num_layers", None),
+        ("patch_sizes", 16),
+        ("patch_sizes", ["sixteen"]),
+        ("d_model", 100),  # not a multiple of the head size 64
+        ("d_model", 0),
+        ("patch_sizes", []),
+        ("patch_sizes", [16, 0]),
+    ],
+)
+def test_malformed_values_are_model_errors(key, value, tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw[key] = value
+    with pytest.raises(ModelError):
+        MoiraiMoEConfig.from_dict(raw)
+
+
+def test_malformed_fixed_scale_is_a_model_error(tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    raw["distr_output"]["components"][1]["scale"] = "tiny"
+    with pytest.raises(ModelError):
+        MoiraiMoEConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize("document", ["null", "42", '"config"', "[1, 2]"])
+def test_a_config_that_is_not_an_object_is_a_model_error(document, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(document)
+    with pytest.raises(ModelError, match="config.json"):
+        load_config(path)
+
+
+def test_unreadable_config_files_are_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="cannot read model config"):
+        load_config(tmp_path / "config.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"d_model": 128,')
+    with pytest.raises(ModelError, match="broken.json"):
+        load_config(broken)
+
+
+def test_from_dict_does_not_modify_its_input(tiny_checkpoint):
+    raw = raw_config(tiny_checkpoint)
+    before = copy.deepcopy(raw)
+    MoiraiMoEConfig.from_dict(raw)
+    assert raw == before
