@@ -8,9 +8,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
-import click
 import typer
 from rich.console import Console
 
@@ -52,7 +51,9 @@ app = typer.Typer(
 
 # --- Options shared by the commands that read data or run the model (forecast, evaluate) ---
 
-DataArg = Annotated[str, typer.Argument(help="CSV (.csv, .csv.gz) or Parquet file; '-' reads CSV from stdin.")]
+DataArg = Annotated[
+    str, typer.Argument(metavar="DATA", help="CSV (.csv, .csv.gz) or Parquet file; '-' reads CSV from stdin.")
+]
 LayoutOpt = Annotated[str, typer.Option("--layout", help="Table layout: auto, long, wide or single.")]
 IdColumnOpt = Annotated[Optional[str], typer.Option("--id-column", help="Series id column (long layout).")]
 TimestampColumnOpt = Annotated[Optional[str], typer.Option("--timestamp-column", help="Timestamp column.")]
@@ -145,7 +146,7 @@ class DataOptions:
         )
 
     def batches(self, horizon: int, size: int, quiet: bool = False) -> Iterator[SeriesDataset]:
-        """Batches of `size` series in file order, streamed from a long file grouped by id (flat memory), else read whole."""
+        """Batches of `size` series in file order; a long file grouped by id is streamed, so memory stays flat."""
         known = split_columns(self.known_covariates)
         check_covariate_options(known, self.future, horizon if known else None)
         if not self._streamable(quiet):
@@ -434,7 +435,7 @@ def _run_forecast(
     plot: str | None,
     quiet: bool,
 ) -> tuple[int, int]:
-    """Forecast batch by batch (batch k seeded with seed + k), streaming to the atomic outputs; counts forecast, skipped."""
+    """Forecast batch k with seed + k and stream rows to the atomic outputs; returns (series forecast, skipped)."""
     bar, advance = _progress(quiet, None)
     forecast_count = skipped_count = 0
     first: tuple[SeriesDataset, Forecast] | None = None  # what the plot shows
@@ -479,7 +480,9 @@ def _resolve_checkpoint(name_or_path: str, revision: str | None, cache_dir: str 
 
 @app.command()
 def download(
-    model: Annotated[str, typer.Argument(help="Hugging Face repo id or local folder.")] = DEFAULT_MODEL,
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="Hugging Face repo id or local folder.")
+    ] = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
     debug: DebugOpt = False,
@@ -615,29 +618,35 @@ def evaluate(
         if output != STDIO or not quiet:
             Console(stderr=output == STDIO).print(render_summary(result))
         note(
-            f"evaluated {result.n_series} series ({len(result.skipped)} too short, skipped), {windows} window(s) "
+            f"evaluated {result.n_series} series, {len(result.skipped)} skipped as too short, {windows} window(s) "
             f"of {horizon} steps, model {model}, device {getattr(forecaster, 'device', device)}, "
             f"{time.perf_counter() - started:.1f}s" + (f" -> {output}" if output and output != STDIO else ""),
             quiet,
         )
 
 
+# Click's exception classes, reached through Typer's public BadParameter: older Typer releases use the
+# click package, newer ones a private copy of it.
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__bases__[0]
+_CLICK_EXCEPTION: type[Exception] = _USAGE_ERROR.__bases__[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, printing usage errors on one line (exit code 2) instead of a box."""
     try:
         code = app(args=argv, prog_name="moirai", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:  # `moirai` alone: the help is the message
-        if exc.format_message().strip():
-            typer.echo(exc.format_message())
+    except _CLICK_EXCEPTION as exc:
+        message = " ".join(exc.format_message().split())
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `moirai`: the help was the message (or already shown)
+            if message:
+                typer.echo(exc.format_message())
+        elif isinstance(exc, _USAGE_ERROR):
+            context = getattr(exc, "ctx", None)
+            typer.echo(f"error: {message} (see {context.command_path if context else 'moirai'} --help)", err=True)
+        else:
+            typer.echo(f"error: {message}", err=True)
         return exc.exit_code
-    except click.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx is not None else "moirai"
-        typer.echo(f"error: {' '.join(exc.format_message().split())} (see {command} --help)", err=True)
-        return exc.exit_code
-    except click.ClickException as exc:
-        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
-        return exc.exit_code
-    except click.Abort:
+    except typer.Abort:
         typer.echo("error: aborted", err=True)
         return 1
     return code if isinstance(code, int) else 0

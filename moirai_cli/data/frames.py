@@ -193,7 +193,7 @@ def iter_series_chunks(
 
 
 def rebatch(datasets: Iterable[SeriesDataset], size: int) -> Iterator[SeriesDataset]:
-    """Regroup datasets (one whole, or chunks) into batches of `size` series so batches do not depend on how it was read."""
+    """Regroup datasets (one whole, or chunks) into batches of `size` series, independent of how the file was read."""
     # Only the last batch is smaller, so a seeded forecast per batch is the same whether the file was read
     # whole or in chunks. Skipped ids travel with the batch after them; a last batch may hold only those.
     size = max(1, size)
@@ -240,7 +240,7 @@ def peek_layout(
 
 
 def is_grouped_by(path: str | Path, column: str, rows_per_read: int = 65_536) -> bool:
-    """Whether each value of `column` fills one block of consecutive rows, as iter_series_chunks needs (reads that column only)."""
+    """Whether each value of `column` fills one block of rows, as iter_series_chunks needs (reads that column only)."""
     seen: set[Hashable] = set()
     previous: Hashable = None
     for piece in _read_pieces(path, rows_per_read, columns=[column]):

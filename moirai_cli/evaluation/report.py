@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from moirai_cli.data.io import atomic_path
 from moirai_cli.errors import MoiraiError
 from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult
 from moirai_cli.evaluation.metrics import INTERVAL_LEVELS, MEDIAN_LEVEL, METRIC_INFO, METRIC_NAMES
@@ -100,5 +101,6 @@ def plot_best_worst(result: BacktestResult, path: str | Path, per_side: int = 2)
         axis.set_title(f"{side}: {' / '.join(str(part) for part in key)}", fontsize=10)
     axes[0].legend(loc="upper left", fontsize=8, ncols=5)
     path = Path(path)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:  # a failed save leaves no partial file
+        figure.savefig(tmp, format="png", dpi=100)
     return path

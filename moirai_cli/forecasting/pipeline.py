@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from moirai_cli.errors import InputError
@@ -20,6 +21,9 @@ from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_cached,
 from moirai_cli.forecasting.packing import collate, pack_series
 from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
 from moirai_cli.model.network import MoiraiMoE
+
+if TYPE_CHECKING:
+    from moirai_cli.data import SeriesDataset
 
 DEFAULT_MODEL = "Salesforce/moirai-moe-1.0-R-small"
 DEFAULT_CONTEXT_LENGTH = 1024
@@ -160,6 +164,47 @@ class MoiraiForecaster:
                         progress(len(rows))
         return Forecast(out, sizes)
 
+    def predict_dataset(self, dataset: "SeriesDataset", horizon: int, **options) -> Forecast:
+        """Forecast every series of a loaded dataset (see `moirai_cli.data.load_dataset`), covariates included."""
+        records = dataset.series
+        layout = dataset.layout
+        return self.predict(
+            [r.target for r in records],
+            horizon,
+            past_covariates=[r.past_covariates for r in records] if layout.past_covariates else None,
+            known_covariates=[r.known_covariates for r in records] if layout.known_covariates else None,
+            **options,
+        )
+
+    def predict_df(
+        self,
+        df: pd.DataFrame,
+        horizon: int,
+        *,
+        quantile_levels: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        id_column: str | None = None,
+        timestamp_column: str | None = None,
+        target: Sequence[str] | str = (),
+        freq: str | None = None,
+        past_covariates: Sequence[str] = (),
+        known_covariates: Sequence[str] = (),
+        future_df: pd.DataFrame | None = None,
+        **options,
+    ) -> pd.DataFrame:
+        """Forecast a pandas frame (long, wide or single series) into a long frame of mean and quantiles.
+
+        Columns are detected as by the command line; `options` go to `predict`.
+        """
+        from moirai_cli.data import forecast_frame, load_dataset
+
+        dataset = load_dataset(
+            df, id_column=id_column, timestamp_column=timestamp_column, target=target, freq=freq,
+            past_covariates=past_covariates, known_covariates=known_covariates, future=future_df, horizon=horizon,
+        )
+        if not dataset.series:
+            raise InputError("no series with an observed value to forecast")
+        return forecast_frame(dataset, self.predict_dataset(dataset, horizon, **options), quantile_levels)
+
     def _check_inputs(self, target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size):
         """Validate shapes and options; return float32 (T, K) arrays."""
         if horizon < 1:
@@ -196,7 +241,7 @@ class MoiraiForecaster:
     def _choose_patch_sizes(self, targets, past, known, horizon, context_length, patch_size, batch_size) -> np.ndarray:
         """One patch size per series: the given one, or with 'auto' the best-scoring one."""
         if patch_size != "auto":
-            if int(patch_size) not in self.patch_sizes:
+            if not str(patch_size).isdigit() or int(patch_size) not in self.patch_sizes:
                 raise InputError(f"patch size {patch_size} is not one of this checkpoint's sizes {list(self.patch_sizes)}")
             return np.full(len(targets), int(patch_size))
         if len(self.patch_sizes) == 1:

@@ -7,12 +7,12 @@ huggingface_hub's standard cache; with HF_HUB_OFFLINE=1 only cached files are us
 from __future__ import annotations
 
 import json
-import os
+import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from moirai_cli.errors import ModelError
 from moirai_cli.model.config import MoiraiMoEConfig, load_config
@@ -20,6 +20,7 @@ from moirai_cli.model.network import MoiraiMoE
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 def resolve_checkpoint(name_or_path: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
@@ -40,10 +41,12 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None, cache_dir
 
 def download_checkpoint(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
     """Fetch config and weights of a Hub repo into the cache (or find them there offline)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
+    from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
+    # huggingface_hub.utils exports these from 0.20 on (huggingface_hub.errors only lately).
+    from huggingface_hub.utils import (
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -52,19 +55,37 @@ def download_checkpoint(repo_id: str, revision: str | None = None, cache_dir: st
 
     hint = "pass --model with a local checkpoint folder (config.json + model.safetensors)"
     try:
-        folder = snapshot_download(
-            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]
-        )
+        folder = None
+        if revision is not None and COMMIT_HASH.fullmatch(revision):
+            # A commit never changes: when both files are cached, skip the Hub (whose file
+            # listing is retried for half a minute when it cannot be reached).
+            cached = [
+                try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=revision)
+                for name in (CONFIG_FILE, WEIGHTS_FILE)
+            ]
+            if all(isinstance(path, str) for path in cached):
+                folder = str(Path(cached[0]).parent)
+        if folder is None:
+            folder = snapshot_download(
+                repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]
+            )
+    except HFValidationError as exc:
+        raise ModelError(
+            f"model {repo_id!r} is neither a checkpoint folder nor a valid Hub repo id ({first_line(exc)})"
+        ) from exc
     except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise ModelError(f"model {repo_id!r} was not found on the Hugging Face Hub") from exc
     except RevisionNotFoundError as exc:
         raise ModelError(f"model {repo_id!r} has no revision {revision!r}") from exc
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+        # huggingface_hub reads HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) once, at import: ask it.
+        offline = bool(constants.HF_HUB_OFFLINE)
         reason = "offline mode (HF_HUB_OFFLINE) is on" if offline else "the Hugging Face Hub cannot be reached"
         raise ModelError(f"model {repo_id!r} is not in the local cache and {reason}; {hint}") from exc
     except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"cannot download model {repo_id!r}: {str(exc).splitlines()[0]}; {hint}") from exc
+        raise ModelError(f"cannot download model {repo_id!r}: {first_line(exc)}; {hint}") from exc
+    except Exception as exc:  # the HTTP client's own errors (a refused proxy, say) pass through as is
+        raise ModelError(f"cannot download model {repo_id!r}: {type(exc).__name__}: {first_line(exc)}; {hint}") from exc
     path = Path(folder)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
@@ -72,18 +93,31 @@ def download_checkpoint(repo_id: str, revision: str | None = None, cache_dir: st
     return path
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (library messages span several)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> MoiraiMoE:
-    """Build the network from `folder` and load its weights strictly (names and shapes)."""
+    """Build the network from `folder` and load its weights strictly (names and shapes).
+
+    Tensors are copied one at a time from the file into the network, so loading needs
+    little more memory than the network itself.
+    """
     folder = Path(folder)
     config = load_config(folder / CONFIG_FILE)
     model = MoiraiMoE(config)
     weights_path = folder / WEIGHTS_FILE
     try:
-        state = load_file(str(weights_path))
+        with safe_open(str(weights_path), framework="pt") as weights:
+            shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+            check_state_dict(model, shapes, weights_path)
+            with torch.no_grad():
+                for name, tensor in model.state_dict().items():
+                    tensor.copy_(weights.get_tensor(name))
     except (OSError, SafetensorError, ValueError) as exc:
         raise ModelError(f"{weights_path}: cannot read weights ({exc})") from exc
-    check_state_dict(model, state, weights_path)
-    model.load_state_dict(state, strict=True)
     # The routing centroids stay float64, as the checkpoints store them.
     centroid = model.encoder.centroid
     model.to(device=device, dtype=dtype)
@@ -91,22 +125,20 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
     return model.eval().requires_grad_(False)
 
 
-def check_state_dict(model: MoiraiMoE, state: dict[str, torch.Tensor], source: Path) -> None:
+def check_state_dict(model: MoiraiMoE, shapes: dict[str, tuple[int, ...]], source: Path) -> None:
     """Raise a ModelError naming the first missing, unexpected or mis-shaped tensor."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
+    missing = sorted(set(expected) - set(shapes))
     if missing:
         raise ModelError(f"{source}: missing tensor {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    unexpected = sorted(set(state) - set(expected))
+    unexpected = sorted(set(shapes) - set(expected))
     if unexpected:
         raise ModelError(
             f"{source}: unexpected tensor {unexpected[0]!r}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
         )
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ModelError(
-                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
-            )
+    for name, shape in shapes.items():
+        if tuple(shape) != tuple(expected[name].shape):
+            raise ModelError(f"{source}: tensor {name!r} has shape {tuple(shape)}, expected {tuple(expected[name].shape)}")
 
 
 def save_checkpoint(model: MoiraiMoE, folder: Path) -> Path:

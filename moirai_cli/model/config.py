@@ -79,6 +79,8 @@ class MoiraiMoEConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "MoiraiMoEConfig":
         """Build a config from the checkpoint's JSON dictionary; unknown labels are errors."""
+        if not isinstance(raw, dict):
+            raise ModelError(f"{source}: expected a JSON object of model settings, got {type(raw).__name__}")
         required = ("d_model", "d_ff", "num_layers", "patch_sizes", "distr_output")
         missing = [key for key in required if key not in raw]
         if missing:
@@ -129,9 +131,14 @@ def parse_distr_output(raw: Any, source: str) -> tuple[ComponentSpec, ...]:
     if not isinstance(raw, dict) or raw.get("_target_") != MIXTURE_LABEL:
         label = raw.get("_target_") if isinstance(raw, dict) else raw
         raise ModelError(f"{source}: unsupported distr_output {label!r} (expected {MIXTURE_LABEL})")
+    entries = raw.get("components", [])
+    if not isinstance(entries, list):
+        raise ModelError(f"{source}: distr_output components must be a list, got {type(entries).__name__}")
     components = []
-    for entry in raw.get("components", []):
-        label = entry.get("_target_") if isinstance(entry, dict) else entry
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ModelError(f"{source}: distribution component {entry!r} is not an object with a _target_ label")
+        label = entry.get("_target_")
         kind = COMPONENT_LABELS.get(label) if isinstance(label, str) else None
         if kind is None:
             raise ModelError(f"{source}: unknown distribution component {label!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,3 +76,20 @@ def fake_model(monkeypatch) -> FakeForecaster:
 def runner() -> CliRunner:
     """A Click runner with stdout and stderr captured separately."""
     return CliRunner()
+
+
+def _assert_one_line_error(result, code: int, *fragments: str) -> None:
+    """Exit code, one final `error:` line naming what is wrong, no traceback, nothing on stdout."""
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1]
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def one_line_error() -> Callable[..., None]:
+    """The check that a failed run printed one `error:` line, exited with `code` and wrote nothing to stdout."""
+    return _assert_one_line_error

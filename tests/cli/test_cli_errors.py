@@ -13,17 +13,6 @@ from moirai_cli.errors import ModelError
 GOOD = "id,date,y\nA,2021-01-01,1\nA,2021-01-02,2\nA,2021-01-03,3\n"
 
 
-def assert_one_line_error(result, code: int, *fragments: str) -> None:
-    """Exit code, one final `error:` line naming what is wrong, no traceback, nothing on stdout."""
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[-1]
-    assert result.stdout == ""
-
-
 @pytest.mark.parametrize(
     "content, args, fragments",
     [
@@ -47,19 +36,19 @@ def assert_one_line_error(result, code: int, *fragments: str) -> None:
         (GOOD, ["--plot", "p.jpg"], ["PNG"]),
     ],
 )
-def test_bad_input_exit_2(runner, fake_model, tmp_path, monkeypatch, content, args, fragments):
+def test_bad_input_exit_2(runner, fake_model, tmp_path, monkeypatch, content, args, fragments, one_line_error):
     monkeypatch.chdir(tmp_path)
     name = "missing.csv" if content is None else "data.csv"
     if content is not None:
         Path(name).write_text(content)
     base = ["forecast", name, "--horizon", "2", "-o", "out.csv"]
     result = runner.invoke(app, base + args)
-    assert_one_line_error(result, 2, *fragments)
+    one_line_error(result, 2, *fragments)
     assert not any(p.name.startswith(("out", ".out", "p.")) for p in tmp_path.iterdir())
     assert fake_model.calls == []
 
 
-def test_missing_future_rows(runner, fake_model, tmp_path):
+def test_missing_future_rows(runner, fake_model, tmp_path, one_line_error):
     data = tmp_path / "d.csv"
     data.write_text("id,date,y,promo\nA,2021-01-01,1,0\nA,2021-01-02,2,0\n")
     future = tmp_path / "f.csv"
@@ -67,11 +56,11 @@ def test_missing_future_rows(runner, fake_model, tmp_path):
     result = runner.invoke(
         app, ["forecast", str(data), "-H", "2", "--known-covariates", "promo", "--future", str(future)]
     )
-    assert_one_line_error(result, 2, "f.csv", "series 'A'", "2021-01-04")
+    one_line_error(result, 2, "f.csv", "series 'A'", "2021-01-04")
 
 
 @pytest.mark.parametrize("failure", [ModelError("model 'x/y' not found on the Hub"), OSError("bad header\nin file")])
-def test_unknown_or_broken_model_exit_1(runner, monkeypatch, tmp_path, failure):
+def test_unknown_or_broken_model_exit_1(runner, monkeypatch, tmp_path, failure, one_line_error):
     def from_pretrained(*args, **kwargs):
         raise failure
 
@@ -79,11 +68,11 @@ def test_unknown_or_broken_model_exit_1(runner, monkeypatch, tmp_path, failure):
     data = tmp_path / "d.csv"
     data.write_text(GOOD)
     result = runner.invoke(app, ["forecast", str(data), "-H", "2", "--model", "x/y", "-o", str(tmp_path / "o.csv")])
-    assert_one_line_error(result, 1, "x/y" if isinstance(failure, OSError) else "not found")
+    one_line_error(result, 1, "x/y" if isinstance(failure, OSError) else "not found")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
 
 
-def test_failure_mid_forecast_leaves_no_output(runner, fake_model, tmp_path, monkeypatch):
+def test_failure_mid_forecast_leaves_no_output(runner, fake_model, tmp_path, monkeypatch, one_line_error):
     monkeypatch.setattr(cli, "SERIES_PER_CHUNK", 1)
     calls = {"n": 0}
     original = fake_model.predict
@@ -99,7 +88,7 @@ def test_failure_mid_forecast_leaves_no_output(runner, fake_model, tmp_path, mon
     data.write_text(GOOD + "B,2021-01-01,1\nB,2021-01-02,2\n")
     out, samples = tmp_path / "o.parquet", tmp_path / "s.csv"
     result = runner.invoke(app, ["forecast", str(data), "-H", "2", "-o", str(out), "--samples-output", str(samples)])
-    assert_one_line_error(result, 1, "RuntimeError", "device lost", "--debug")
+    one_line_error(result, 1, "RuntimeError", "device lost", "--debug")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
 
 
@@ -110,7 +99,7 @@ def test_debug_shows_the_traceback(runner, fake_model, tmp_path):
     assert result.exit_code != 0 and "duplicate timestamp" in str(result.exception)
 
 
-def test_missing_matplotlib_is_explained(runner, fake_model, tmp_path, monkeypatch):
+def test_missing_matplotlib_is_explained(runner, fake_model, tmp_path, monkeypatch, one_line_error):
     import builtins
 
     real_import = builtins.__import__
@@ -124,4 +113,4 @@ def test_missing_matplotlib_is_explained(runner, fake_model, tmp_path, monkeypat
     data = tmp_path / "d.csv"
     data.write_text(GOOD)
     result = runner.invoke(app, ["forecast", str(data), "-H", "2", "--plot", str(tmp_path / "p.png")])
-    assert_one_line_error(result, 1, "matplotlib", "moirai-cli[plot]")
+    one_line_error(result, 1, "matplotlib", "moirai-cli[plot]")

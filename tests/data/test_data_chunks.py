@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from moirai_cli.data import iter_series_chunks, load_dataset
+from moirai_cli.data import is_grouped_by, iter_series_chunks, load_dataset, peek_layout, rebatch
 from moirai_cli.errors import InputError
 
 
@@ -63,3 +65,42 @@ def test_skipped_series_and_missing_file(tmp_path):
     assert chunks[0].series == [] and chunks[0].skipped == ["s0"] and chunks[1].series[0].item_id == "s1"
     with pytest.raises(InputError, match="no such file"):
         list(iter_series_chunks(tmp_path / "nope.csv"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_is_grouped_by_reads_across_pieces(tmp_path, suffix):
+    def write(table: pd.DataFrame) -> Path:
+        """Save the table in the format under test."""
+        path = tmp_path / f"d{suffix}"
+        (table.to_csv if suffix == ".csv" else table.to_parquet)(path, index=False)
+        return path
+
+    table = long_table(3)
+    assert is_grouped_by(write(table), "item_id", rows_per_read=5)  # blocks straddle the pieces
+    shuffled = table.iloc[[0, 4, 1, 2, 3, *range(5, 12)]]  # s1's first row comes before s0's last ones
+    assert not is_grouped_by(write(shuffled), "item_id", rows_per_read=5)
+
+
+def test_peek_layout_reads_the_first_rows(tmp_path):
+    path = tmp_path / "d.csv"
+    long_table().to_csv(path, index=False)
+    layout = peek_layout(path, rows=3)
+    assert (layout.kind, layout.id_column, layout.targets) == ("long", "item_id", ("target",))
+    wide = tmp_path / "w.csv"
+    pd.DataFrame({"date": ["2021-01-01", "2021-01-02"], "a": [1, 2], "b": [3, 4]}).to_csv(wide, index=False)
+    assert peek_layout(wide).kind == "wide"
+    (tmp_path / "h.csv").write_text("item_id,timestamp,target\n")
+    with pytest.raises(InputError, match="no data rows"):
+        peek_layout(tmp_path / "h.csv")
+
+
+def test_rebatch_cuts_batches_by_series_whatever_the_chunks():
+    table = long_table(5)
+    table.loc[table["item_id"] == "s1", "target"] = np.nan  # skipped
+    whole = load_dataset(table)
+    chunks = [load_dataset(table[table["item_id"].isin(ids)]) for ids in (["s0"], ["s1", "s2", "s3"], ["s4"])]
+    for source in ([whole], chunks):
+        batches = list(rebatch(source, 2))
+        assert [[s.item_id for s in b.series] for b in batches] == [["s0", "s2"], ["s3", "s4"]]
+        assert [b.skipped for b in batches] == [["s1"], []]
+        assert {b.freq for b in batches} == {"D"}

@@ -1,0 +1,41 @@
+"""The notebook path: a pandas frame in, a long forecast frame out, as the CLI writes it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moirai_cli.errors import InputError
+
+
+def long_frame(num_series: int = 3, length: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    stamps = pd.date_range("2024-01-01", periods=length, freq="D")
+    return pd.concat(
+        pd.DataFrame({"unique_id": f"s{i}", "ds": stamps, "y": 10 + rng.normal(size=length).cumsum()})
+        for i in range(num_series)
+    )
+
+
+def test_predict_df_long_frame(tiny_forecaster):
+    out = tiny_forecaster.predict_df(long_frame(), 7, quantile_levels=[0.1, 0.5, 0.9], num_samples=30, seed=0)
+    assert list(out.columns) == ["unique_id", "ds", "mean", "0.1", "0.5", "0.9"]
+    assert len(out) == 3 * 7
+    first = out[out["unique_id"] == "s0"]["ds"]
+    assert first.iloc[0] == pd.Timestamp("2024-03-01") and first.iloc[-1] == pd.Timestamp("2024-03-07")
+    assert (out["0.1"] <= out["0.5"]).all() and (out["0.5"] <= out["0.9"]).all()
+
+
+def test_predict_df_matches_predict_on_arrays(tiny_forecaster):
+    frame = long_frame(2, 50)
+    out = tiny_forecaster.predict_df(frame, 5, quantile_levels=[0.5], num_samples=40, seed=4)
+    arrays = [g["y"].to_numpy() for _, g in frame.groupby("unique_id")]
+    direct = tiny_forecaster.predict(arrays, 5, num_samples=40, seed=4).quantiles([0.5])[:, 0, :, 0]
+    np.testing.assert_allclose(out["0.5"].to_numpy().reshape(2, 5), direct, rtol=1e-6)
+
+
+def test_predict_df_rejects_a_frame_without_values(tiny_forecaster):
+    frame = long_frame(1, 10).assign(y=np.nan)
+    with pytest.raises(InputError):
+        tiny_forecaster.predict_df(frame, 3, num_samples=5)
