@@ -280,6 +280,8 @@ def reported_errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         raise typer.Exit(130) from None
+    except BrokenPipeError:  # stdout closed early (`| head`): Typer exits quietly
+        raise
     except Exception as exc:
         if debug:
             raise
@@ -449,21 +451,14 @@ def _run_forecast(
             skipped_count += len(batch.skipped)
             if not batch.series:
                 continue
-            records = batch.series
-            result = forecaster.predict(
-                [r.target[:, 0] if r.target.shape[1] == 1 else r.target for r in records],
-                horizon,
-                past_covariates=[r.past_covariates for r in records] if batch.layout.past_covariates else None,
-                known_covariates=[r.known_covariates for r in records] if batch.layout.known_covariates else None,
-                seed=None if seed is None else seed + number,
-                progress=advance,
-                **settings,
+            result = forecaster.predict_dataset(
+                batch, horizon, seed=None if seed is None else seed + number, progress=advance, **settings
             )
             writer.write(forecast_frame(batch, result, levels))
             if sample_writer is not None:
                 sample_writer.write(samples_frame(batch, result))
             first = first or (batch, result)
-            forecast_count += len(records)
+            forecast_count += len(batch.series)
         if plot and first is not None:
             from moirai_cli.plotting import plot_forecasts
 

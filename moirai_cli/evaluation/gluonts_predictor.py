@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moirai_cli.forecasting.pipeline import DEFAULT_CONTEXT_LENGTH
+
 try:
     from gluonts.model.forecast import SampleForecast
     from gluonts.model.predictor import Predictor
@@ -34,7 +36,7 @@ class MoiraiPredictor(Predictor):
         prediction_length: int,
         *,
         num_samples: int = 100,
-        context_length: int = 4000,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
         batch_size: int = 32,
         seed: int | None = None,
         **predict_options: Any,

@@ -19,6 +19,7 @@ class FakeForecaster:
     name: str = "fake"
     device: str = "cpu"
     calls: list[dict] = field(default_factory=list)
+    predict_dataset = MoiraiForecaster.predict_dataset  # the real one, calling the fake predict below
 
     def predict(
         self,

@@ -77,7 +77,7 @@ def test_predict_receives_arrays_and_settings(runner, fake_model):
         "auto",
         "cached",
     )
-    assert all(t.ndim == 1 and t.dtype == np.float32 for t in call["target"])
+    assert all(t.shape[1] == 1 and t.dtype == np.float32 for t in call["target"])
     assert fake_model.loads == [("some/model", {"revision": "main", "cache_dir": None, "device": "cpu"})]
 
 
