@@ -21,7 +21,7 @@ from moirai_cli.model.distribution import MixtureDistribution
 from moirai_cli.model.network import KeyValueCache, MoiraiMoE, PackedTokens, gather_rows
 
 # Upper bound on tokens per forward pass (rows x tokens), to keep activations bounded.
-DEFAULT_TOKEN_BUDGET = 32768
+DEFAULT_TOKEN_BUDGET = 8192
 
 
 def write_patch(tokens: PackedTokens, positions: torch.Tensor, values: torch.Tensor) -> None:

@@ -6,11 +6,14 @@ huggingface_hub's standard cache; with HF_HUB_OFFLINE=1 only cached files are us
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch import nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -107,22 +110,63 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
     """
     folder = Path(folder)
     config = load_config(folder / CONFIG_FILE)
-    model = MoiraiMoE(config)
+    with skipped_weight_init():
+        model = MoiraiMoE(config)
     weights_path = folder / WEIGHTS_FILE
     try:
-        with safe_open(str(weights_path), framework="pt") as weights:
+        with safe_open(str(weights_path), framework="pt") as weights:  # validates the file's layout
             shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
-            check_state_dict(model, shapes, weights_path)
-            with torch.no_grad():
-                for name, tensor in model.state_dict().items():
-                    tensor.copy_(weights.get_tensor(name))
-    except (OSError, SafetensorError, ValueError) as exc:
+        check_state_dict(model, shapes, weights_path)
+        read_weights_into(model, weights_path)
+    except (OSError, SafetensorError, ValueError, KeyError) as exc:
         raise ModelError(f"{weights_path}: cannot read weights ({exc})") from exc
     # The routing centroids stay float64, as the checkpoints store them.
     centroid = model.encoder.centroid
     model.to(device=device, dtype=dtype)
     model.encoder.centroid = centroid.to(device)
     return model.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def skipped_weight_init() -> Iterator[None]:
+    """Build layers without their random initialisation, which loading overwrites anyway (saves ~1 s)."""
+    saved = {layer: layer.reset_parameters for layer in (nn.Linear, nn.Embedding)}
+    try:
+        for layer in saved:
+            layer.reset_parameters = lambda self: None
+        yield
+    finally:
+        for layer, reset in saved.items():
+            layer.reset_parameters = reset
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+@torch.no_grad()
+def read_weights_into(model: MoiraiMoE, path: Path) -> None:
+    """Read each tensor's bytes from a .safetensors file straight into the network's memory.
+
+    Plain reads rather than a memory map: the file's pages are not held on top of the
+    weights, which halves the peak memory of loading. Layout: 8-byte little-endian header
+    size, a JSON header of dtype/shape/byte offsets, then the raw little-endian data.
+    """
+    with open(path, "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_size))
+        for name, tensor in model.state_dict().items():
+            entry = header[name]
+            stored = SAFETENSORS_DTYPES.get(entry["dtype"])
+            if stored is None:
+                raise ValueError(f"tensor {name!r} has unsupported dtype {entry['dtype']}")
+            begin, end = entry["data_offsets"]
+            handle.seek(8 + header_size + begin)
+            target = tensor if stored == tensor.dtype and tensor.is_contiguous() else torch.empty(tensor.shape, dtype=stored)
+            buffer = memoryview(target.view(-1).view(torch.uint8).numpy())
+            if end - begin != len(buffer) or handle.readinto(buffer) != len(buffer):
+                raise ValueError(f"tensor {name!r} is truncated")
+            if target is not tensor:
+                tensor.copy_(target)
 
 
 def check_state_dict(model: MoiraiMoE, shapes: dict[str, tuple[int, ...]], source: Path) -> None:

@@ -120,6 +120,21 @@ class Expert(nn.Module):
         return self.fc2(F.silu(self.fc_gate(x)) * self.fc1(x))
 
 
+def centroid_distance(x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (N, K) from tokens x (N, D) to centroids (K, D).
+
+    The same arithmetic as torch.cdist's matrix-product path, which the checkpoints were
+    routed with: one product of [-2x, |x|^2, 1] and [c, 1, |c|^2], clamped, square-rooted.
+    Near-ties between experts resolve as they do there. Unlike cdist on a batch, the
+    centroids are not copied once per sequence.
+    """
+    x_norm = x.pow(2).sum(-1, keepdim=True)
+    c_norm = centroid.pow(2).sum(-1, keepdim=True)
+    x_padded = torch.cat([x * -2, x_norm, torch.ones_like(x_norm)], dim=-1)
+    c_padded = torch.cat([centroid, torch.ones_like(c_norm), c_norm], dim=-1)
+    return (x_padded @ c_padded.T).clamp_min_(1e-30).sqrt_()
+
+
 class MixtureOfExperts(nn.Module):
     """Token-wise mixture of experts routed by distance to fixed centroids.
 
@@ -133,11 +148,9 @@ class MixtureOfExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D); centroid: (NUM_EXPERTS, D) in float64, cast to x's dtype."""
-        batch = x.shape[0]
-        centroid = centroid.to(device=x.device, dtype=x.dtype)
-        distance = torch.cdist(x, centroid.unsqueeze(0).expand(batch, -1, -1))  # (B, L, NUM_EXPERTS)
         flat = x.reshape(-1, x.shape[-1])  # (N, D)
-        top_distance, top_expert = torch.topk(distance.reshape(flat.shape[0], -1), EXPERTS_PER_TOKEN)
+        distance = centroid_distance(flat, centroid.to(device=x.device, dtype=x.dtype))  # (N, NUM_EXPERTS)
+        top_distance, top_expert = torch.topk(distance, EXPERTS_PER_TOKEN)
         weights = torch.softmax(top_distance, dim=1, dtype=torch.float).to(x.dtype)  # (N, 2)
 
         # Sort the (token, slot) pairs by expert: each expert then reads one contiguous block.
