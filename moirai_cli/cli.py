@@ -33,6 +33,7 @@ from moirai_cli.data import (
 from moirai_cli.errors import InputError, ModelError, MoiraiError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
+from moirai_cli.runtime import keep_freed_memory_for_reuse
 from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, Forecast, MoiraiForecaster
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
@@ -628,6 +629,7 @@ _CLICK_EXCEPTION: type[Exception] = _USAGE_ERROR.__bases__[0]
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, printing usage errors on one line (exit code 2) instead of a box."""
+    keep_freed_memory_for_reuse()
     try:
         code = app(args=argv, prog_name="moirai", standalone_mode=False)
     except _CLICK_EXCEPTION as exc:

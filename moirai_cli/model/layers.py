@@ -24,7 +24,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+        return (x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)).mul_(self.weight)
 
 
 class RotaryEmbedding(nn.Module):
@@ -117,7 +117,8 @@ class Expert(nn.Module):
         self.fc2 = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc_gate(x)) * self.fc1(x))
+        hidden = F.silu(self.fc_gate(x), inplace=True).mul_(self.fc1(x))  # in place: inference only
+        return self.fc2(hidden)
 
 
 def centroid_distance(x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
@@ -163,7 +164,7 @@ class MixtureOfExperts(nn.Module):
             if count:
                 outputs[start : start + count] = expert(grouped[start : start + count])
             start += count
-        outputs = outputs * weights.flatten()[order].unsqueeze(-1)
+        outputs.mul_(weights.flatten()[order].unsqueeze(-1))
         per_slot = torch.empty_like(outputs)
         per_slot[order] = outputs
         # Two terms in either order give the same float sum, so this equals expert-by-expert accumulation.
