@@ -74,13 +74,17 @@ def main() -> None:
     parser.add_argument("--decodings", default="exact,cached")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    parser.add_argument("--device", default="cpu", help="moirai-cli's device (the reference always runs on the CPU)")
+    parser.add_argument("--dtype", default="float32", help="moirai-cli's weights dtype: float32 or bfloat16")
     args = parser.parse_args()
 
     data = make_series_file(WORK / f"series_{args.series}x{args.length}.{args.format}", args.series, args.length)
     common = ["--horizon", str(args.horizon), "--context-length", str(args.context_length)]
     runs: dict[str, list[str]] = {}
     moirai = [sys.executable, "-m", "moirai_cli.cli", "forecast", str(data), *common, "--num-samples", str(args.num_samples),
-              "--batch-size", str(args.batch_size), "--model", args.checkpoint, "--device", "cpu", "--quiet", "--seed", "0"]
+              "--batch-size", str(args.batch_size), "--model", args.checkpoint, "--device", args.device, "--quiet", "--seed", "0"]
+    if args.dtype != "float32":
+        moirai += ["--dtype", args.dtype]
     for decoding in args.decodings.split(","):
         runs[f"moirai-cli {decoding}"] = [*moirai, "--decoding", decoding, "--output", str(WORK / f"out_{decoding}.csv")]
     if args.reference_venv:
@@ -99,7 +103,10 @@ def main() -> None:
     ref_time = statistics.median(t for t, _ in reference) if reference else None
     ref_memory = statistics.median(m for _, m in reference) if reference else None
     print(f"\n{args.series} series x {args.length} values, context {args.context_length}, horizon {args.horizon}, "
-          f"{args.num_samples} samples, batch {args.batch_size}, {args.repeats} run(s) each, median:\n")
+          f"{args.num_samples} samples, batch {args.batch_size}, device {args.device}, {args.dtype}, "
+          f"{args.repeats} run(s) each, median:\n")
+    print(f"series per second: " + ", ".join(
+        f"{name} {args.series / statistics.median(t for t, _ in values):.2f}" for name, values in results.items()) + "\n")
     print("| run | wall time (s) | peak memory (GiB) | speed-up vs reference | memory vs reference |")
     print("|---|---|---|---|---|")
     for name, values in results.items():
