@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
+import torch
 import typer
 from rich.console import Console
 
@@ -80,6 +81,10 @@ ModelOpt = Annotated[str, typer.Option("--model", help="Hugging Face repo id or 
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of the model repo.")]
 CacheDirOpt = Annotated[Optional[str], typer.Option("--cache-dir", help="Hugging Face cache folder.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+DtypeOpt = Annotated[
+    str, typer.Option("--dtype", help="Weights and activations: float32 (default, matches the reference) or bfloat16.")
+]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 HorizonOpt = Annotated[int, typer.Option("--horizon", "-H", help="Number of future steps to forecast.")]
 ContextLengthOpt = Annotated[
     Optional[int], typer.Option("--context-length", help="Most recent steps the model sees (default 1024).")
@@ -202,16 +207,19 @@ class ModelOptions:
     revision: str | None = None
     cache_dir: str | None = None
     device: str = "auto"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise InputError(f"--device: '{self.device}' is not one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise InputError(f"--dtype: '{self.dtype}' is not one of {', '.join(DTYPES)}")
 
     def load(self) -> MoiraiForecaster:
         """Load the forecaster; any failure becomes a one-line ModelError."""
         try:
             return MoiraiForecaster.from_pretrained(
-                self.model, revision=self.revision, cache_dir=self.cache_dir, device=self.device
+                self.model, revision=self.revision, cache_dir=self.cache_dir, device=self.device, dtype=DTYPES[self.dtype]
             )
         except MoiraiError:
             raise
@@ -364,6 +372,7 @@ def forecast(
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
     batch_size: BatchSizeOpt = None,
     patch_size: PatchSizeOpt = "16",
     decoding: DecodingOpt = "exact",
@@ -394,7 +403,7 @@ def forecast(
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future
         )
-        model_options = ModelOptions(model, revision, cache_dir, device)
+        model_options = ModelOptions(model, revision, cache_dir, device, dtype)
         output = output or STDIO
         check_output_path(output)
         if samples_output:
@@ -539,6 +548,7 @@ def evaluate(
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
     batch_size: BatchSizeOpt = None,
     patch_size: PatchSizeOpt = "16",
     decoding: DecodingOpt = "exact",
@@ -581,7 +591,7 @@ def evaluate(
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
         )
-        model_options = ModelOptions(model, revision, cache_dir, device)
+        model_options = ModelOptions(model, revision, cache_dir, device, dtype)
         if output:
             check_output_path(output)
         _check_plot(plot)

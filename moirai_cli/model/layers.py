@@ -248,11 +248,11 @@ class ParamProjection(nn.Module):
         logits = self.unflatten(self.proj.weights_logits(x, patch_size), len(self.components))
         params = []
         for spec, heads in zip(self.components, self.proj.components):
-            params.append({name: domain_map(spec.kind, name, heads[name](x, patch_size)) for name in spec.params})
+            params.append({name: domain_map(name, heads[name](x, patch_size)) for name in spec.params})
         return logits, params
 
 
-def domain_map(kind: str, name: str, raw: torch.Tensor) -> torch.Tensor:
+def domain_map(name: str, raw: torch.Tensor) -> torch.Tensor:
     """Map an unconstrained head output to its parameter's domain."""
     eps = torch.finfo(raw.dtype).eps
     if name == "df":

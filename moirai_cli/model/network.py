@@ -36,9 +36,6 @@ class PackedTokens:
         """Apply `fn` to every field (indexing, repeating, moving to a device)."""
         return PackedTokens(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
-    def to(self, device: torch.device | str) -> "PackedTokens":
-        return self.map(lambda t: t.to(device))
-
 
 def packed_std_scaler(
     target: torch.Tensor,  # (B, L, M)

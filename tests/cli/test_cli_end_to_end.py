@@ -97,3 +97,18 @@ def test_multivariate_with_covariates(runner, checkpoint, tmp_path):
     assert result.exit_code == 0, result.stderr
     frame = pd.read_json(tmp_path / "o.json")
     assert list(frame.columns[:4]) == ["item_id", "date", "target", "mean"] and len(frame) == 2 * 3
+
+
+def test_bfloat16_weights_give_a_close_forecast_and_bad_dtypes_are_refused(runner, checkpoint, tmp_path):
+    frames = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.csv"
+        args = ["forecast", str(SAMPLES / "stocks.csv"), "-H", "3", "--model", checkpoint, "--dtype", dtype, "-o", str(out)]
+        result = runner.invoke(app, args + FAST)
+        assert result.exit_code == 0, result.stderr
+        frames[dtype] = pd.read_csv(out)
+    assert frames["float32"].shape == frames["bfloat16"].shape
+    scale = frames["float32"]["0.5"].abs().mean()
+    assert (frames["float32"]["0.5"] - frames["bfloat16"]["0.5"]).abs().mean() < 0.5 * scale
+    result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "3", "--model", checkpoint, "--dtype", "float16"])
+    assert result.exit_code == 2 and "--dtype" in result.stderr

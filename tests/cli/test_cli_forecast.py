@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from moirai_cli import cli
 from moirai_cli.cli import app
@@ -78,7 +79,7 @@ def test_predict_receives_arrays_and_settings(runner, fake_model):
         "cached",
     )
     assert all(t.shape[1] == 1 and t.dtype == np.float32 for t in call["target"])
-    assert fake_model.loads == [("some/model", {"revision": "main", "cache_dir": None, "device": "cpu"})]
+    assert fake_model.loads == [("some/model", {"revision": "main", "cache_dir": None, "device": "cpu", "dtype": torch.float32})]
 
 
 def test_parquet_json_and_samples_outputs(runner, fake_model, tmp_path):
