@@ -29,6 +29,7 @@ from moirai_cli.evaluation.metrics import (
     seasonal_error,
     window_metrics,
 )
+from moirai_cli.forecasting.pipeline import as_2d
 
 MODEL = "model"
 BASELINE = "baseline"
@@ -70,16 +71,6 @@ class BacktestResult:
     def n_zero_actuals(self) -> int:
         """Number of zero actuals MAPE left out, over all series and windows."""
         return int(self.per_window["n_zero_actuals"].sum())
-
-
-def _as_2d(values: np.ndarray, what: str, item_id: str) -> np.ndarray:
-    """A float64 (T, C) view of a (T,) or (T, C) array, or an InputError naming the series."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2:
-        raise InputError(f"{what} of series {item_id!r} must be 1- or 2-dimensional, got shape {array.shape}")
-    return array
 
 
 def _first_cutoff(length: int, horizon: int, windows: int, stride: int) -> int:
@@ -143,7 +134,7 @@ def _validate(
         raise InputError(f"got {len(ids)} item ids for {len(series)} series")
     if len(set(ids)) != len(ids):
         raise InputError("item ids must be unique for a backtest")
-    targets = [_as_2d(values, "target", item_id) for values, item_id in zip(series, ids)]
+    targets = [as_2d(values, "target", item_id, np.float64) for values, item_id in zip(series, ids)]
     widths = sorted({target.shape[1] for target in targets})
     if len(widths) > 1:
         raise InputError(f"all series must have the same number of target columns, got {widths}")
@@ -152,9 +143,9 @@ def _validate(
         target_names = ["target"] if n_variates == 1 else [f"target_{v}" for v in range(n_variates)]
     if len(target_names) != n_variates:
         raise InputError(f"got {len(target_names)} target names for {n_variates} target columns")
-    past = None if past_covariates is None else [_as_2d(c, "past covariates", i) for c, i in zip(past_covariates, ids)]
+    past = None if past_covariates is None else [as_2d(c, "past covariates", i, np.float64) for c, i in zip(past_covariates, ids)]
     known = (
-        None if known_covariates is None else [_as_2d(c, "known covariates", i) for c, i in zip(known_covariates, ids)]
+        None if known_covariates is None else [as_2d(c, "known covariates", i, np.float64) for c, i in zip(known_covariates, ids)]
     )
     for rows, what in ((past, "past covariates"), (known, "known covariates"), (timestamps, "timestamps")):
         if rows is not None and len(rows) != len(targets):

@@ -78,13 +78,13 @@ def seeded(seed: int | None, device: torch.device):
         yield
 
 
-def as_2d(array: np.ndarray, name: str, index: int) -> np.ndarray:
-    """A float32 (T, K) view of a (T,) or (T, K) array."""
-    array = np.asarray(array, dtype=np.float32)
+def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float32) -> np.ndarray:
+    """A (T, K) array of `dtype` from a (T,) or (T, K) one; other shapes are an InputError naming the series."""
+    array = np.asarray(array, dtype=dtype)
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
-        raise InputError(f"{name} of series {index} must be 1-D or 2-D, got shape {array.shape}")
+        raise InputError(f"{name} of series {series!r} must be 1-D or 2-D, got shape {array.shape}")
     return array
 
 
