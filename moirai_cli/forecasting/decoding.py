@@ -51,12 +51,9 @@ def next_patch_distribution(model: MoiraiMoE, tokens: PackedTokens, positions: t
     ]
 
 
-def read_forecast(tokens: PackedTokens, future: torch.Tensor, patch_size: int, horizon: int) -> torch.Tensor:
-    """Values of the future tokens: tokens (R, L, M), future (R, V, F) -> (R, H, V)."""
-    rows = torch.arange(future.shape[0], device=future.device)[:, None, None]
-    values = tokens.target[rows, future, :patch_size]  # (R, V, F, P)
-    values = values.flatten(-2)[..., :horizon]  # (R, V, H)
-    return values.transpose(1, 2)
+def patches_to_horizon(values: torch.Tensor, patch_size: int, horizon: int) -> torch.Tensor:
+    """Future patches (R, V, F, M) laid end to end, cut to the horizon: (R, H, V)."""
+    return values[..., :patch_size].flatten(-2)[..., :horizon].transpose(1, 2)
 
 
 def decode_exact(
@@ -79,7 +76,8 @@ def decode_exact(
         parts = next_patch_distribution(model, tokens, future[:, :, step - 1], token_budget)
         drawn = torch.cat([d.sample(1)[0] for d in parts], dim=0)  # (R, V, M)
         write_patch(tokens, future[:, :, step], drawn)
-    paths = read_forecast(tokens, future, batch.patch_size, horizon)  # (B*S, H, V)
+    rows = torch.arange(future.shape[0], device=future.device)[:, None, None]
+    paths = patches_to_horizon(tokens.target[rows, future], batch.patch_size, horizon)  # (B*S, H, V)
     return paths.unflatten(0, (num_series, num_samples))
 
 
@@ -89,11 +87,8 @@ def decode_cached(model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples
     num_series, num_variates = batch.last_context.shape
     num_future = batch.future.shape[-1]
     loc, scale = model.scale(tokens)  # (B, L, 1): context statistics, kept for every pass
-    hidden = model.embed(tokens.target, loc, scale, tokens.patch_size)
     prefix_kv: list = []
-    read = model.encode(hidden, tokens, query_positions=batch.last_context, keep_kv=prefix_kv)
-    positions = batch.last_context
-    distribution = model.distribution(read, gather_rows(tokens.patch_size, positions), gather_rows(loc, positions), gather_rows(scale, positions))
+    distribution = model.forward_scaled(tokens, loc, scale, batch.last_context, keep_kv=prefix_kv)
     drawn = distribution.sample(num_samples).transpose(0, 1).flatten(0, 1)  # (R, V, M)
 
     origin_time = gather_rows(tokens.time_id, batch.last_context).max(dim=1, keepdim=True).values  # (B, 1)
@@ -103,22 +98,19 @@ def decode_cached(model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples
         prefix_variate=tokens.variate_id,
         paths_per_series=num_samples,
     )
+    per_token = {"target": tokens.target, "loc": loc, "scale": scale, "patch_size": tokens.patch_size,
+                 "time_id": tokens.time_id, "variate_id": tokens.variate_id}
     paths = [drawn]
     for step in range(num_future - 1):
         # The new time step: each target variate's drawn patch, then the known covariates.
         slot = torch.cat([batch.future[:, :, step], batch.future_covariates[:, :, step]], dim=1)  # (B, K)
-        values = gather_rows(tokens.target, slot).repeat_interleave(num_samples, dim=0)  # (R, K, M)
-        values[:, :num_variates] = drawn.to(values.dtype)
-        def per_path(t):
-            return gather_rows(t, slot).repeat_interleave(num_samples, dim=0)
-        new_hidden = model.embed(values, per_path(loc), per_path(scale), per_path(tokens.patch_size))
-        out = model.extend(new_hidden, per_path(tokens.time_id), per_path(tokens.variate_id), cache)
-        target_rows = slice(0, num_variates)
-        distribution = model.distribution(
-            out[:, target_rows], per_path(tokens.patch_size)[:, target_rows], per_path(loc)[:, target_rows], per_path(scale)[:, target_rows]
-        )
+        new = {name: gather_rows(t, slot).repeat_interleave(num_samples, dim=0) for name, t in per_token.items()}  # (R, K, ...)
+        new["target"][:, :num_variates] = drawn.to(new["target"].dtype)
+        hidden = model.embed(new["target"], new["loc"], new["scale"], new["patch_size"])
+        out = model.extend(hidden, new["time_id"], new["variate_id"], cache)
+        targets = slice(0, num_variates)
+        distribution = model.distribution(out[:, targets], new["patch_size"][:, targets], new["loc"][:, targets], new["scale"][:, targets])
         drawn = distribution.sample(1)[0]  # (R, V, M)
         paths.append(drawn)
-    values = torch.stack(paths, dim=2)[..., : batch.patch_size]  # (R, V, F, P)
-    values = values.flatten(-2)[..., :horizon].transpose(1, 2)  # (R, H, V)
+    values = patches_to_horizon(torch.stack(paths, dim=2), batch.patch_size, horizon)  # (R, H, V)
     return values.unflatten(0, (num_series, num_samples))

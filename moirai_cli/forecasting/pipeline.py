@@ -20,7 +20,7 @@ from moirai_cli.errors import InputError
 from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_cached, decode_exact
 from moirai_cli.forecasting.packing import collate, pack_series
 from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
-from moirai_cli.model.network import MoiraiMoE
+from moirai_cli.model.network import MoiraiMoE, gather_rows
 
 if TYPE_CHECKING:
     from moirai_cli.data import SeriesDataset
@@ -271,13 +271,12 @@ class MoiraiForecaster:
             ]
             batch = collate(series, size, self.device)
             tokens = batch.tokens
-            distribution = self.model(tokens)
-            nll = -distribution.log_prob(tokens.target)  # (B, L, M)
-            counted = tokens.observed & tokens.prediction_mask.unsqueeze(-1)
-            nll = torch.where(counted, nll, 0.0)
-            index = torch.arange(len(rows), device=self.device)[:, None, None]
-            per_variate = nll[index, batch.future].sum(dim=(-1, -2))  # (B, V)
-            count = counted[index, batch.future].sum(dim=(-1, -2))
-            per_variate = per_variate / count.clamp_min(1)
+            positions = batch.future.flatten(1)  # (B, V*F): only the held-out tokens are scored
+            distribution = self.model(tokens, positions)  # batch shape (B, V*F, M)
+            nll = -distribution.log_prob(gather_rows(tokens.target, positions))
+            counted = gather_rows(tokens.observed, positions)  # future tokens are all prediction tokens
+            nll = torch.where(counted, nll, 0.0).unflatten(1, batch.future.shape[1:])  # (B, V, F, M)
+            count = counted.unflatten(1, batch.future.shape[1:]).sum(dim=(-1, -2))
+            per_variate = nll.sum(dim=(-1, -2)) / count.clamp_min(1)  # (B, V)
             scores[rows] = per_variate.sum(-1).double().cpu().numpy()
         return scores

@@ -249,8 +249,19 @@ class MoiraiMoE(nn.Module):
         With `positions` (B, Q), only at those tokens: batch shape (B, Q, M).
         """
         loc, scale = self.scale(tokens)
+        return self.forward_scaled(tokens, loc, scale, positions)
+
+    def forward_scaled(
+        self,
+        tokens: PackedTokens,
+        loc: torch.Tensor,  # (B, L, 1) scaler statistics, computed by the caller
+        scale: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        keep_kv: list | None = None,
+    ) -> MixtureDistribution:
+        """`forward` after the scaler, for callers that keep the statistics (cached decoding)."""
         hidden = self.embed(tokens.target, loc, scale, tokens.patch_size)
-        hidden = self.encode(hidden, tokens, query_positions=positions)
+        hidden = self.encode(hidden, tokens, query_positions=positions, keep_kv=keep_kv)
         patch_size = tokens.patch_size
         if positions is not None:
             loc, scale, patch_size = (gather_rows(t, positions) for t in (loc, scale, patch_size))
