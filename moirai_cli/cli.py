@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
+# Arrow's own allocator (mimalloc) held 25-40 MB more than the C library's in streamed runs of many
+# series (benchmarks/README.md). Arrow reads this once, when pyarrow is first imported (with pandas, below).
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 import torch
 import typer
 from rich.console import Console

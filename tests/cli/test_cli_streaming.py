@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -97,3 +100,14 @@ def test_bad_row_in_a_later_chunk_leaves_no_output(runner, fake_model, tmp_path,
     one_line_error(result, 2, "column 'target'", "'oops' is not a number")
     assert len(fake_model.calls) == 1  # the first batch was forecast before the bad row was read
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
+def test_command_line_gives_arrow_the_system_allocator():
+    """Arrow's default allocator kept more memory in long streamed runs; the CLI picks the C library's unless told."""
+    probe = "import moirai_cli.cli, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    chosen = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert chosen.stdout.strip() == "system"
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"  # the user's choice wins (pyarrow falls back if not built in)
+    kept = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert kept.stdout.strip() != "system"

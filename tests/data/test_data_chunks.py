@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from moirai_cli.data import is_grouped_by, iter_series_chunks, load_dataset, peek_layout, rebatch
+from moirai_cli.data.frames import SeenIds
 from moirai_cli.errors import InputError
 
 
@@ -79,6 +80,19 @@ def test_is_grouped_by_reads_across_pieces(tmp_path, suffix):
     assert is_grouped_by(write(table), "item_id", rows_per_read=5)  # blocks straddle the pieces
     shuffled = table.iloc[[0, 4, 1, 2, 3, *range(5, 12)]]  # s1's first row comes before s0's last ones
     assert not is_grouped_by(write(shuffled), "item_id", rows_per_read=5)
+
+
+def test_seen_ids_finds_repeats_of_any_id_type():
+    seen = SeenIds()
+    assert seen.first_repeat(np.array(["a", "b"], dtype=object)) is None  # nothing met yet
+    seen.add(np.array(["a", "b"], dtype=object))
+    seen.add(np.array(["c"], dtype=object))
+    assert seen.first_repeat(np.array(["x", "y", "c", "a"], dtype=object)) == 2
+    assert seen.first_repeat(np.array(["ab", "ba", "d"], dtype=object)) is None
+    numbers = SeenIds()
+    numbers.add(np.arange(0, 100_000, 2))
+    assert numbers.first_repeat(np.array([1, 3, 99_999, 50_000])) == 3
+    assert numbers.first_repeat(np.arange(1, 100_000, 2)) is None
 
 
 def test_peek_layout_reads_the_first_rows(tmp_path):
