@@ -39,7 +39,7 @@ from moirai_cli.data import (
 from moirai_cli.errors import InputError, ModelError, MoiraiError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
-from moirai_cli.runtime import keep_freed_memory_for_reuse, release_freed_memory
+from moirai_cli.runtime import keep_freed_memory_for_reuse
 from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, Forecast, MoiraiForecaster
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
@@ -474,7 +474,6 @@ def _run_forecast(
                 sample_writer.write(samples_frame(batch, result))
             first = first or (batch, result)
             forecast_count += len(batch.series)
-            release_freed_memory()  # keeps a long streamed run's memory flat
         if plot and first is not None:
             from moirai_cli.plotting import plot_forecasts
 

@@ -17,10 +17,9 @@ def keep_freed_memory_for_reuse() -> bool:
 
     Decoding allocates and frees tensors of a few MiB thousands of times; by default glibc
     hands such blocks back to the kernel each time, and every reuse pays page faults again
-    (measured: about 12% of exact decoding on a 2-core machine). Freed memory then stays in
-    the heap, so long runs must call `release_freed_memory` between batches (measured: a
-    100,000-series run grew to 1.55 GiB without it). Returns whether the setting was applied
-    (only on Linux with glibc).
+    (measured: about 12% of exact decoding on a 2-core machine). The heap then stays at its
+    high-water mark, which is the peak memory anyway. Returns whether the setting was
+    applied (only on Linux with glibc).
     """
     libc = glibc()
     if libc is None:
@@ -29,19 +28,12 @@ def keep_freed_memory_for_reuse() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGEST_MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def release_freed_memory() -> None:
-    """Return the heap's free memory to the system (glibc malloc_trim); a no-op elsewhere."""
-    libc = glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
 def glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc on Linux (it has mallopt and malloc_trim), else None."""
+    """The C library when it is glibc on Linux (it has mallopt), else None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    return libc if hasattr(libc, "mallopt") else None

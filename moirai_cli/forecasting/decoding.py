@@ -92,10 +92,12 @@ def decode_cached(model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples
     drawn = distribution.sample(num_samples).transpose(0, 1).flatten(0, 1)  # (R, V, M)
 
     origin_time = gather_rows(tokens.time_id, batch.last_context).max(dim=1, keepdim=True).values  # (B, 1)
+    slots_per_step = num_variates + batch.future_covariates.shape[1]  # new tokens per path at each step
     cache = KeyValueCache(
         prefix=prefix_kv,
         prefix_visible=(tokens.sample_id > 0) & (tokens.time_id <= origin_time),
         prefix_variate=tokens.variate_id,
+        suffix_capacity=(num_future - 1) * slots_per_step,
         paths_per_series=num_samples,
     )
     per_token = {"target": tokens.target, "loc": loc, "scale": scale, "patch_size": tokens.patch_size,

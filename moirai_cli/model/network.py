@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -100,15 +100,33 @@ class KeyValueCache:
     """Keys/values of every layer for a shared prefix (one row per series) and per-path suffixes.
 
     Prefix tensors have one row per series; suffix tensors one row per sample path, paths of
-    series b occupying rows b*S .. b*S + S - 1.
+    series b occupying rows b*S .. b*S + S - 1. The suffix is allocated once for
+    `suffix_capacity` tokens per path and filled step by step (no copy of what is cached).
     """
 
     prefix: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (B, H, Lp, E) keys, values
     prefix_visible: torch.Tensor  # (B, Lp) bool: keys any later token may see
     prefix_variate: torch.Tensor  # (B, Lp)
+    suffix_capacity: int
     paths_per_series: int = 1
-    suffix: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: (R, H, Ls, E)
-    suffix_variate: torch.Tensor | None = None  # (R, Ls)
+    suffix: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer: (R, H, capacity, E)
+    suffix_variate: torch.Tensor | None = None  # (R, capacity)
+    suffix_length: int = 0  # tokens per path stored so far
+
+    def append(self, index: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store layer `index`'s keys/values of the new tokens (R, H, n, E) after the cached ones.
+
+        Returns that layer's filled suffix (R, H, suffix_length + n, E), views of the store.
+        """
+        start, end = self.suffix_length, self.suffix_length + key.shape[2]
+        if end > self.suffix_capacity:
+            raise ValueError(f"key/value cache holds {self.suffix_capacity} tokens per path, {end} needed")
+        if index == len(self.suffix):
+            shape = (key.shape[0], key.shape[1], self.suffix_capacity, key.shape[3])
+            self.suffix.append((key.new_empty(shape), value.new_empty(shape)))
+        keys, values = self.suffix[index]
+        keys[:, :, start:end], values[:, :, start:end] = key, value
+        return keys[:, :, :end], values[:, :, :end]
 
 
 class MoiraiMoE(nn.Module):
@@ -196,18 +214,16 @@ class MoiraiMoE(nn.Module):
         # Bias against the prefix depends only on the series and the new tokens' variates.
         prefix_same = variate_id[::paths].unsqueeze(-1) == cache.prefix_variate.unsqueeze(-2)  # (B, n, Lp)
         prefix_visible = cache.prefix_visible.unsqueeze(1).expand(-1, new, -1)
-        suffix_variate = variate_id if cache.suffix_variate is None else torch.cat([cache.suffix_variate, variate_id], 1)
-        suffix_same = variate_id.unsqueeze(-1) == suffix_variate.unsqueeze(-2)  # (R, n, Ls)
+        if cache.suffix_variate is None:
+            cache.suffix_variate = variate_id.new_empty(rows, cache.suffix_capacity)
+        length = cache.suffix_length + new
+        cache.suffix_variate[:, cache.suffix_length : length] = variate_id
+        suffix_same = variate_id.unsqueeze(-1) == cache.suffix_variate[:, :length].unsqueeze(-2)  # (R, n, Ls)
         suffix_visible = torch.ones_like(suffix_same)
-        new_suffix = []
         for index, layer in enumerate(self.encoder.layers):
             attention = layer.self_attn
             normed = layer.norm1(hidden)
-            key, value = attention.key_value(normed, rotary)
-            if cache.suffix is not None:
-                old_key, old_value = cache.suffix[index]
-                key, value = torch.cat([old_key, key], 2), torch.cat([old_value, value], 2)
-            new_suffix.append((key, value))
+            key, value = cache.append(index, *attention.key_value(normed, rotary))  # (R, H, Ls, E)
             query = attention.query(normed, rotary)  # (R, H, n, E)
             heads, width = query.shape[1], query.shape[-1]
             prefix_key, prefix_value = cache.prefix[index]  # (B, H, Lp, E)
@@ -227,7 +243,7 @@ class MoiraiMoE(nn.Module):
             out = out.reshape(rows, heads, new, width) + weights[..., prefix_length:] @ value
             hidden = hidden + attention.out_proj(out.transpose(1, 2).flatten(-2))
             hidden = hidden + layer.ffn(layer.norm2(hidden), self.encoder.centroid[index])
-        cache.suffix, cache.suffix_variate = new_suffix, suffix_variate
+        cache.suffix_length = length
         return self.encoder.norm(hidden)
 
     def distribution(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:

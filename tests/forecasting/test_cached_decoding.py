@@ -13,6 +13,7 @@ import torch
 
 import moirai_cli.forecasting.decoding as decoding
 from moirai_cli.forecasting.packing import collate, pack_series
+from moirai_cli.model.network import KeyValueCache
 
 
 def frozen_scaler_exact_paths(model, batch, horizon, num_samples, monkeypatch):
@@ -60,3 +61,19 @@ def test_cached_and_exact_agree_for_a_single_patch(tiny_forecaster):
     cached = tiny_forecaster.predict(series, 12, num_samples=50, seed=3, decoding="cached")
     exact = tiny_forecaster.predict(series, 12, num_samples=50, seed=3, decoding="exact")
     np.testing.assert_allclose(cached.samples, exact.samples, rtol=1e-5, atol=1e-5)
+
+
+def test_key_value_cache_fills_its_store_in_place_and_refuses_overflow():
+    cache = KeyValueCache(prefix=[], prefix_visible=torch.ones(1, 1, dtype=torch.bool), prefix_variate=torch.zeros(1, 1), suffix_capacity=3)
+    first = torch.arange(8.0).view(2, 1, 1, 4)
+    keys, values = cache.append(0, first, -first)
+    cache.suffix_length = 1
+    second = torch.arange(16.0).view(2, 1, 2, 4) + 100
+    keys, values = cache.append(0, second, -second)
+    assert keys.shape == (2, 1, 3, 4)
+    torch.testing.assert_close(keys, torch.cat([first, second], 2))
+    torch.testing.assert_close(values, -torch.cat([first, second], 2))
+    assert keys.data_ptr() == cache.suffix[0][0].data_ptr()  # a view of the store, not a copy
+    cache.suffix_length = 3
+    with pytest.raises(ValueError, match="holds 3 tokens per path, 4 needed"):
+        cache.append(0, first, first)
