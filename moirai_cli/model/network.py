@@ -117,6 +117,7 @@ class KeyValueCache:
         """Store layer `index`'s keys/values of the new tokens (R, H, n, E) after the cached ones.
 
         Returns that layer's filled suffix (R, H, suffix_length + n, E), views of the store.
+        Every layer appends the same step, so the caller advances `suffix_length` after the last.
         """
         start, end = self.suffix_length, self.suffix_length + key.shape[2]
         if end > self.suffix_capacity:
