@@ -283,11 +283,12 @@ def run_backtest(
         forecast_frames.append(_forecast_frame(kept_ids, window, row_names, times, actual, forecasts))
 
     per_window = pd.DataFrame(metric_rows)
+    kept = set(kept_ids)
     return BacktestResult(
         per_window=per_window,
         summary=_summarise(per_window, ["item_id", "target"] if row_names is not None else ["item_id"]),
         forecasts=pd.concat(forecast_frames, ignore_index=True),
-        skipped=[item_id for item_id in inputs.ids if item_id not in set(kept_ids)],
+        skipped=[item_id for item_id in inputs.ids if item_id not in kept],
         history={inputs.ids[i]: inputs.targets[i] for i in keep},
         timestamps=None if timestamps is None else {inputs.ids[i]: pd.DatetimeIndex(timestamps[i]) for i in keep},
         horizon=horizon,

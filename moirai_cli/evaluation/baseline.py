@@ -19,14 +19,7 @@ import numpy as np
 import pandas as pd
 
 from moirai_cli.evaluation.forecast import QuantileForecast
-
-
-def _effective_lag(history: np.ndarray, season_length: int) -> int:
-    """m if the history (T,) has an observed pair m steps apart, else 1."""
-    has_lag = season_length > 1 and history.shape[0] > season_length
-    if has_lag and (~np.isnan(history[season_length:] - history[:-season_length])).any():
-        return season_length
-    return 1
+from moirai_cli.evaluation.metrics import seasonal_differences
 
 
 def _seasonal_naive_one(
@@ -35,12 +28,10 @@ def _seasonal_naive_one(
     """Point (H,) and quantile (Q, H) seasonal-naive forecasts for one univariate history (T,)."""
     if np.isnan(history).all():
         return np.full(horizon, np.nan), np.full((levels.size, horizon), np.nan)
-    lag = _effective_lag(history, season_length)
+    lag, residuals = seasonal_differences(history, season_length)  # the lag MASE's scale uses
     filled = pd.Series(history).ffill().bfill().to_numpy()  # (T,)
     steps = np.arange(horizon)  # (H,)
     point = filled[filled.shape[0] - lag + steps % lag]  # (H,)
-    residuals = history[lag:] - history[:-lag]  # (T - lag,)
-    residuals = residuals[~np.isnan(residuals)]
     if not residuals.size:
         return point, np.repeat(point[None, :], levels.size, axis=0)
     offsets = np.quantile(residuals, levels) - np.median(residuals)  # (Q,)

@@ -9,6 +9,7 @@ import numpy as np
 
 from moirai_cli.errors import InputError
 from moirai_cli.evaluation.metrics import INTERVAL_LEVELS, MEDIAN_LEVEL
+from moirai_cli.forecasting.pipeline import Forecast
 
 
 def scoring_levels(quantile_levels: Sequence[float]) -> tuple[float, ...]:
@@ -30,6 +31,5 @@ class QuantileForecast:
     @classmethod
     def from_samples(cls, samples: np.ndarray, levels: Sequence[float]) -> QuantileForecast:
         """Summarise sample paths (N, S, H, V) by their mean and empirical quantiles."""
-        samples = np.asarray(samples, dtype=np.float64)
-        quantiles = np.quantile(samples, np.asarray(levels), axis=1)  # (Q, N, H, V)
-        return cls(samples.mean(axis=1), quantiles.transpose(1, 0, 2, 3), tuple(levels))
+        paths = Forecast(np.asarray(samples, dtype=np.float64))
+        return cls(paths.mean, paths.quantiles(levels), tuple(levels))

@@ -107,17 +107,24 @@ def season_length_from_freq(freq: str | pd.DateOffset | None) -> int:
     return season if remainder == 0 and season >= 1 else 1
 
 
-def seasonal_error(history: np.ndarray, season_length: int) -> float:
-    """Mean |y_t - y_{t-m}| of a history (T,), the MASE/MSIS scale; lag 1 if no lag-m pair."""
+def seasonal_differences(history: np.ndarray, season_length: int) -> tuple[int, np.ndarray]:
+    """The lag m, or 1 when the history (T,) has no observed pair m steps apart, and the observed y_t - y_{t-lag}.
+
+    One rule for the MASE/MSIS scale and the seasonal-naive baseline, so both use the same lag.
+    """
     history = np.asarray(history, dtype=np.float64)
     for lag in (season_length, 1) if season_length > 1 else (1,):
-        if history.shape[0] <= lag:
-            continue
-        diffs = np.abs(history[lag:] - history[:-lag])  # (T - lag,)
+        diffs = history[lag:] - history[:-lag]  # (T - lag,); empty when T <= lag
         diffs = diffs[~np.isnan(diffs)]
         if diffs.size:
-            return float(diffs.mean())
-    return math.nan
+            return lag, diffs
+    return 1, np.empty(0)
+
+
+def seasonal_error(history: np.ndarray, season_length: int) -> float:
+    """Mean |y_t - y_{t-m}| of a history (T,), the MASE/MSIS scale; lag 1 if no lag-m pair."""
+    _, diffs = seasonal_differences(history, season_length)
+    return float(np.abs(diffs).mean()) if diffs.size else math.nan
 
 
 def _observed(y_true: np.ndarray, *forecasts: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -141,9 +148,12 @@ def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def mase(y_true: np.ndarray, y_pred: np.ndarray, scale: float) -> float:
     """MAE scaled by the seasonal error of the history; NaN when the scale is 0 or NaN."""
-    if not scale > 0:
-        return math.nan
-    return mae(y_true, y_pred) / scale
+    return _scaled(mae(y_true, y_pred), scale)
+
+
+def _scaled(error: float, scale: float) -> float:
+    """An error divided by a positive scale; NaN when the scale is 0 or NaN."""
+    return error / scale if scale > 0 else math.nan
 
 
 def smape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -183,11 +193,14 @@ def quantile_loss_sum(y_true: np.ndarray, quantile_preds: np.ndarray, quantile_l
 
 def wql(y_true: np.ndarray, quantile_preds: np.ndarray, quantile_levels: Sequence[float]) -> float:
     """Weighted quantile loss of quantile_preds (Q, H): mean_q sum 2*pinball_q / sum |y|."""
+    return _weighted(quantile_loss_sum(y_true, quantile_preds, quantile_levels), y_true)
+
+
+def _weighted(loss: float, y_true: np.ndarray) -> float:
+    """A quantile-loss sum divided by sum |y| over the observed actuals; NaN when that is 0."""
     (y,) = _observed(y_true)
     denominator = float(np.abs(y).sum())
-    if not denominator > 0:
-        return math.nan
-    return quantile_loss_sum(y_true, quantile_preds, quantile_levels) / denominator
+    return loss / denominator if denominator > 0 else math.nan
 
 
 def msis(
@@ -240,16 +253,18 @@ def window_metrics(
     wql_index = [_level_index(levels, q) for q in (levels if wql_levels is None else wql_levels)]
     wql_preds = quantile_preds[wql_index]  # (Q_wql, H)
     wql_levels_used = [levels[k] for k in wql_index]
+    absolute_error = mae(y_true, median)
+    quantile_loss = quantile_loss_sum(y_true, wql_preds, wql_levels_used)
     return {
-        "mae": mae(y_true, median),
+        "mae": absolute_error,
         "rmse": rmse(y_true, mean),
-        "mase": mase(y_true, median, scale),
+        "mase": _scaled(absolute_error, scale),
         "smape": smape(y_true, median),
         "mape": mape(y_true, median),
-        "wql": wql(y_true, wql_preds, wql_levels_used),
+        "wql": _weighted(quantile_loss, y_true),
         "msis": msis(y_true, lower, upper, scale),
         "coverage": coverage(y_true, lower, upper),
-        "sum_quantile_loss": quantile_loss_sum(y_true, wql_preds, wql_levels_used),
+        "sum_quantile_loss": quantile_loss,
     }
 
 

@@ -12,6 +12,7 @@ from moirai_cli.data.io import atomic_path
 from moirai_cli.errors import MoiraiError
 from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult
 from moirai_cli.evaluation.metrics import INTERVAL_LEVELS, MEDIAN_LEVEL, METRIC_INFO, METRIC_NAMES
+from moirai_cli.plotting import PLOT_INSTALL_HINT
 
 HISTORY_HORIZONS = 4  # the plot shows this many horizons of history before the last window
 
@@ -62,7 +63,7 @@ def plot_best_worst(result: BacktestResult, path: str | Path, per_side: int = 2)
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise MoiraiError("plotting needs matplotlib: pip install 'moirai-cli[plot]'") from error
+        raise MoiraiError(PLOT_INSTALL_HINT) from error
     ranked = _ranked_series(result)
     if not ranked:
         raise MoiraiError("no series has a defined error to rank for the plot")
