@@ -109,8 +109,16 @@ def pack_series(
     else:
         future_values = np.zeros((horizon, num_variates), np.float32)
         future_flags = np.ones((horizon, num_variates), bool)
-    past, is_pad = window(filled, context_length)
-    past_observed, _ = window(observed, context_length)
+
+    def history_patches(values: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The context window of (T, K) values and observed flags, as (K, C/P, P) patches each."""
+        return (
+            patches(window(values, context_length)[0], patch_size, left=True),
+            patches(window(flags, context_length)[0], patch_size, left=True),
+        )
+
+    is_pad = window(filled, context_length)[1]
+    past_value_patches, past_flag_patches = history_patches(filled, observed)
 
     context_patches = math.ceil(context_length / patch_size)
     future_patches = math.ceil(horizon / patch_size)
@@ -121,7 +129,7 @@ def pack_series(
     pad_for_covariates = np.concatenate([np.zeros(-context_length % patch_size, bool), is_pad])
     covariate_sample = (~pad_for_covariates).reshape(-1, patch_size).any(-1)
     # time_id: 0 up to the first patch with an observed value, then counting up.
-    any_observed = patches(past_observed, patch_size, left=True).any(axis=(0, 2))
+    any_observed = past_flag_patches.any(axis=(0, 2))
     past_time = np.maximum(np.cumsum(np.maximum.accumulate(any_observed)) - 1, 0)
     future_time = past_time.max() + 1 + np.arange(future_patches)
 
@@ -136,8 +144,6 @@ def pack_series(
         fields["variate_id"].append(np.full(count, variate, np.int64))
         fields["prediction_mask"].append(np.full(count, predict, bool))
 
-    past_value_patches = patches(past, patch_size, left=True)
-    past_flag_patches = patches(past_observed, patch_size, left=True)
     future_value_patches = patches(future_values, patch_size, left=False)
     future_flag_patches = patches(future_flags, patch_size, left=False)
     for v in range(num_variates):
@@ -150,10 +156,8 @@ def pack_series(
     if known_covariates is not None:
         history = len(filled)
         cov_filled, cov_observed = impute(known_covariates, univariate_target=False)
-        cov_past, _ = window(cov_filled[:history], context_length)
-        cov_past_observed, _ = window(cov_observed[:history], context_length)
         cov_future, cov_future_observed = cov_filled[history : history + horizon], cov_observed[history : history + horizon]
-        past_v, past_f = patches(cov_past, patch_size, True), patches(cov_past_observed, patch_size, True)
+        past_v, past_f = history_patches(cov_filled[:history], cov_observed[:history])
         fut_v, fut_f = patches(cov_future, patch_size, False), patches(cov_future_observed, patch_size, False)
         for k in range(known_covariates.shape[1]):
             add(past_v[k], past_f[k], covariate_sample, past_time, next_variate + k, False)
@@ -163,10 +167,7 @@ def pack_series(
         next_variate += known_covariates.shape[1]
 
     if past_covariates is not None:
-        cov_filled, cov_observed = impute(past_covariates, univariate_target=False)
-        cov_past, _ = window(cov_filled, context_length)
-        cov_past_observed, _ = window(cov_observed, context_length)
-        past_v, past_f = patches(cov_past, patch_size, True), patches(cov_past_observed, patch_size, True)
+        past_v, past_f = history_patches(*impute(past_covariates, univariate_target=False))
         for k in range(past_covariates.shape[1]):
             add(past_v[k], past_f[k], covariate_sample, past_time, next_variate + k, False)
 

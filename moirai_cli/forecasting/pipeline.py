@@ -18,7 +18,7 @@ import torch
 
 from moirai_cli.errors import InputError
 from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_cached, decode_exact
-from moirai_cli.forecasting.packing import collate, pack_series
+from moirai_cli.forecasting.packing import TokenBatch, collate, pack_series
 from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
 from moirai_cli.model.network import MoiraiMoE, gather_rows
 
@@ -147,14 +147,7 @@ class MoiraiForecaster:
                 chosen = np.flatnonzero(sizes == size)
                 for start in range(0, len(chosen), batch_size):
                     rows = chosen[start : start + batch_size]
-                    series = [
-                        pack_series(
-                            targets[i], horizon, context_length, size, self.model.config.max_patch_size,
-                            known[i] if known else None, past[i] if past else None,
-                        )
-                        for i in rows
-                    ]
-                    batch = collate(series, size, self.device)
+                    batch = self._batch(rows, targets, past, known, horizon, context_length, size)
                     if decoding == "cached":
                         paths = decode_cached(self.model, batch, horizon, num_samples)
                     else:
@@ -204,6 +197,22 @@ class MoiraiForecaster:
         if not dataset.series:
             raise InputError("no series with an observed value to forecast")
         return forecast_frame(dataset, self.predict_dataset(dataset, horizon, **options), quantile_levels)
+
+    def _batch(self, rows, targets, past, known, horizon, context_length, size, holdout=False) -> TokenBatch:
+        """The series `rows` packed with patch size `size` and collated on the device.
+
+        With `holdout`, each series' last `horizon` values become the scored future, so its
+        known covariates stop where the target does.
+        """
+        series = [
+            pack_series(
+                targets[i], horizon, context_length, size, self.model.config.max_patch_size,
+                (known[i][: len(targets[i])] if holdout else known[i]) if known else None,
+                past[i] if past else None, holdout=holdout,
+            )
+            for i in rows
+        ]
+        return collate(series, size, self.device)
 
     def _check_inputs(self, target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size):
         """Validate shapes and options; return float32 (T, K) arrays."""
@@ -262,14 +271,7 @@ class MoiraiForecaster:
         usable = [i for i, t in enumerate(targets) if len(t) > horizon]
         for start in range(0, len(usable), batch_size):
             rows = usable[start : start + batch_size]
-            series = [
-                pack_series(
-                    targets[i], horizon, context_length, size, self.model.config.max_patch_size,
-                    known[i][: len(targets[i])] if known else None, past[i] if past else None, holdout=True,
-                )
-                for i in rows
-            ]
-            batch = collate(series, size, self.device)
+            batch = self._batch(rows, targets, past, known, horizon, context_length, size, holdout=True)
             tokens = batch.tokens
             positions = batch.future.flatten(1)  # (B, V*F): only the held-out tokens are scored
             distribution = self.model(tokens, positions)  # batch shape (B, V*F, M)
