@@ -141,19 +141,25 @@ class DataOptions:
         if self.layout not in LAYOUTS:
             raise InputError(f"--layout: '{self.layout}' is not one of {', '.join(LAYOUTS)}")
 
+    def columns(self) -> dict[str, object]:
+        """The column choices, as keyword arguments of the data functions."""
+        return {
+            "id_column": self.id_column,
+            "timestamp_column": self.timestamp_column,
+            "target": split_columns(self.target),
+            "past_covariates": split_columns(self.past_covariates),
+            "known_covariates": split_columns(self.known_covariates),
+        }
+
     def load(self, horizon: int | None = None) -> SeriesDataset:
         """Read and check the whole table (and the future file when forecasting), raising InputError on bad input."""
         return load_dataset(
             self.path,
             layout=self.layout,  # type: ignore[arg-type]
-            id_column=self.id_column,
-            timestamp_column=self.timestamp_column,
-            target=split_columns(self.target),
             freq=self.freq,
-            past_covariates=split_columns(self.past_covariates),
-            known_covariates=split_columns(self.known_covariates),
             future=self.future,
             horizon=horizon if self.known_covariates else None,
+            **self.columns(),
         )
 
     def batches(self, horizon: int, size: int, quiet: bool = False) -> Iterator[SeriesDataset]:
@@ -165,15 +171,11 @@ class DataOptions:
         chunks = iter_series_chunks(
             self.path,
             chunk_size=size,
-            id_column=self.id_column,
-            timestamp_column=self.timestamp_column,
-            target=split_columns(self.target),
             freq=self.freq,
-            past_covariates=split_columns(self.past_covariates),
-            known_covariates=split_columns(self.known_covariates),
             future=self.future,
             horizon=horizon if self.known_covariates else None,
             rows_per_read=ROWS_PER_READ,
+            **self.columns(),
         )
         return rebatch(chunks, size)
 
@@ -181,16 +183,7 @@ class DataOptions:
         """Whether the input is a long-format file whose rows are grouped by series id."""
         if self.path == STDIO or self.layout not in ("auto", "long"):
             return False
-        layout = peek_layout(
-            self.path,
-            layout=self.layout,  # type: ignore[arg-type]
-            id_column=self.id_column,
-            timestamp_column=self.timestamp_column,
-            target=split_columns(self.target),
-            past_covariates=split_columns(self.past_covariates),
-            known_covariates=split_columns(self.known_covariates),
-            rows=ROWS_PER_READ,
-        )
+        layout = peek_layout(self.path, layout=self.layout, rows=ROWS_PER_READ, **self.columns())  # type: ignore[arg-type]
         if layout.kind != "long":
             return False
         if not is_grouped_by(self.path, layout.id_column, ROWS_PER_READ):
