@@ -22,6 +22,7 @@ from rich.console import Console
 from moirai_cli import __version__
 from moirai_cli.data import (
     STDIO,
+    Layout,
     SeriesDataset,
     TableWriter,
     check_covariate_options,
@@ -166,7 +167,8 @@ class DataOptions:
         """Batches of `size` series in file order; a long file grouped by id is streamed, so memory stays flat."""
         known = split_columns(self.known_covariates)
         check_covariate_options(known, self.future, horizon if known else None)
-        if not self._streamable(quiet):
+        layout = self._streamable_layout(quiet)
+        if layout is None:
             return rebatch([self.load(horizon)], size)
         chunks = iter_series_chunks(
             self.path,
@@ -175,25 +177,26 @@ class DataOptions:
             future=self.future,
             horizon=horizon if self.known_covariates else None,
             rows_per_read=ROWS_PER_READ,
+            layout=layout,
             **self.columns(),
         )
         return rebatch(chunks, size)
 
-    def _streamable(self, quiet: bool) -> bool:
-        """Whether the input is a long-format file whose rows are grouped by series id."""
+    def _streamable_layout(self, quiet: bool) -> Layout | None:
+        """The layout of a long-format file whose rows are grouped by series id; None for any other input."""
         if self.path == STDIO or self.layout not in ("auto", "long"):
-            return False
+            return None
         layout = peek_layout(self.path, layout=self.layout, rows=ROWS_PER_READ, **self.columns())  # type: ignore[arg-type]
         if layout.kind != "long":
-            return False
+            return None
         if not is_grouped_by(self.path, layout.id_column, ROWS_PER_READ):
             note(
                 f"{self.path}: rows are not grouped by '{layout.id_column}'; reading the whole file "
                 "(sort it by id to keep memory flat)",
                 quiet,
             )
-            return False
-        return True
+            return None
+        return layout
 
 
 @dataclass

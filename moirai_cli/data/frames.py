@@ -97,8 +97,8 @@ def load_dataset(
     series) and `horizon`; without both they cover the history only, which is what a backtest needs.
     Raises InputError, naming file, column, series or row, for any bad input.
     """
+    check_covariate_options(known_covariates, future, horizon)  # before reading anything
     frame, source = _as_frame(data, source)
-    check_covariate_options(known_covariates, future, horizon)
     if frame.shape[1] == 0 or len(frame) == 0:
         raise InputError(f"{source}: no data rows")
     lay = detect_layout(
@@ -114,8 +114,9 @@ def load_dataset(
     dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon)
     if not dataset.series:
         raise InputError(f"{source}: no series has an observed target value")
-    if lay.known_covariates and future is not None:
-        _attach_future(dataset, *_as_frame(future, None), horizon)
+    if future is not None:
+        future_frame, future_source = _as_frame(future, None)
+        _attach_future(dataset, _future_table(future_frame, future_source, lay), future_source, horizon)
     return dataset
 
 
@@ -132,30 +133,35 @@ def iter_series_chunks(
     future: str | Path | pd.DataFrame | None = None,
     horizon: int | None = None,
     rows_per_read: int = 65_536,
+    layout: Layout | None = None,
 ) -> Iterator[SeriesDataset]:
     """Yield datasets of at most `chunk_size` series from a long-format file whose rows are grouped by id.
 
     The file is read `rows_per_read` rows at a time, so memory stays flat in the number of series
-    (the future file, if any, is read whole). The layout is detected on the first rows and the
+    (the future file, if any, is read and parsed once, whole). The layout is detected on the first
+    rows (or given: a long `layout` from `peek_layout` with the same column choices) and the
     frequency inferred from the first chunk, then kept. A chunk's `series` can be empty when every
     series in it was skipped. Raises InputError when an id reappears after other ids (unsorted file).
     """
     check_covariate_options(known_covariates, future, horizon)
     source = "<stdin>" if str(path) == STDIO else str(path)
-    future_table = _as_frame(future, None) if known_covariates else None
+    future_frame, future_source = _as_frame(future, None) if future is not None else (None, "")
+    future_table: pd.DataFrame | None = None  # parsed with the first chunk that has series
     freq = parse_freq(freq) if freq else None
-    lay: Layout | None = None
+    lay = layout
     buffer = pd.DataFrame()
     done = SeenIds()
     any_series = False
 
     def emit(rows: pd.DataFrame) -> SeriesDataset:
-        nonlocal freq, any_series
+        nonlocal freq, any_series, future_table
         dataset = _build(rows, lay, source, freq, horizon)
         freq = dataset.freq
         any_series = any_series or bool(dataset.series)
-        if future_table is not None and dataset.series:
-            _attach_future(dataset, *future_table, horizon)
+        if future_frame is not None and dataset.series:
+            if future_table is None:
+                future_table = _future_table(future_frame, future_source, lay)
+            _attach_future(dataset, future_table, future_source, horizon)
         return dataset
 
     for piece in _read_pieces(path, rows_per_read):
@@ -562,9 +568,8 @@ def parse_numbers(values: pd.Series, source: str, column: str) -> np.ndarray:
     return parsed.astype("float64").to_numpy(na_value=np.nan)
 
 
-def _attach_future(dataset: SeriesDataset, frame: pd.DataFrame, source: str, horizon: int) -> None:
-    """Append each series' future known-covariate values (from the future table) to its history."""
-    lay = dataset.layout
+def _future_table(frame: pd.DataFrame, source: str, lay: Layout) -> pd.DataFrame:
+    """The future file's known-covariate values (float32), indexed by (series key, timestamp); parsed once per file."""
     if len(frame) == 0:
         raise InputError(f"{source}: no data rows")
     ts_col = find_column(frame, lay.timestamp_column, source, "timestamp column")
@@ -580,15 +585,26 @@ def _attach_future(dataset: SeriesDataset, frame: pd.DataFrame, source: str, hor
     if table.index.duplicated().any():
         key, stamp = table.index[table.index.duplicated()][0]
         raise InputError(f"{source}: duplicate timestamp {stamp}" + (f" for series '{key}'" if key else ""))
-    for record in dataset.series:
-        key = str(record.item_id) if lay.id_column is not None else ""
-        expected = dataset.future_index(record, horizon)
-        wanted = pd.MultiIndex.from_arrays([np.full(horizon, key, dtype=object), expected])
-        present = wanted.isin(table.index)
-        if not present.all():
-            missing = expected[int(np.flatnonzero(~present)[0])]
-            raise InputError(
-                f"{source}: series '{record.item_id}' has no row for {missing} "
-                f"(the future file must cover the {horizon} steps after {record.timestamps[-1]})"
-            )
-        record.known_covariates = np.concatenate([record.known_covariates, table.loc[wanted].to_numpy()], axis=0)
+    return table
+
+
+def _attach_future(dataset: SeriesDataset, table: pd.DataFrame, source: str, horizon: int) -> None:
+    """Append each series' future known-covariate values (from `_future_table`) to its history."""
+    records = dataset.series
+    if not records:
+        return
+    keyed = dataset.layout.id_column is not None
+    keys = np.repeat(np.array([str(r.item_id) if keyed else "" for r in records], dtype=object), horizon)
+    expected = [dataset.future_index(record, horizon) for record in records]
+    stamps = expected[0].append(expected[1:])  # (N * horizon,)
+    rows = table.index.get_indexer(pd.MultiIndex.from_arrays([keys, stamps]))  # the index is unique
+    if (rows < 0).any():
+        first = int(np.flatnonzero(rows < 0)[0])
+        record = records[first // horizon]
+        raise InputError(
+            f"{source}: series '{record.item_id}' has no row for {stamps[first]} "
+            f"(the future file must cover the {horizon} steps after {record.timestamps[-1]})"
+        )
+    future = table.to_numpy()[rows].reshape(len(records), horizon, -1)  # (N, horizon, Ck)
+    for record, values in zip(records, future):
+        record.known_covariates = np.concatenate([record.known_covariates, values], axis=0)

@@ -113,7 +113,7 @@ def _first_line(exc: BaseException) -> str:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success move it over `path`, on any failure delete it."""
     target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
+    folder = target.parent  # Path("x.csv").parent is Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
     try:

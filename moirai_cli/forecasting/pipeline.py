@@ -194,8 +194,6 @@ class MoiraiForecaster:
             df, id_column=id_column, timestamp_column=timestamp_column, target=target, freq=freq,
             past_covariates=past_covariates, known_covariates=known_covariates, future=future_df, horizon=horizon,
         )
-        if not dataset.series:
-            raise InputError("no series with an observed value to forecast")
         return forecast_frame(dataset, self.predict_dataset(dataset, horizon, **options), quantile_levels)
 
     def _batch(self, rows, targets, past, known, horizon, context_length, size, holdout=False) -> TokenBatch:

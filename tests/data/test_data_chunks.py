@@ -118,3 +118,24 @@ def test_rebatch_cuts_batches_by_series_whatever_the_chunks():
         assert [[s.item_id for s in b.series] for b in batches] == [["s0", "s2"], ["s3", "s4"]]
         assert [b.skipped for b in batches] == [["s1"], []]
         assert {b.freq for b in batches} == {"D"}
+
+
+def test_chunks_attach_the_future_file_like_a_whole_read(tmp_path):
+    table = long_table(5, length=6)
+    table["promo"] = np.arange(len(table), dtype=float)
+    future = long_table(5, length=8).groupby("item_id").tail(2)  # the 2 days after each series
+    future = future.assign(promo=-np.arange(len(future), dtype=float)).drop(columns="target")
+    path, future_path = tmp_path / "d.csv", tmp_path / "f.csv"
+    table.to_csv(path, index=False)
+    future.to_csv(future_path, index=False)
+    options = dict(known_covariates=["promo"], future=future_path, horizon=2)
+    chunks = list(iter_series_chunks(path, chunk_size=2, rows_per_read=3, **options))
+    whole = load_dataset(path, **options)
+    flat = [s for c in chunks for s in c.series]
+    assert len(flat) == 5 and len(chunks) == 3
+    for a, b in zip(flat, whole.series, strict=True):
+        assert a.known_covariates.shape == (8, 1)
+        np.testing.assert_array_equal(a.known_covariates, b.known_covariates)
+    # Without a future file or horizon (a backtest), known covariates cover the history only.
+    history_only = [s for c in iter_series_chunks(path, chunk_size=2, known_covariates=["promo"]) for s in c.series]
+    assert [s.known_covariates.shape for s in history_only] == [(6, 1)] * 5
