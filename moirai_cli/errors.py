@@ -17,3 +17,9 @@ class ModelError(MoiraiError):
     """A checkpoint cannot be found, downloaded or loaded (exit code 1)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (library errors can span many lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -13,14 +13,13 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from moirai_cli.data.io import STDIO, check_input_path, input_format, read_table
+from moirai_cli.data.io import STDIO, read_pieces, read_table
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
-from moirai_cli.errors import InputError
+from moirai_cli.errors import InputError, first_line
 
 DEFAULT_ID_COLUMN = "item_id"
 MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
 _FREQ_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
-PARQUET_READ_BUFFER = 1 << 20  # bytes read at a time per Parquet column
 
 
 @dataclass
@@ -164,7 +163,7 @@ def iter_series_chunks(
             _attach_future(dataset, future_table, future_source, horizon)
         return dataset
 
-    for piece in _read_pieces(path, rows_per_read):
+    for piece in read_pieces(path, rows_per_read):
         buffer = pd.concat([buffer, piece]) if len(buffer) else piece
         if lay is None:
             lay = detect_layout(
@@ -232,7 +231,7 @@ def peek_layout(
 ) -> Layout:
     """The layout detected on a file's first `rows` rows, to choose between streaming and a whole read."""
     source = str(path)
-    head = next(_read_pieces(path, rows), None)
+    head = next(read_pieces(path, rows), None)
     if head is None or head.shape[1] == 0 or len(head) == 0:
         raise InputError(f"{source}: no data rows")
     return detect_layout(
@@ -251,7 +250,7 @@ def is_grouped_by(path: str | Path, column: str, rows_per_read: int = 65_536) ->
     """Whether each value of `column` fills one block of rows, as iter_series_chunks needs (reads that column only)."""
     seen = SeenIds()
     previous: Hashable = None
-    for piece in _read_pieces(path, rows_per_read, columns=[column]):
+    for piece in read_pieces(path, rows_per_read, columns=[column]):
         ids = piece[column].to_numpy()
         if not len(ids):
             continue
@@ -290,34 +289,6 @@ class SeenIds:
 
     def add(self, ids: np.ndarray) -> None:
         self._hashes = np.union1d(self._hashes, self._hash(ids))
-
-
-def _read_pieces(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """Consecutive row blocks of a CSV or Parquet file (optionally some columns), indexed by file row number."""
-    fmt = input_format(path)
-    label = check_input_path(path)
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            offset = 0
-            # Without pre-buffering, the reader holds one 1 MiB read buffer per column; with it (pyarrow's
-            # default) it kept every row group it had read until the file was closed (85 MiB of a 10M-row file).
-            reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER)
-            for batch in reader.iter_batches(batch_size=rows, columns=columns):
-                piece = batch.to_pandas()
-                piece.index = pd.RangeIndex(offset, offset + len(piece))
-                offset += len(piece)
-                yield piece
-        else:
-            source = sys.stdin if str(path) == STDIO else path
-            compression = "gzip" if fmt == "csv.gz" else None
-            with pd.read_csv(source, dtype=str, chunksize=rows, compression=compression, usecols=columns) as reader:
-                yield from reader
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{label}: file is empty") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{label}: cannot read {fmt} file: {str(exc).strip().splitlines()[0]}") from exc
 
 
 def check_covariate_options(known_covariates: Sequence[str], future: object, horizon: int | None) -> None:
@@ -385,7 +356,7 @@ def parse_freq(freq: str) -> str:
             warnings.simplefilter("ignore")
             return to_offset(freq).freqstr
     except (ValueError, TypeError) as exc:
-        raise InputError(f"--freq: '{freq}' is not a pandas frequency ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"--freq: '{freq}' is not a pandas frequency ({first_line(exc)})") from None
 
 
 def infer_frequency(timestamps: Iterable[pd.Series | pd.DatetimeIndex]) -> str | None:
@@ -547,7 +518,7 @@ def _to_datetime(text: pd.Series, source: str, column: str, fmt: str | None) -> 
             warnings.simplefilter("ignore")
             parsed = pd.to_datetime(text, errors="coerce", format=fmt)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{source}: column '{column}': cannot parse timestamps ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{source}: column '{column}': cannot parse timestamps ({first_line(exc)})") from None
     if not pd.api.types.is_datetime64_any_dtype(parsed):
         raise InputError(f"{source}: column '{column}': timestamps mix time zones; use one zone or UTC")
     return parsed

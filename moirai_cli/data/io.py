@@ -12,7 +12,7 @@ from typing import IO, Iterator, Literal
 
 import pandas as pd
 
-from moirai_cli.errors import InputError
+from moirai_cli.errors import InputError, first_line
 
 STDIO = "-"
 """The path that means standard input (when reading) or standard output (when writing)."""
@@ -30,6 +30,8 @@ _WRITE_SUFFIXES: dict[str, TableFormat] = {
     ".json": "json",
     ".jsonl": "jsonl",
 }
+
+PARQUET_READ_BUFFER = 1 << 20  # bytes read at a time per Parquet column
 
 
 def _format_from_suffix(path: str | Path, table: dict[str, TableFormat], purpose: str) -> TableFormat:
@@ -86,27 +88,52 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a whole CSV (text columns kept as strings, so ids like '007' survive) or Parquet file."""
     fmt = input_format(path)
     label = check_input_path(path)
-    try:
+    with read_errors(label, fmt):
         if fmt == "parquet":
             return pd.read_parquet(path)
         source = sys.stdin if str(path) == STDIO else path
         return pd.read_csv(source, dtype=str, compression="gzip" if fmt == "csv.gz" else None)
+
+
+def read_pieces(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Consecutive row blocks of a CSV or Parquet file (optionally some columns), indexed by file row number."""
+    fmt = input_format(path)
+    label = check_input_path(path)
+    with read_errors(label, fmt):
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            offset = 0
+            # Without pre-buffering, the reader holds one 1 MiB read buffer per column; with it (pyarrow's
+            # default) it kept every row group it had read until the file was closed (85 MiB of a 10M-row file).
+            reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER)
+            for batch in reader.iter_batches(batch_size=rows, columns=columns):
+                piece = batch.to_pandas()
+                piece.index = pd.RangeIndex(offset, offset + len(piece))
+                offset += len(piece)
+                yield piece
+        else:
+            source = sys.stdin if str(path) == STDIO else path
+            compression = "gzip" if fmt == "csv.gz" else None
+            with pd.read_csv(source, dtype=str, chunksize=rows, compression=compression, usecols=columns) as reader:
+                yield from reader
+
+
+@contextlib.contextmanager
+def read_errors(label: str, fmt: str) -> Iterator[None]:
+    """Turn what the CSV/Parquet readers raise into one-line InputErrors naming the file."""
+    try:
+        yield
     except pd.errors.EmptyDataError:
         raise InputError(f"{label}: file is empty") from None
     except pd.errors.ParserError as exc:
-        raise InputError(f"{label}: cannot parse CSV: {_first_line(exc)}") from exc
+        raise InputError(f"{label}: cannot parse CSV: {first_line(exc)}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"{label}: not UTF-8 text: {exc}") from exc
     except PermissionError:
         raise InputError(f"{label}: permission denied") from None
     except (OSError, ValueError, EOFError) as exc:  # pyarrow errors subclass these; gzip too
-        raise InputError(f"{label}: cannot read {fmt} file: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (library errors can span many lines)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise InputError(f"{label}: cannot read {fmt} file: {first_line(exc)}") from exc
 
 
 @contextlib.contextmanager

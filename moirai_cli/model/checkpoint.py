@@ -18,7 +18,7 @@ from torch import nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from moirai_cli.errors import ModelError
+from moirai_cli.errors import ModelError, first_line
 from moirai_cli.model.config import MoiraiMoEConfig, load_config
 from moirai_cli.model.network import MoiraiMoE
 
@@ -95,12 +95,6 @@ def download_checkpoint(repo_id: str, revision: str | None = None, cache_dir: st
         if not (path / name).is_file():
             raise ModelError(f"model {repo_id!r} has no {name}: is it a Moirai-MoE checkpoint?")
     return path
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (library messages span several)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> MoiraiMoE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,11 @@ def test_chunks_attach_the_future_file_like_a_whole_read(tmp_path):
     # Without a future file or horizon (a backtest), known covariates cover the history only.
     history_only = [s for c in iter_series_chunks(path, chunk_size=2, known_covariates=["promo"]) for s in c.series]
     assert [s.known_covariates.shape for s in history_only] == [(6, 1)] * 5
+
+
+def test_a_broken_file_read_in_pieces_is_a_one_line_input_error(tmp_path):
+    path = tmp_path / "d.csv.gz"
+    data = gzip.compress(long_table(50).to_csv(index=False).encode())
+    path.write_bytes(data[: len(data) // 2])  # truncated download
+    with pytest.raises(InputError, match=r"d\.csv\.gz: cannot read csv\.gz file"):
+        list(iter_series_chunks(path, chunk_size=2, rows_per_read=10))
