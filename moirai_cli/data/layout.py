@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import pandas as pd
 
@@ -96,11 +97,11 @@ def is_numeric_column(values: pd.Series) -> bool:
     return parsed.notna().mean() >= 0.5
 
 
-def _looks_like_timestamps(values: pd.Series) -> bool:
-    """Whether a non-numeric column's first values all parse as dates."""
+def _looks_like_timestamps(values: pd.Series, numeric: bool) -> bool:
+    """Whether a column (`numeric`: per is_numeric_column) is dates, or text whose first values all parse as dates."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return True
-    if is_numeric_column(values):
+    if numeric:
         return False
     sample = values.dropna().head(20).astype(str)
     if sample.empty:
@@ -127,7 +128,14 @@ def detect_layout(
     if layout not in ("auto", "long", "wide", "single"):
         raise InputError(f"unknown layout '{layout}' (use auto, long, wide or single)")
     columns = [str(c) for c in frame.columns]
-    frame = frame.set_axis(columns, axis=1)
+    if any(not isinstance(c, str) for c in frame.columns):
+        frame = frame.set_axis(columns, axis=1)  # a copy of the table: only when a name is not text
+
+    @functools.cache
+    def numeric_column(column: str) -> bool:
+        """is_numeric_column, looked at once per column (three steps below ask)."""
+        return is_numeric_column(frame[column])
+
     guessed: set[str] = set()
     past = tuple(find_column(frame, c, source) for c in past_covariates)
     known = tuple(find_column(frame, c, source) for c in known_covariates)
@@ -141,7 +149,7 @@ def detect_layout(
     else:
         ts = _by_name(columns, TIMESTAMP_NAMES)
         if ts is None:
-            ts = next((c for c in columns if c not in targets and _looks_like_timestamps(frame[c])), None)
+            ts = next((c for c in columns if c not in targets and _looks_like_timestamps(frame[c], numeric_column(c))), None)
             guessed.add("timestamp")
         if ts is None:
             raise InputError(
@@ -153,13 +161,13 @@ def detect_layout(
     if overlap:
         raise InputError(f"{source}: column {_quoted(sorted(overlap))} cannot be both a target and another role")
 
-    ident = _choose_id(frame, columns, reserved, layout, id_column, source, guessed)
+    ident = _choose_id(frame, columns, reserved, layout, id_column, source, guessed, numeric_column)
     if ident is not None:
         reserved.add(ident)
         if ident in targets or ident == ts:
             raise InputError(f"{source}: column '{ident}' cannot be both the id and another role")
     rest = [c for c in columns if c not in reserved]
-    numeric = [c for c in rest if is_numeric_column(frame[c])]
+    numeric = [c for c in rest if numeric_column(c)]
 
     if ident is not None:
         kind: LayoutKind = "long"
@@ -197,6 +205,7 @@ def _choose_id(
     id_column: str | None,
     source: str,
     guessed: set[str],
+    numeric_column: Callable[[str], bool],
 ) -> str | None:
     """The series id column, or None for the wide and single layouts."""
     if id_column is not None:
@@ -209,7 +218,7 @@ def _choose_id(
     named = _by_name(rest, ID_NAMES)
     if named is not None:
         return named
-    candidates = [c for c in rest if c.lower() not in TARGET_NAMES and not is_numeric_column(frame[c])]
+    candidates = [c for c in rest if c.lower() not in TARGET_NAMES and not numeric_column(c)]
     if len(candidates) == 1:
         guessed.add("id")
         return candidates[0]
