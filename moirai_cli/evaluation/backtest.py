@@ -88,7 +88,7 @@ def _check_samples(samples: np.ndarray, n_series: int, horizon: int, variates: i
     return samples
 
 
-def _quantile_columns(prefix: str, levels: Sequence[float]) -> list[str]:
+def quantile_columns(prefix: str, levels: Sequence[float]) -> list[str]:
     """Column names of quantile forecasts, e.g. model_0.1."""
     return [f"{prefix}_{q:g}" for q in levels]
 
@@ -182,7 +182,7 @@ def _forecast_frame(
     columns["actual"] = flat(actual)
     for label, forecast in forecasts.items():
         columns[f"{label}_mean"] = flat(forecast.mean)
-        for q_index, column in enumerate(_quantile_columns(label, forecast.levels)):
+        for q_index, column in enumerate(quantile_columns(label, forecast.levels)):
             columns[column] = flat(forecast.quantiles[:, q_index])
     return pd.DataFrame(columns)
 

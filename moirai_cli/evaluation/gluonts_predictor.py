@@ -75,6 +75,11 @@ class MoiraiPredictor(Predictor):
         ):
             if field in entries[0]:
                 covariates[argument] = [np.asarray(entry[field], dtype=np.float32).T for entry in entries]
+        for entry in entries:  # checked before the model runs
+            if not isinstance(entry["start"], pd.Period):
+                raise TypeError(
+                    f"entry 'start' must be a pandas Period (as GluonTS datasets give), got {type(entry['start']).__name__}"
+                )
         forecast = self.forecaster.predict(
             contexts,
             self.prediction_length,
@@ -88,15 +93,10 @@ class MoiraiPredictor(Predictor):
         samples = np.asarray(forecast.samples)  # (N, S, H, V)
         results = []
         for index, (entry, context) in enumerate(zip(entries, contexts)):
-            start = entry["start"]
-            if not isinstance(start, pd.Period):
-                raise TypeError(
-                    f"entry 'start' must be a pandas Period (as GluonTS datasets give), got {type(start).__name__}"
-                )
             results.append(
                 SampleForecast(
                     samples[index] if multivariate else samples[index, ..., 0],  # (S, H, V) or (S, H)
-                    start_date=start + len(context),
+                    start_date=entry["start"] + len(context),
                     item_id=entry.get("item_id"),
                 )
             )

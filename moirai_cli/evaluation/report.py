@@ -10,7 +10,7 @@ from rich.table import Table
 
 from moirai_cli.data.io import atomic_path
 from moirai_cli.errors import MoiraiError
-from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult
+from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult, quantile_columns
 from moirai_cli.evaluation.metrics import INTERVAL_LEVELS, MEDIAN_LEVEL, METRIC_INFO, METRIC_NAMES
 from moirai_cli.plotting import PLOT_INSTALL_HINT
 
@@ -71,19 +71,15 @@ def plot_best_worst(result: BacktestResult, path: str | Path, per_side: int = 2)
     figure = Figure(figsize=(10, 2.6 * len(chosen)), layout="constrained")
     axes = figure.subplots(len(chosen), 1, squeeze=False)[:, 0]
     last = result.forecasts[result.forecasts["window"] == result.windows - 1]
-    low, mid, high = (f"{MODEL}_{q:g}" for q in (INTERVAL_LEVELS[0], MEDIAN_LEVEL, INTERVAL_LEVELS[1]))
+    low, mid, high = quantile_columns(MODEL, (INTERVAL_LEVELS[0], MEDIAN_LEVEL, INTERVAL_LEVELS[1]))
+    (baseline_median,) = quantile_columns(BASELINE, (MEDIAN_LEVEL,))
     for rank, (axis, key) in enumerate(zip(axes, chosen)):
         item_id = key[0]
         variate = result.target_names.index(key[1]) if len(key) > 1 else 0
         rows = last[last["item_id"] == item_id]
         if len(key) > 1:
             rows = rows[rows["target"] == key[1]]
-        cutoff = int(
-            result.per_window.loc[
-                (result.per_window["item_id"] == item_id) & (result.per_window["window"] == result.windows - 1),
-                "cutoff",
-            ].iloc[0]
-        )
+        cutoff = len(result.history[item_id]) - result.horizon  # the last window ends the series
         start = max(0, cutoff - HISTORY_HORIZONS * result.horizon)
         history = result.history[item_id][start:cutoff, variate]  # (<= 4H,)
         if result.timestamps is not None:
@@ -96,7 +92,7 @@ def plot_best_worst(result: BacktestResult, path: str | Path, per_side: int = 2)
         axis.fill_between(x_future, rows[low], rows[high], color="tab:blue", alpha=0.25, label="model 80%")
         axis.plot(x_future, rows[mid], color="tab:blue", label="model median")
         axis.plot(
-            x_future, rows[f"{BASELINE}_{MEDIAN_LEVEL:g}"], color="tab:orange", linestyle="--", label="seasonal naive"
+            x_future, rows[baseline_median], color="tab:orange", linestyle="--", label="seasonal naive"
         )
         side = "best" if rank < min(per_side, len(chosen)) else "worst"
         axis.set_title(f"{side}: {' / '.join(str(part) for part in key)}", fontsize=10)
