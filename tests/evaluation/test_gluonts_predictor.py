@@ -142,3 +142,11 @@ def test_real_forecaster_in_a_gluonts_backtest(real_forecaster):
     assert forecasts[0].samples.shape == (20, HORIZON)
     aggregate, _ = Evaluator(quantiles=(0.1, 0.5, 0.9), num_workers=0)(series, forecasts)
     assert np.isfinite(aggregate["mean_wQuantileLoss"])
+
+
+def test_a_start_that_is_not_a_period_fails_before_the_model_runs():
+    fake = FakeMoirai()
+    entries = [{"start": "2024-01-01", "target": np.arange(20.0)}]  # a plain list, not a GluonTS dataset
+    with pytest.raises(TypeError, match="entry 'start' must be a pandas Period"):
+        list(MoiraiPredictor(fake, HORIZON).predict(entries))
+    assert fake.calls == []
