@@ -100,8 +100,8 @@ SeedOpt = Annotated[
     Optional[int],
     typer.Option(
         "--seed",
-        help=f"Random seed: the same data and options give the same samples. The k-th batch of "
-        f"{SERIES_PER_CHUNK} series (in file order, k = 0, 1, ...) uses seed + k, however the file is read.",
+        help="Random seed. Each series draws from its own generator, seeded from this seed and its id: "
+        "a series gets the same samples whatever else is in the file, its position, the batch size or the engine.",
     ),
 ]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Series per model batch (default 32).")]
@@ -448,7 +448,7 @@ def _run_forecast(
     plot: str | None,
     quiet: bool,
 ) -> tuple[int, int]:
-    """Forecast batch k with seed + k and stream rows to the atomic outputs; returns (series forecast, skipped)."""
+    """Forecast each batch and stream rows to the atomic outputs; returns (series forecast, skipped)."""
     bar, advance = _progress(quiet, None)
     forecast_count = skipped_count = 0
     first: tuple[SeriesDataset, Forecast] | None = None  # what the plot shows
@@ -456,15 +456,13 @@ def _run_forecast(
         writer = stack.enter_context(TableWriter(output))
         sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
         stack.enter_context(bar)
-        for number, batch in enumerate(batches):
+        for batch in batches:
             for item_id in batch.skipped:
                 warn(f"skipped series '{item_id}': no observed target value")
             skipped_count += len(batch.skipped)
             if not batch.series:
                 continue
-            result = forecaster.predict_dataset(
-                batch, horizon, seed=None if seed is None else seed + number, progress=advance, **settings
-            )
+            result = forecaster.predict_dataset(batch, horizon, seed=seed, progress=advance, **settings)
             writer.write(forecast_frame(batch, result, levels))
             if sample_writer is not None:
                 sample_writer.write(samples_frame(batch, result))

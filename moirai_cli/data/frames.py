@@ -201,8 +201,7 @@ def iter_series_chunks(
 
 def rebatch(datasets: Iterable[SeriesDataset], size: int) -> Iterator[SeriesDataset]:
     """Regroup datasets (one whole, or chunks) into batches of `size` series, independent of how the file was read."""
-    # Only the last batch is smaller, so a seeded forecast per batch is the same whether the file was read
-    # whole or in chunks. Skipped ids travel with the batch after them; a last batch may hold only those.
+    # Skipped ids travel with the batch after them; a last batch may hold only those.
     size = max(1, size)
     pending: list[SeriesRecord] = []
     skipped: list[Hashable] = []

@@ -38,11 +38,13 @@ BASELINE = "baseline"
 class ForecastFn(Protocol):
     """Forecasts sample paths (N, S, H, V) from contexts (T_i, V) and optional covariates.
 
-    Called with ``past_covariates`` (each (T_i, Cp)) and ``known_covariates`` (each
-    (T_i + H, Ck)) keyword arguments only when the backtest was given covariates.
+    Called with ``item_ids`` (the id of each context's series, so that a seeded model can draw
+    a series' samples independently of the others) and with ``past_covariates`` (each
+    (T_i, Cp)) and ``known_covariates`` (each (T_i + H, Ck)) keyword arguments only when the
+    backtest was given covariates.
     """
 
-    def __call__(self, contexts: list[np.ndarray], horizon: int, **covariates: Any) -> np.ndarray: ...
+    def __call__(self, contexts: list[np.ndarray], horizon: int, *, item_ids: list[str], **covariates: Any) -> np.ndarray: ...
 
 
 @dataclass
@@ -249,7 +251,8 @@ def run_backtest(
             covariates["past_covariates"] = [inputs.past[i][:cutoff] for i, cutoff in zip(keep, cutoffs)]
         if inputs.known is not None:
             covariates["known_covariates"] = [inputs.known[i][: cutoff + horizon] for i, cutoff in zip(keep, cutoffs)]
-        samples = _check_samples(forecast_fn(contexts, horizon, **covariates), len(keep), horizon, n_variates)
+        samples = forecast_fn(contexts, horizon, item_ids=kept_ids, **covariates)
+        samples = _check_samples(samples, len(keep), horizon, n_variates)
         forecasts = {
             MODEL: QuantileForecast.from_samples(samples, levels),
             BASELINE: seasonal_naive(contexts, horizon, season_length, levels),
@@ -333,11 +336,11 @@ def evaluate(
     forecaster.predict unchanged; progress is called once per series and window.
     """
 
-    def forecast_fn(contexts: list[np.ndarray], horizon: int, **covariates: Any) -> np.ndarray:
-        """Sample paths (N, S, H, V) from the forecaster for one window."""
+    def forecast_fn(contexts: list[np.ndarray], horizon: int, *, item_ids: list[str], **covariates: Any) -> np.ndarray:
+        """Sample paths (N, S, H, V) from the forecaster for one window, each series keyed by its id."""
         target = [c[:, 0] if c.shape[1] == 1 else c for c in contexts]  # univariate as (T,)
         forecast = forecaster.predict(
-            target, horizon, num_samples=num_samples, seed=seed, **covariates, **predict_options
+            target, horizon, item_ids=item_ids, num_samples=num_samples, seed=seed, **covariates, **predict_options
         )
         return forecast.samples
 

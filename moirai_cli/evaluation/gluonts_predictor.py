@@ -53,18 +53,24 @@ class MoiraiPredictor(Predictor):
     def predict(
         self, dataset: Iterable[dict], num_samples: int | None = None, **kwargs: Any
     ) -> Iterator[SampleForecast]:
-        """Forecast every entry of a GluonTS dataset, in order, batch_size entries per model call."""
-        batch: list[dict] = []
-        for entry in dataset:
-            batch.append(entry)
-            if len(batch) == self.batch_size:
-                yield from self._predict_batch(batch, num_samples or self.num_samples)
-                batch = []
-        if batch:
-            yield from self._predict_batch(batch, num_samples or self.num_samples)
+        """Forecast every entry of a GluonTS dataset, in order, batch_size entries per model call.
 
-    def _predict_batch(self, entries: list[dict], num_samples: int) -> list[SampleForecast]:
-        """Sample forecasts for a list of entries with one forecaster call."""
+        Each entry's samples come from a generator keyed by its `item_id` (its position in the
+        dataset when it has none), so with a seed they do not depend on the other entries.
+        """
+        batch: list[dict] = []
+        keys: list[Any] = []
+        for position, entry in enumerate(dataset):
+            batch.append(entry)
+            keys.append(entry.get("item_id", position))
+            if len(batch) == self.batch_size:
+                yield from self._predict_batch(batch, keys, num_samples or self.num_samples)
+                batch, keys = [], []
+        if batch:
+            yield from self._predict_batch(batch, keys, num_samples or self.num_samples)
+
+    def _predict_batch(self, entries: list[dict], keys: list[Any], num_samples: int) -> list[SampleForecast]:
+        """Sample forecasts for a list of entries (with their random-stream keys) with one forecaster call."""
         targets = [np.asarray(entry["target"], dtype=np.float32) for entry in entries]
         multivariate = targets[0].ndim == 2
         contexts = [t.T if multivariate else t for t in targets]  # (T,) or (T, V)
@@ -87,6 +93,7 @@ class MoiraiPredictor(Predictor):
             context_length=self.context_length,
             batch_size=self.batch_size,
             seed=self.seed,
+            item_ids=keys,
             **covariates,
             **self.predict_options,
         )

@@ -14,6 +14,8 @@ against cached keys and values: the context once per series, the drawn patches p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from moirai_cli.forecasting.packing import TokenBatch
@@ -41,14 +43,14 @@ def drop_later_tokens(tokens: PackedTokens, positions: torch.Tensor) -> tuple[Pa
     return tokens.map(lambda t: t[:, needed]), new_index[positions]
 
 
-def next_patch_distribution(model: MoiraiMoE, tokens: PackedTokens, positions: torch.Tensor, token_budget: int) -> list[MixtureDistribution]:
+def next_patch_distribution(model: MoiraiMoE, tokens: PackedTokens, positions: torch.Tensor, token_budget: int) -> MixtureDistribution:
     """The distributions at `positions` (R, V), computed over row chunks of bounded size."""
     tokens, positions = drop_later_tokens(tokens, positions)
     rows_per_chunk = max(1, token_budget // tokens.sample_id.shape[1])
-    return [
+    return MixtureDistribution.concatenate([
         model(tokens.map(lambda t: t[start : start + rows_per_chunk]), positions[start : start + rows_per_chunk])
         for start in range(0, positions.shape[0], rows_per_chunk)
-    ]
+    ])
 
 
 def patches_to_horizon(values: torch.Tensor, patch_size: int, horizon: int) -> torch.Tensor:
@@ -61,43 +63,47 @@ def decode_exact(
     batch: TokenBatch,
     horizon: int,
     num_samples: int,
+    generators: Sequence[torch.Generator],
     token_budget: int = DEFAULT_TOKEN_BUDGET,
 ) -> torch.Tensor:
-    """Sample paths (B, S, H, V) by the reference's exact autoregressive procedure."""
+    """Sample paths (B, S, H, V) by the reference's exact autoregressive procedure.
+
+    `generators` holds one random generator per series: every draw of series b comes from generator b.
+    """
     num_series = batch.last_context.shape[0]
     num_future = batch.future.shape[-1]
-    parts = next_patch_distribution(model, batch.tokens, batch.last_context, token_budget)
-    first = torch.cat([d.sample(num_samples) for d in parts], dim=1)  # (S, B, V, M)
-    first = first.transpose(0, 1).flatten(0, 1)  # rows ordered series-major: row = b * S + s
+    first = next_patch_distribution(model, batch.tokens, batch.last_context, token_budget).sample(num_samples, generators)
+    first = first.transpose(0, 1).flatten(0, 1)  # (S, B, V, M) -> rows ordered series-major: row = b * S + s
     tokens = batch.tokens.map(lambda t: t.repeat_interleave(num_samples, dim=0))
     future = batch.future.repeat_interleave(num_samples, dim=0)  # (R, V, F)
     write_patch(tokens, future[:, :, 0], first)
     for step in range(1, num_future):
-        parts = next_patch_distribution(model, tokens, future[:, :, step - 1], token_budget)
-        drawn = torch.cat([d.sample(1)[0] for d in parts], dim=0)  # (R, V, M)
-        write_patch(tokens, future[:, :, step], drawn)
+        distribution = next_patch_distribution(model, tokens, future[:, :, step - 1], token_budget)
+        write_patch(tokens, future[:, :, step], distribution.sample(1, generators)[0])  # (R, V, M)
     rows = torch.arange(future.shape[0], device=future.device)[:, None, None]
     paths = patches_to_horizon(tokens.target[rows, future], batch.patch_size, horizon)  # (B*S, H, V)
     return paths.unflatten(0, (num_series, num_samples))
 
 
-def decode_cached(model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples: int) -> torch.Tensor:
-    """Sample paths (B, S, H, V) with the scaler frozen at the context and a key/value cache."""
+def decode_cached(
+    model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples: int, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """Sample paths (B, S, H, V) with the scaler frozen at the context and a key/value cache (one generator per series)."""
     tokens = batch.tokens
     num_series, num_variates = batch.last_context.shape
     num_future = batch.future.shape[-1]
     loc, scale = model.scale(tokens)  # (B, L, 1): context statistics, kept for every pass
     prefix_kv: list = []
     distribution = model.forward_scaled(tokens, loc, scale, batch.last_context, keep_kv=prefix_kv)
-    drawn = distribution.sample(num_samples).transpose(0, 1).flatten(0, 1)  # (R, V, M)
+    drawn = distribution.sample(num_samples, generators).transpose(0, 1).flatten(0, 1)  # (R, V, M)
 
     origin_time = gather_rows(tokens.time_id, batch.last_context).max(dim=1, keepdim=True).values  # (B, 1)
     slots_per_step = num_variates + batch.future_covariates.shape[1]  # new tokens per path at each step
-    cache = KeyValueCache(
-        prefix=prefix_kv,
-        prefix_visible=(tokens.sample_id > 0) & (tokens.time_id <= origin_time),
-        prefix_variate=tokens.variate_id,
-        suffix_capacity=(num_future - 1) * slots_per_step,
+    cache = KeyValueCache.for_prefix(
+        prefix_kv,
+        visible=(tokens.sample_id > 0) & (tokens.time_id <= origin_time),
+        variate=tokens.variate_id,
+        suffix_tokens=(num_future - 1) * slots_per_step,
         paths_per_series=num_samples,
     )
     per_token = {"target": tokens.target, "loc": loc, "scale": scale, "patch_size": tokens.patch_size,
@@ -112,7 +118,7 @@ def decode_cached(model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples
         out = model.extend(hidden, new["time_id"], new["variate_id"], cache)
         targets = slice(0, num_variates)
         distribution = model.distribution(out[:, targets], new["patch_size"][:, targets], new["loc"][:, targets], new["scale"][:, targets])
-        drawn = distribution.sample(1)[0]  # (R, V, M)
+        drawn = distribution.sample(1, generators)[0]  # (R, V, M)
         paths.append(drawn)
     values = patches_to_horizon(torch.stack(paths, dim=2), batch.patch_size, horizon)  # (R, H, V)
     return values.unflatten(0, (num_series, num_samples))

@@ -8,9 +8,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Hashable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import torch
 from moirai_cli.errors import InputError
 from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_cached, decode_exact
 from moirai_cli.forecasting.packing import TokenBatch, collate, pack_series
+from moirai_cli.forecasting.seeding import run_seed, series_generators
 from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
 from moirai_cli.model.network import MoiraiMoE, gather_rows
 
@@ -66,18 +66,6 @@ def pick_device(device: str) -> torch.device:
     return chosen
 
 
-@contextlib.contextmanager
-def seeded(seed: int | None, device: torch.device):
-    """Seed torch's generators for the block and restore their state afterwards."""
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float32) -> np.ndarray:
     """A (T, K) array of `dtype` from a (T,) or (T, K) one; other shapes are an InputError naming the series."""
     array = np.asarray(array, dtype=dtype)
@@ -122,6 +110,7 @@ class MoiraiForecaster:
         *,
         past_covariates: Sequence[np.ndarray] | None = None,
         known_covariates: Sequence[np.ndarray] | None = None,
+        item_ids: Sequence[Hashable] | None = None,
         context_length: int = DEFAULT_CONTEXT_LENGTH,
         num_samples: int = 100,
         patch_size: int | Literal["auto"] = DEFAULT_PATCH_SIZE,
@@ -135,23 +124,30 @@ class MoiraiForecaster:
         target: each (T_i,) or (T_i, V) with NaN for missing values (V the same for all).
         past_covariates: each (T_i, Cp), known only up to the forecast origin.
         known_covariates: each (T_i + horizon, Ck), known into the future.
+        item_ids: a key per series (default: its position in `target`). Each series draws its
+        samples from its own generator, seeded from `seed` and its key, so with a seed its
+        sample paths depend on its own data, key and the options only, not on the other series
+        or the batching (on the CPU bit for bit; elsewhere up to float rounding).
         Returns S = num_samples sample paths per series.
         """
         targets, past, known = self._check_inputs(target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size)
         if decoding not in ("exact", "cached"):
             raise InputError(f"unknown decoding {decoding!r}: use exact or cached")
-        with seeded(seed, self.device), torch.inference_mode():
+        keys = list(range(len(targets))) if item_ids is None else list(item_ids)
+        if len(keys) != len(targets):
+            raise InputError(f"got {len(keys)} item ids for {len(targets)} series")
+        base_seed = run_seed(seed)
+        with torch.inference_mode():
             sizes = self._choose_patch_sizes(targets, past, known, horizon, context_length, patch_size, batch_size)
             out = np.empty((len(targets), num_samples, horizon, targets[0].shape[1]), dtype=np.float32)
             for size in sorted(set(sizes.tolist())):
-                chosen = np.flatnonzero(sizes == size)
-                for start in range(0, len(chosen), batch_size):
-                    rows = chosen[start : start + batch_size]
-                    batch = self._batch(rows, targets, past, known, horizon, context_length, size)
+                batches = self._batches(np.flatnonzero(sizes == size), targets, past, known, horizon, context_length, size, batch_size)
+                for rows, batch in batches:
+                    generators = series_generators(base_seed, [keys[i] for i in rows], self.device)
                     if decoding == "cached":
-                        paths = decode_cached(self.model, batch, horizon, num_samples)
+                        paths = decode_cached(self.model, batch, horizon, num_samples, generators)
                     else:
-                        paths = decode_exact(self.model, batch, horizon, num_samples, DEFAULT_TOKEN_BUDGET)
+                        paths = decode_exact(self.model, batch, horizon, num_samples, generators, DEFAULT_TOKEN_BUDGET)
                     out[rows] = paths.float().cpu().numpy()
                     if progress is not None:
                         progress(len(rows))
@@ -164,6 +160,7 @@ class MoiraiForecaster:
         return self.predict(
             [r.target for r in records],
             horizon,
+            item_ids=[r.item_id for r in records],
             past_covariates=[r.past_covariates for r in records] if layout.past_covariates else None,
             known_covariates=[r.known_covariates for r in records] if layout.known_covariates else None,
             **options,
@@ -196,21 +193,35 @@ class MoiraiForecaster:
         )
         return forecast_frame(dataset, self.predict_dataset(dataset, horizon, **options), quantile_levels)
 
-    def _batch(self, rows, targets, past, known, horizon, context_length, size, holdout=False) -> TokenBatch:
-        """The series `rows` packed with patch size `size` and collated on the device.
+    def _batches(
+        self, rows, targets, past, known, horizon, context_length, size, batch_size, holdout=False
+    ) -> Iterator[tuple[np.ndarray, TokenBatch]]:
+        """The series `rows` packed with patch size `size`, collated on the device in batches of up to `batch_size`.
 
+        A batch only holds series with the same number of tokens: no row is padded, so each
+        series is computed exactly as it would be alone (see `moirai_cli.model.layers.rowwise`).
         With `holdout`, each series' last `horizon` values become the scored future, so its
         known covariates stop where the target does.
         """
-        series = [
-            pack_series(
+        pending: dict[int, list[tuple[int, object]]] = {}
+        for i in rows:
+            packed = pack_series(
                 targets[i], horizon, context_length, size, self.model.config.max_patch_size,
                 (known[i][: len(targets[i])] if holdout else known[i]) if known else None,
                 past[i] if past else None, holdout=holdout,
             )
-            for i in rows
-        ]
-        return collate(series, size, self.device)
+            group = pending.setdefault(len(packed.tokens["sample_id"]), [])
+            group.append((i, packed))
+            if len(group) == batch_size:
+                yield self._collated(group, size)
+                group.clear()
+        for group in pending.values():
+            if group:
+                yield self._collated(group, size)
+
+    def _collated(self, group: list[tuple[int, object]], size: int) -> tuple[np.ndarray, TokenBatch]:
+        """(the group's series indices, their tokens collated on the device)."""
+        return np.array([i for i, _ in group]), collate([packed for _, packed in group], size, self.device)
 
     def _check_inputs(self, target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size):
         """Validate shapes and options; return float32 (T, K) arrays."""
@@ -267,9 +278,7 @@ class MoiraiForecaster:
         """
         scores = np.zeros(len(targets))
         usable = [i for i, t in enumerate(targets) if len(t) > horizon]
-        for start in range(0, len(usable), batch_size):
-            rows = usable[start : start + batch_size]
-            batch = self._batch(rows, targets, past, known, horizon, context_length, size, holdout=True)
+        for rows, batch in self._batches(usable, targets, past, known, horizon, context_length, size, batch_size, holdout=True):
             tokens = batch.tokens
             positions = batch.future.flatten(1)  # (B, V*F): only the held-out tokens are scored
             distribution = self.model(tokens, positions)  # batch shape (B, V*F, M)

@@ -7,6 +7,7 @@ loc/scale are the scaler statistics of the token's series and variate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,19 +42,34 @@ def component_log_prob(spec: ComponentSpec, params: Params, x: torch.Tensor) -> 
     raise ValueError(f"unknown component kind {spec.kind!r}")
 
 
-def component_sample(spec: ComponentSpec, params: Params, shape: torch.Size) -> torch.Tensor:
-    """Draw `shape + batch_shape` values from one component."""
+def component_sample(spec: ComponentSpec, params: Params, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """Draw `shape + batch_shape` values from one component with `generator`.
+
+    The same transformations of standard draws as torch.distributions uses (StudentT as a
+    normal over the root of a chi-square, the negative binomial as a gamma-Poisson mixture),
+    each draw taken from the given generator.
+    """
+    loc = next(iter(params.values()))
+    size = shape + loc.shape
+    tiny = torch.finfo(loc.dtype).tiny
+
+    def normal() -> torch.Tensor:
+        return torch.randn(size, generator=generator, dtype=loc.dtype, device=loc.device)
+
+    def gamma(concentration: torch.Tensor) -> torch.Tensor:
+        return torch._standard_gamma(concentration.expand(size), generator=generator)
+
     if spec.kind == "student_t":
-        return StudentT(params["df"], params["loc"], params["scale"], validate_args=False).sample(shape)
+        df = params["df"]
+        chi2 = (gamma(0.5 * df) / 0.5).clamp_min_(tiny)
+        return params["loc"] + params["scale"] * (normal() * torch.rsqrt(chi2 / df))
     if spec.kind == "normal_fixed_scale":
-        loc = params["loc"]
-        return Normal(loc, torch.full_like(loc, spec.fixed_scale), validate_args=False).sample(shape)
+        return params["loc"] + spec.fixed_scale * normal()
     if spec.kind == "negative_binomial":
-        n, logits = params["total_count"], params["logits"]
-        gamma = torch.distributions.Gamma(n, torch.exp(-logits), validate_args=False).sample(shape)
-        return torch.poisson(gamma)
+        rate = (gamma(params["total_count"]) / torch.exp(-params["logits"])).clamp_min_(tiny)
+        return torch.poisson(rate, generator=generator)
     if spec.kind == "log_normal":
-        return LogNormal(params["loc"], params["scale"], validate_args=False).sample(shape)
+        return torch.exp(params["loc"] + params["scale"] * normal())
     raise ValueError(f"unknown component kind {spec.kind!r}")
 
 
@@ -88,6 +104,20 @@ class MixtureDistribution:
             fn(self.scale),
         )
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["MixtureDistribution"]) -> "MixtureDistribution":
+        """One distribution from several along the first batch dimension (e.g. row chunks of one pass)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        return cls(
+            first.components,
+            torch.cat([p.logits for p in parts]),
+            [{name: torch.cat([p.params[k][name] for p in parts]) for name in params} for k, params in enumerate(first.params)],
+            torch.cat([p.loc for p in parts]),
+            torch.cat([p.scale for p in parts]),
+        )
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log-density of `value` (broadcast against the batch shape), Jacobian included."""
         x = (value - self.loc) / self.scale
@@ -98,13 +128,38 @@ class MixtureDistribution:
         log_weights = torch.where(torch.isinf(per_component), torch.zeros_like(per_component), log_weights)
         return (log_weights + per_component).logsumexp(dim=0) - torch.log(torch.abs(self.scale))
 
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """Draw (num_samples, ...) values: a component per value, then a value from it."""
+    def sample(self, num_samples: int, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """Draw (num_samples, ...) values: a component per value, then a value from it.
+
+        `generators` split the first batch dimension into equal blocks of rows, block i drawn
+        with generator i only (one generator per series makes a series' draws independent of
+        the rest of the batch). Without them, one generator seeded from torch's global one.
+        """
+        if generators is None:
+            seed = int(torch.randint(2**62, (1,)))
+            generators = [torch.Generator(device=self.loc.device).manual_seed(seed)]
+        rows = self.loc.shape[0]
+        if rows % len(generators):
+            raise ValueError(f"{rows} rows cannot be split among {len(generators)} generators")
+        block = rows // len(generators)
+        return torch.cat(
+            [
+                self.map(lambda t: t[i * block : (i + 1) * block])._draw(num_samples, generator)
+                for i, generator in enumerate(generators)
+            ],
+            dim=1,
+        )
+
+    def _draw(self, num_samples: int, generator: torch.Generator) -> torch.Tensor:
+        """(num_samples, ...) draws, all from `generator` in a fixed order."""
         shape = torch.Size((num_samples,))
         drawn = torch.stack(
-            [component_sample(spec, p, shape) for spec, p in zip(self.components, self.params)], dim=-1
-        )
-        choice = torch.distributions.Categorical(logits=self.logits, validate_args=False).sample(shape)
+            [component_sample(spec, p, shape, generator) for spec, p in zip(self.components, self.params)], dim=-1
+        )  # (S, ..., K)
+        # The component of each value by inversion of the mixture's cumulative weights.
+        uniform = torch.rand(shape + self.loc.shape, generator=generator, dtype=self.loc.dtype, device=self.loc.device)
+        cumulative = torch.softmax(self.logits, dim=-1).cumsum(dim=-1)  # (..., K)
+        choice = (cumulative <= uniform.unsqueeze(-1)).sum(dim=-1).clamp_max_(len(self.components) - 1)
         x = torch.gather(drawn, -1, choice.unsqueeze(-1)).squeeze(-1)
         return self.loc + self.scale * x
 

@@ -14,6 +14,55 @@ from torch import nn
 
 from moirai_cli.model.config import EXPERTS_PER_TOKEN, HEAD_DIM, NUM_EXPERTS
 
+# --- Batch invariance on the CPU ---------------------------------------------------------------
+# A series' forecast must not depend on which other series share its batch. Every operation here
+# is row-wise, so in exact arithmetic it does not; CPU kernels round differently in two places:
+# - BLAS switches to another kernel for products of fewer than MIN_ROWS rows;
+# - vectorised elementwise kernels with a polynomial approximation (silu, softplus, sigmoid)
+#   compute the last few elements of a tensor with scalar code;
+# - in a batched product, a matrix whose output does not start on a 64-byte boundary is
+#   computed by another code path.
+# Products and those functions therefore see at least MIN_ROWS rows and whole blocks of
+# ELEMENT_BLOCK elements (zero rows are appended, then dropped), and attention pads its keys to
+# whole blocks of KEY_BLOCK so that every matrix of scores starts aligned.
+MIN_ROWS = 16
+ELEMENT_BLOCK = 64
+KEY_BLOCK = 16
+
+
+def rowwise(fn, x: torch.Tensor, *row_args: torch.Tensor, widths: tuple[int, ...] = ()) -> torch.Tensor:
+    """`fn(x, *row_args)` over the rows of x (..., D), each row's result independent of the others.
+
+    `row_args` share x's leading dimensions (e.g. a patch size per token). `widths` are the
+    last-dimension sizes of the tensors inside `fn` that an approximated elementwise function
+    sees; their row count is made a multiple of whole element blocks. Off the CPU (where kernels
+    are not batch-invariant anyway) `fn` runs as is.
+    """
+    x = x.contiguous()  # a strided view takes another BLAS path
+    lead = x.shape[:-1]
+    rows = lead.numel()
+    step = math.lcm(1, *(ELEMENT_BLOCK // math.gcd(width, ELEMENT_BLOCK) for width in widths))
+    padded = max(MIN_ROWS, rows)
+    padded += -padded % step
+    if padded == rows or not x.is_cpu:
+        return fn(x, *row_args)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        flat = t.reshape(rows, *t.shape[len(lead) :])
+        return torch.cat([flat, flat.new_zeros(padded - rows, *flat.shape[1:])])
+
+    out = fn(pad(x), *(pad(t) for t in row_args))
+    return out[:rows].reshape(*lead, out.shape[-1])
+
+
+def pad_keys(key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys and values (..., Lk, E) and their bias (..., Lq, Lk) padded to whole KEY_BLOCKs of hidden keys."""
+    extra = -key.shape[-2] % KEY_BLOCK
+    if not extra:
+        return key, value, bias
+    pad = (0, 0, 0, extra)
+    return F.pad(key, pad), F.pad(value, pad), F.pad(bias, (0, extra), value=float("-inf"))
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square normalisation over the last dimension, with a learned gain."""
@@ -44,7 +93,7 @@ class RotaryEmbedding(nn.Module):
         """cos/sin for every token, (B, 1, L, width), computed in float32 then cast."""
         needed = int(position.max()) + 1
         if self._cos is None or self._cos.shape[0] < needed or self._cos.device != self.inv_freq.device:
-            size = max(needed, 512)
+            size = needed + (-needed % 512)  # whole blocks: every entry is computed alike (see rowwise)
             angles = torch.outer(torch.arange(size, dtype=torch.float, device=self.inv_freq.device), self.inv_freq)
             angles = angles.repeat_interleave(2, dim=-1)  # (size, width)
             self._cos, self._sin = torch.cos(angles), torch.sin(angles)
@@ -94,17 +143,26 @@ class Attention(nn.Module):
 
     def query(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Normed, rotated queries (B, H, L, E)."""
-        return rotate(self.q_norm(self.heads(self.q_proj(x))), *rotary)
+        return rotate(self.q_norm(self.heads(rowwise(self.q_proj, x))), *rotary)
 
     def key_value(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normed, rotated keys and values, each (B, H, L, E)."""
-        key = rotate(self.k_norm(self.heads(self.k_proj(x))), *rotary)
-        return key, self.heads(self.v_proj(x))
+        key = rotate(self.k_norm(self.heads(rowwise(self.k_proj, x))), *rotary)
+        return key, self.heads(rowwise(self.v_proj, x))
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Softmax attention and the output projection: (B, H, Lq, E) -> (B, Lq, D)."""
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1 / math.sqrt(HEAD_DIM))
-        return self.out_proj(out.transpose(1, 2).flatten(-2))
+        """Softmax attention and the output projection: (B, H, Lq, E) -> (B, Lq, D).
+
+        On the CPU as plain products and a softmax: torch's fused CPU kernel splits short
+        queries across threads by batch size, so a row's result would depend on the others.
+        """
+        if query.is_cpu:
+            key, value, bias = pad_keys(key, value, bias)
+            weights = torch.softmax(query @ key.transpose(-1, -2) / math.sqrt(HEAD_DIM) + bias, dim=-1)
+            out = weights @ value
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1 / math.sqrt(HEAD_DIM))
+        return rowwise(self.out_proj, out.transpose(1, 2).flatten(-2))
 
 
 class Expert(nn.Module):
@@ -117,6 +175,9 @@ class Expert(nn.Module):
         self.fc2 = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rowwise(self._swiglu, x, widths=(self.fc1.out_features,))
+
+    def _swiglu(self, x: torch.Tensor) -> torch.Tensor:
         hidden = F.silu(self.fc_gate(x), inplace=True).mul_(self.fc1(x))  # in place: inference only
         return self.fc2(hidden)
 
@@ -133,7 +194,7 @@ def centroid_distance(x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
     c_norm = centroid.pow(2).sum(-1, keepdim=True)
     x_padded = torch.cat([x * -2, x_norm, torch.ones_like(x_norm)], dim=-1)
     c_padded = torch.cat([centroid, torch.ones_like(c_norm), c_norm], dim=-1)
-    return (x_padded @ c_padded.T).clamp_min_(1e-30).sqrt_()
+    return rowwise(lambda rows: rows @ c_padded.T, x_padded).clamp_min_(1e-30).sqrt_()
 
 
 class MixtureOfExperts(nn.Module):
@@ -217,10 +278,12 @@ class PatchSizeLinear(nn.Module):
     def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
         """x: (..., in); patch_size: (...) -> (..., out)."""
         if len(self.patch_sizes) == 1:
-            return F.linear(x, self.weight[0] * self.keep[0], self.bias[0])
+            weight, bias = self.weight[0] * self.keep[0], self.bias[0]
+            return rowwise(lambda rows: F.linear(rows, weight, bias), x)
         out = None
         for index, size in enumerate(self.patch_sizes):
-            part = F.linear(x, self.weight[index] * self.keep[index], self.bias[index])
+            weight, bias = self.weight[index] * self.keep[index], self.bias[index]
+            part = rowwise(lambda rows: F.linear(rows, weight, bias), x)
             part = part * (patch_size == size).unsqueeze(-1)
             out = part if out is None else out + part
         return out
@@ -247,11 +310,24 @@ class ParamProjection(nn.Module):
 
     def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         """Raw logits (..., M, K) and domain-mapped parameters, each (..., M)."""
-        logits = self.unflatten(self.proj.weights_logits(x, patch_size), len(self.components))
-        params = []
-        for spec, heads in zip(self.components, self.proj.components):
-            params.append({name: domain_map(name, heads[name](x, patch_size)) for name in spec.params})
+        num_components, width = len(self.components), self.max_patch
+        widths = (num_components * width, width)
+        outputs = rowwise(self._project, x, patch_size, widths=widths)  # (..., K*M + one M per parameter)
+        logits = self.unflatten(outputs[..., : num_components * width], num_components)
+        params, start = [], num_components * width
+        for spec in self.components:
+            params.append({})
+            for name in spec.params:
+                params[-1][name] = outputs[..., start : start + width]
+                start += width
         return logits, params
+
+    def _project(self, x: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
+        """Every head's output side by side: raw logits, then each parameter mapped to its domain."""
+        outputs = [self.proj.weights_logits(x, patch_size)]
+        for spec, heads in zip(self.components, self.proj.components):
+            outputs.extend(domain_map(name, heads[name](x, patch_size)) for name in spec.params)
+        return torch.cat(outputs, dim=-1)
 
 
 def domain_map(name: str, raw: torch.Tensor) -> torch.Tensor:

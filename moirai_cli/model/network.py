@@ -11,7 +11,7 @@ from torch import nn
 
 from moirai_cli.model.config import HEAD_DIM, MoiraiMoEConfig
 from moirai_cli.model.distribution import MixtureDistribution
-from moirai_cli.model.layers import Encoder, ParamProjection, PatchSizeLinear, RotaryEmbedding
+from moirai_cli.model.layers import KEY_BLOCK, Encoder, ParamProjection, PatchSizeLinear, RotaryEmbedding, rowwise
 
 MINIMUM_VARIANCE = 1e-5
 
@@ -100,34 +100,57 @@ class KeyValueCache:
     """Keys/values of every layer for a shared prefix (one row per series) and per-path suffixes.
 
     Prefix tensors have one row per series; suffix tensors one row per sample path, paths of
-    series b occupying rows b*S .. b*S + S - 1. The suffix is allocated once for
-    `suffix_capacity` tokens per path and filled step by step (no copy of what is cached).
+    series b occupying rows b*S .. b*S + S - 1. Both are kept in whole blocks of KEY_BLOCK
+    tokens (padding hidden from every query), so each step attends over fixed, aligned shapes
+    (see `moirai_cli.model.layers.rowwise`). The suffix store is allocated once and filled step
+    by step (no copy of what is cached).
     """
 
     prefix: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (B, H, Lp, E) keys, values
     prefix_visible: torch.Tensor  # (B, Lp) bool: keys any later token may see
     prefix_variate: torch.Tensor  # (B, Lp)
-    suffix_capacity: int
+    suffix_capacity: int  # tokens per path the store holds, whole KEY_BLOCKs
     paths_per_series: int = 1
     suffix: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer: (R, H, capacity, E)
     suffix_variate: torch.Tensor | None = None  # (R, capacity)
     suffix_length: int = 0  # tokens per path stored so far
 
+    @classmethod
+    def for_prefix(
+        cls,
+        prefix: list[tuple[torch.Tensor, torch.Tensor]],
+        visible: torch.Tensor,
+        variate: torch.Tensor,
+        suffix_tokens: int,
+        paths_per_series: int,
+    ) -> "KeyValueCache":
+        """A cache over a computed prefix, padded to whole key blocks, with room for `suffix_tokens` per path."""
+        extra = -visible.shape[1] % KEY_BLOCK
+        prefix = [(F.pad(key, (0, 0, 0, extra)), F.pad(value, (0, 0, 0, extra))) for key, value in prefix]
+        return cls(
+            prefix=prefix,
+            prefix_visible=F.pad(visible, (0, extra), value=False),
+            prefix_variate=F.pad(variate, (0, extra), value=-1),
+            suffix_capacity=suffix_tokens + (-suffix_tokens % KEY_BLOCK),
+            paths_per_series=paths_per_series,
+        )
+
     def append(self, index: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store layer `index`'s keys/values of the new tokens (R, H, n, E) after the cached ones.
 
-        Returns that layer's filled suffix (R, H, suffix_length + n, E), views of the store.
-        Every layer appends the same step, so the caller advances `suffix_length` after the last.
+        Returns that layer's whole store (R, H, capacity, E): slots past the filled ones hold
+        nothing a query may see. Every layer appends the same step, so the caller advances
+        `suffix_length` after the last.
         """
         start, end = self.suffix_length, self.suffix_length + key.shape[2]
         if end > self.suffix_capacity:
             raise ValueError(f"key/value cache holds {self.suffix_capacity} tokens per path, {end} needed")
         if index == len(self.suffix):
             shape = (key.shape[0], key.shape[1], self.suffix_capacity, key.shape[3])
-            self.suffix.append((key.new_empty(shape), value.new_empty(shape)))
+            self.suffix.append((key.new_zeros(shape), value.new_zeros(shape)))
         keys, values = self.suffix[index]
         keys[:, :, start:end], values[:, :, start:end] = key, value
-        return keys[:, :, :end], values[:, :, :end]
+        return keys, values
 
 
 class MoiraiMoE(nn.Module):
@@ -216,15 +239,16 @@ class MoiraiMoE(nn.Module):
         prefix_same = variate_id[::paths].unsqueeze(-1) == cache.prefix_variate.unsqueeze(-2)  # (B, n, Lp)
         prefix_visible = cache.prefix_visible.unsqueeze(1).expand(-1, new, -1)
         if cache.suffix_variate is None:
-            cache.suffix_variate = variate_id.new_empty(rows, cache.suffix_capacity)
+            cache.suffix_variate = variate_id.new_full((rows, cache.suffix_capacity), -1)
         length = cache.suffix_length + new
         cache.suffix_variate[:, cache.suffix_length : length] = variate_id
-        suffix_same = variate_id.unsqueeze(-1) == cache.suffix_variate[:, :length].unsqueeze(-2)  # (R, n, Ls)
-        suffix_visible = torch.ones_like(suffix_same)
+        suffix_same = variate_id.unsqueeze(-1) == cache.suffix_variate.unsqueeze(-2)  # (R, n, capacity)
+        filled = torch.arange(cache.suffix_capacity, device=hidden.device) < length
+        suffix_visible = filled.expand_as(suffix_same)
         for index, layer in enumerate(self.encoder.layers):
             attention = layer.self_attn
             normed = layer.norm1(hidden)
-            key, value = cache.append(index, *attention.key_value(normed, rotary))  # (R, H, Ls, E)
+            key, value = cache.append(index, *attention.key_value(normed, rotary))  # (R, H, capacity, E)
             query = attention.query(normed, rotary)  # (R, H, n, E)
             heads, width = query.shape[1], query.shape[-1]
             prefix_key, prefix_value = cache.prefix[index]  # (B, H, Lp, E)
@@ -233,7 +257,7 @@ class MoiraiMoE(nn.Module):
             prefix_scores = grouped @ prefix_key.transpose(-1, -2) / math.sqrt(width)  # (B, H, S*n, Lp)
             prefix_bias = attention.var_attn_bias(prefix_same, prefix_visible, hidden.dtype)  # (B, H, n, Lp)
             prefix_scores = prefix_scores.view(series, heads, paths, new, -1) + prefix_bias.unsqueeze(2)
-            suffix_scores = query @ key.transpose(-1, -2) / math.sqrt(width)  # (R, H, n, Ls)
+            suffix_scores = query @ key.transpose(-1, -2) / math.sqrt(width)  # (R, H, n, capacity)
             suffix_scores = suffix_scores + attention.var_attn_bias(suffix_same, suffix_visible, hidden.dtype)
             prefix_scores = prefix_scores.permute(0, 2, 1, 3, 4).reshape(rows, heads, new, -1)
             weights = torch.softmax(torch.cat([prefix_scores, suffix_scores], -1), dim=-1)
@@ -242,7 +266,7 @@ class MoiraiMoE(nn.Module):
             prefix_weights = prefix_weights.transpose(1, 2).reshape(series, heads, paths * new, prefix_length)
             out = (prefix_weights @ prefix_value).view(series, heads, paths, new, width).permute(0, 2, 1, 3, 4)
             out = out.reshape(rows, heads, new, width) + weights[..., prefix_length:] @ value
-            hidden = hidden + attention.out_proj(out.transpose(1, 2).flatten(-2))
+            hidden = hidden + rowwise(attention.out_proj, out.transpose(1, 2).flatten(-2))
             hidden = hidden + layer.ffn(layer.norm2(hidden), self.encoder.centroid[index])
         cache.suffix_length = length
         return self.encoder.norm(hidden)

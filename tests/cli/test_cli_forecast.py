@@ -183,7 +183,8 @@ def test_chunks_and_plot(runner, fake_model, tmp_path, monkeypatch):
         app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "--seed", "1", "-o", str(out), "--plot", str(png)]
     )
     assert result.exit_code == 0, result.stderr
-    assert [c["seed"] for c in fake_model.calls] == [1, 2, 3]
+    assert [c["seed"] for c in fake_model.calls] == [1, 1, 1]  # one seed; each series keyed by its id
+    assert sorted(i for c in fake_model.calls for i in c["item_ids"]) == sorted(pd.read_csv(SAMPLES / "stocks.csv")["symbol"].unique())
     assert pd.read_csv(out)["symbol"].nunique() == 5
     assert png.read_bytes()[:4] == b"\x89PNG"
 

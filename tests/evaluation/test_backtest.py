@@ -27,8 +27,8 @@ class RecordingForecaster:
         self.rng = np.random.default_rng(1)
         self.num_samples = num_samples
 
-    def __call__(self, contexts, horizon, **covariates):
-        self.calls.append({"contexts": contexts, "horizon": horizon, **covariates})
+    def __call__(self, contexts, horizon, *, item_ids, **covariates):
+        self.calls.append({"contexts": contexts, "horizon": horizon, "item_ids": item_ids, **covariates})
         last = np.stack([c[-1] for c in contexts])  # (N, V)
         noise = self.rng.normal(size=(len(contexts), self.num_samples, horizon, last.shape[1]))
         return last[:, None, None, :] + noise
@@ -63,7 +63,8 @@ def test_default_stride_is_the_horizon_and_covariates_are_optional():
     result = run_backtest(noisy_series([20]), 3, forecaster, windows=2)
     assert result.stride == 3
     assert [len(call["contexts"][0]) for call in forecaster.calls] == [14, 17]
-    assert set(forecaster.calls[0]) == {"contexts", "horizon"}
+    assert set(forecaster.calls[0]) == {"contexts", "horizon", "item_ids"}
+    assert forecaster.calls[0]["item_ids"] == ["0"]
 
 
 def test_short_series_are_skipped_and_counted():
@@ -91,7 +92,7 @@ def test_invalid_window_arguments(argument):
 
 def test_forecast_shape_is_checked():
     with pytest.raises(ValueError, match=r"expected \(1, S, 3, 1\)"):
-        run_backtest(noisy_series([20]), 3, lambda contexts, horizon: np.zeros((1, 5, 3)))
+        run_backtest(noisy_series([20]), 3, lambda contexts, horizon, item_ids: np.zeros((1, 5, 3)))
 
 
 def test_summary_aggregates_per_window_rows_as_documented():
@@ -117,7 +118,7 @@ def test_oracle_beats_the_baseline_and_missing_actuals_are_ignored():
     series[1][-2:] = np.nan
     series[0][-4:] = 0.0  # MAPE leaves out zero actuals and counts them
 
-    def oracle(contexts, horizon):
+    def oracle(contexts, horizon, item_ids):
         futures = [s[len(c) : len(c) + horizon] for s, c in zip(series, contexts)]
         return np.stack([np.nan_to_num(f)[None].repeat(3, axis=0) for f in futures])  # (N, 3, H, 1)
 
@@ -200,7 +201,7 @@ def test_evaluate_drives_the_forecaster_and_derives_the_season():
     forecaster = FakeMoirai()
     result = evaluate(forecaster, records([60, 70]), 6, windows=2, freq="h", num_samples=7, seed=3, context_length=32)
     assert result.season_length == 24
-    assert forecaster.kwargs == [{"num_samples": 7, "seed": 3, "context_length": 32}] * 2
+    assert forecaster.kwargs == [{"num_samples": 7, "seed": 3, "item_ids": ["item0", "item1"], "context_length": 32}] * 2
     assert list(result.per_window["item_id"].unique()) == ["item0", "item1"]
     assert result.per_window.loc[0, "forecast_start"] == pd.Timestamp("2024-01-01") + pd.Timedelta(days=48)
     assert evaluate(FakeMoirai(), records([60]), 6, freq="h", season_length=5).season_length == 5

@@ -16,7 +16,7 @@ def small_result(timestamps: bool = False):
     series = [10 + np.sin(np.arange(t) * np.pi / 6) + rng.normal(0, 0.3, t) for t in (48, 60, 40, 10)]
     stamps = [pd.date_range("2024-01-01", periods=len(s), freq="MS") for s in series] if timestamps else None
 
-    def last_value(contexts, horizon):
+    def last_value(contexts, horizon, item_ids):
         return np.stack([c[-1] + rng.normal(0, 0.5, size=(30, horizon, 1)) for c in contexts])
 
     return run_backtest(

@@ -13,6 +13,7 @@ import torch
 
 import moirai_cli.forecasting.decoding as decoding
 from moirai_cli.forecasting.packing import collate, pack_series
+from moirai_cli.forecasting.seeding import series_generators
 from moirai_cli.model.network import KeyValueCache
 
 
@@ -26,8 +27,8 @@ def frozen_scaler_exact_paths(model, batch, horizon, num_samples, monkeypatch):
 
     monkeypatch.setattr(model, "scale", frozen)
     monkeypatch.setattr(decoding, "drop_later_tokens", lambda tokens, positions: (tokens, positions))
-    torch.manual_seed(0)
-    return decoding.decode_exact(model, batch, horizon, num_samples, token_budget=10**9)
+    generators = series_generators(0, range(batch.last_context.shape[0]), torch.device("cpu"))
+    return decoding.decode_exact(model, batch, horizon, num_samples, generators, token_budget=10**9)
 
 
 @pytest.mark.parametrize("variates,known,past", [(1, 1, 0), (2, 1, 2), (1, 0, 0)])
@@ -48,8 +49,7 @@ def test_cached_equals_exact_with_frozen_scaler(tiny_forecaster, monkeypatch, va
         )
     batch = collate(items, 16)
     with torch.inference_mode():
-        torch.manual_seed(0)
-        cached = decoding.decode_cached(model, batch, horizon, 16)
+        cached = decoding.decode_cached(model, batch, horizon, 16, series_generators(0, range(len(lengths)), torch.device("cpu")))
         exact = frozen_scaler_exact_paths(model, batch, horizon, 16, monkeypatch)
     assert cached.shape == (len(lengths), 16, horizon, variates)
     np.testing.assert_allclose(cached.numpy(), exact.numpy(), rtol=1e-4, atol=1e-3)
@@ -64,16 +64,20 @@ def test_cached_and_exact_agree_for_a_single_patch(tiny_forecaster):
 
 
 def test_key_value_cache_fills_its_store_in_place_and_refuses_overflow():
-    cache = KeyValueCache(prefix=[], prefix_visible=torch.ones(1, 1, dtype=torch.bool), prefix_variate=torch.zeros(1, 1), suffix_capacity=3)
+    prefix = [(torch.ones(2, 1, 3, 4), -torch.ones(2, 1, 3, 4))]
+    cache = KeyValueCache.for_prefix(prefix, torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.long), 3, 1)
+    assert cache.prefix[0][0].shape == (2, 1, 16, 4)  # whole key blocks, the padding hidden
+    assert cache.prefix_visible.sum().item() == 6 and (cache.prefix_variate[:, 3:] == -1).all()
+    assert cache.suffix_capacity == 16
     first = torch.arange(8.0).view(2, 1, 1, 4)
     keys, values = cache.append(0, first, -first)
     cache.suffix_length = 1
     second = torch.arange(16.0).view(2, 1, 2, 4) + 100
     keys, values = cache.append(0, second, -second)
-    assert keys.shape == (2, 1, 3, 4)
-    torch.testing.assert_close(keys, torch.cat([first, second], 2))
-    torch.testing.assert_close(values, -torch.cat([first, second], 2))
-    assert keys.data_ptr() == cache.suffix[0][0].data_ptr()  # a view of the store, not a copy
-    cache.suffix_length = 3
-    with pytest.raises(ValueError, match="holds 3 tokens per path, 4 needed"):
-        cache.append(0, first, first)
+    assert keys.shape == (2, 1, 16, 4)
+    torch.testing.assert_close(keys[:, :, :3], torch.cat([first, second], 2))
+    torch.testing.assert_close(values[:, :, :3], -torch.cat([first, second], 2))
+    assert keys.data_ptr() == cache.suffix[0][0].data_ptr()  # the store itself, not a copy
+    cache.suffix_length = 15
+    with pytest.raises(ValueError, match="holds 16 tokens per path, 17 needed"):
+        cache.append(0, second, second)

@@ -30,8 +30,9 @@ def test_predict_df_long_frame(tiny_forecaster):
 def test_predict_df_matches_predict_on_arrays(tiny_forecaster):
     frame = long_frame(2, 50)
     out = tiny_forecaster.predict_df(frame, 5, quantile_levels=[0.5], num_samples=40, seed=4)
-    arrays = [g["y"].to_numpy() for _, g in frame.groupby("unique_id")]
-    direct = tiny_forecaster.predict(arrays, 5, num_samples=40, seed=4).quantiles([0.5])[:, 0, :, 0]
+    groups = list(frame.groupby("unique_id"))
+    arrays, ids = [g["y"].to_numpy() for _, g in groups], [key for key, _ in groups]
+    direct = tiny_forecaster.predict(arrays, 5, item_ids=ids, num_samples=40, seed=4).quantiles([0.5])[:, 0, :, 0]
     np.testing.assert_allclose(out["0.5"].to_numpy().reshape(2, 5), direct, rtol=1e-6)
 
 
