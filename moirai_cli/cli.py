@@ -7,6 +7,7 @@ import os
 import itertools
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -38,6 +39,7 @@ from moirai_cli.data import (
     write_table,
 )
 from moirai_cli.errors import InputError, ModelError, MoiraiError
+from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
 from moirai_cli.runtime import keep_freed_memory_for_reuse
@@ -208,6 +210,7 @@ class ModelOptions:
     cache_dir: str | None = None
     device: str = "auto"
     dtype: str = "float32"
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -218,9 +221,17 @@ class ModelOptions:
     def load(self) -> MoiraiForecaster:
         """Load the forecaster; any failure becomes a one-line ModelError."""
         try:
-            return MoiraiForecaster.from_pretrained(
-                self.model, revision=self.revision, cache_dir=self.cache_dir, device=self.device, dtype=DTYPES[self.dtype]
-            )
+            with _one_line_warnings():
+                return MoiraiForecaster.from_pretrained(
+                    self.model,
+                    revision=self.revision,
+                    cache_dir=self.cache_dir,
+                    device=self.device,
+                    dtype=DTYPES[self.dtype],
+                    progress=not self.quiet,
+                )
+        except HubError as exc:
+            raise ModelError(exc.message("or pass --model with a local checkpoint folder")) from exc
         except MoiraiError:
             raise
         except Exception as exc:
@@ -278,6 +289,15 @@ def warn(message: str) -> None:
 
 
 @contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show Python warnings raised inside (the Hub fell back to the cache, a download was retried) as `warning:` lines."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: warn(_one_line(message))  # type: ignore[assignment]
+        yield
+
+
+@contextlib.contextmanager
 def reported_errors(debug: bool) -> Iterator[None]:
     """Turn errors into one line on stderr and an exit code; --debug lets the traceback through."""
     try:
@@ -287,9 +307,9 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a download (exit code 143)
         typer.echo("error: interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     except BrokenPipeError:  # stdout closed early (`| head`): Typer exits quietly
         raise
     except Exception as exc:
@@ -403,7 +423,7 @@ def forecast(
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future
         )
-        model_options = ModelOptions(model, revision, cache_dir, device, dtype)
+        model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
         output = output or STDIO
         check_output_path(output)
         if samples_output:
@@ -475,11 +495,13 @@ def _run_forecast(
     return forecast_count, skipped_count
 
 
-def _resolve_checkpoint(name_or_path: str, revision: str | None, cache_dir: str | None) -> Path:
-    """Find or download a checkpoint folder (the model package owns the details)."""
+def _resolve_checkpoint(
+    name_or_path: str, revision: str | None, cache_dir: str | None, *, force: bool = False, quiet: bool = False
+) -> Path:
+    """Find or download a checkpoint folder, checking cached files against the Hub (the model package owns the details)."""
     from moirai_cli.model.checkpoint import resolve_checkpoint
 
-    return resolve_checkpoint(name_or_path, revision, cache_dir)
+    return resolve_checkpoint(name_or_path, revision, cache_dir, force_download=force, verify=True, progress=not quiet)
 
 
 @app.command()
@@ -489,12 +511,19 @@ def download(
     ] = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download the files again even if they are cached (repairs a damaged cache).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (warnings stay).")] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Fetch a checkpoint into the Hugging Face cache, check that it loads, and print its folder."""
+    """Fetch a checkpoint into the Hugging Face cache, check it against the Hub and that it loads, and print its folder."""
     with reported_errors(debug):
         try:
-            path = _resolve_checkpoint(model, revision, cache_dir)
+            with _one_line_warnings():
+                path = _resolve_checkpoint(model, revision, cache_dir, force=force, quiet=quiet)
+        except HubError as exc:
+            raise ModelError(exc.message(None)) from exc
         except MoiraiError:
             raise
         except Exception as exc:
@@ -589,7 +618,7 @@ def evaluate(
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
         )
-        model_options = ModelOptions(model, revision, cache_dir, device, dtype)
+        model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
         if output:
             check_output_path(output)
         _check_plot(plot)

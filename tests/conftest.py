@@ -27,3 +27,54 @@ def tiny_forecaster(tiny_checkpoint):
     from moirai_cli.forecasting.pipeline import MoiraiForecaster
 
     return MoiraiForecaster.from_pretrained(str(tiny_checkpoint), device="cpu")
+
+
+# --- a Hugging Face Hub on 127.0.0.1 (tests/fake_hub.py) ---------------------------------------
+
+@pytest.fixture
+def fake_hub(tiny_checkpoint):
+    """A running fake Hub serving the tiny checkpoint as fake_hub.HUB_REPO at HUB_COMMIT (branch main)."""
+    import fake_hub as server_module
+
+    hub = server_module.FakeHub()
+    hub.add_repo(server_module.HUB_REPO, tiny_checkpoint, server_module.HUB_COMMIT)
+    server = server_module.start(hub)
+    try:
+        yield hub
+    finally:
+        server_module.stop(hub, server)
+
+
+@pytest.fixture
+def hub_env(fake_hub, monkeypatch, tmp_path):
+    """Point huggingface_hub (in this process and in subprocesses) at `fake_hub`, with a fresh cache and no token.
+
+    huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and the cache folder once, at import: the
+    environment is set for subprocesses and the constants for this process. Waits are 0.5 s.
+    Returns the environment for a subprocess.
+    """
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf-home"
+    cache = home / "hub"
+    variables = {
+        "HF_ENDPOINT": fake_hub.url,
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "0",
+        "MOIRAI_HUB_TIMEOUT": "0.5",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TRANSFORMERS_OFFLINE", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake_hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    import os
+
+    return {**os.environ, **variables}

@@ -93,10 +93,11 @@ class MoiraiForecaster:
         cache_dir: str | None = None,
         device: str = "auto",
         dtype: torch.dtype = torch.float32,
+        progress: bool = True,
     ) -> "MoiraiForecaster":
-        """Load a local checkpoint folder or a Hub repo id onto `device`."""
+        """Load a local checkpoint folder or a Hub repo id onto `device` (progress: the Hub's download bars on a terminal)."""
         chosen = pick_device(device)
-        folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir)
+        folder = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, progress=progress)
         return cls(load_model(folder, device=chosen, dtype=dtype), chosen, name=name_or_path)
 
     @property

@@ -1,14 +1,15 @@
 """Finding, loading and writing Moirai-MoE checkpoints (config.json + model.safetensors).
 
 A checkpoint is named by a local folder or a Hugging Face Hub repo id. Hub files go to
-huggingface_hub's standard cache; with HF_HUB_OFFLINE=1 only cached files are used.
+huggingface_hub's standard cache (fetched by moirai_cli.model.hub); with HF_HUB_OFFLINE=1 only
+cached files are used. Loading checks the weights file's layout, names and shapes, and that every
+value is finite, so a damaged file is named instead of surfacing as NaN forecasts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +21,26 @@ from safetensors.torch import save_file
 
 from moirai_cli.errors import ModelError, first_line
 from moirai_cli.model.config import MoiraiMoEConfig, load_config
+from moirai_cli.model.hub import download_files, refetch_command
 from moirai_cli.model.network import MoiraiMoE
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
-def resolve_checkpoint(name_or_path: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
-    """Return a local folder holding the checkpoint, downloading from the Hub if needed."""
+def resolve_checkpoint(
+    name_or_path: str,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    *,
+    force_download: bool = False,
+    verify: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Return a local folder holding the checkpoint, downloading from the Hub if needed.
+
+    The keyword options apply to Hub repos (see download_checkpoint).
+    """
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         for name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -40,61 +52,35 @@ def resolve_checkpoint(name_or_path: str, revision: str | None = None, cache_dir
             f"model {name_or_path!r} is neither a checkpoint folder nor a Hub repo id like "
             "'Salesforce/moirai-moe-1.0-R-small'"
         )
-    return download_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir)
-
-
-def download_checkpoint(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
-    """Fetch config and weights of a Hub repo into the cache (or find them there offline)."""
-    from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
-    # huggingface_hub.utils exports these from 0.20 on (huggingface_hub.errors only lately).
-    from huggingface_hub.utils import (
-        GatedRepoError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+    return download_checkpoint(
+        name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download, verify=verify, progress=progress
     )
 
-    hint = "pass --model with a local checkpoint folder (config.json + model.safetensors)"
-    try:
-        folder = None
-        if revision is not None and COMMIT_HASH.fullmatch(revision):
-            # A commit never changes: when both files are cached, skip the Hub (whose file
-            # listing is retried for half a minute when it cannot be reached).
-            cached = [
-                try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=revision)
-                for name in (CONFIG_FILE, WEIGHTS_FILE)
-            ]
-            if all(isinstance(path, str) for path in cached):
-                folder = str(Path(cached[0]).parent)
-        if folder is None:
-            folder = snapshot_download(
-                repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]
-            )
-    except HFValidationError as exc:
-        raise ModelError(
-            f"model {repo_id!r} is neither a checkpoint folder nor a valid Hub repo id ({first_line(exc)})"
-        ) from exc
-    except (RepositoryNotFoundError, GatedRepoError) as exc:
-        raise ModelError(f"model {repo_id!r} was not found on the Hugging Face Hub") from exc
-    except RevisionNotFoundError as exc:
-        raise ModelError(f"model {repo_id!r} has no revision {revision!r}") from exc
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        # huggingface_hub reads HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) once, at import: ask it.
-        offline = bool(constants.HF_HUB_OFFLINE)
-        reason = "offline mode (HF_HUB_OFFLINE) is on" if offline else "the Hugging Face Hub cannot be reached"
-        raise ModelError(f"model {repo_id!r} is not in the local cache and {reason}; {hint}") from exc
-    except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"cannot download model {repo_id!r}: {first_line(exc)}; {hint}") from exc
-    except Exception as exc:  # the HTTP client's own errors (a refused proxy, say) pass through as is
-        raise ModelError(f"cannot download model {repo_id!r}: {type(exc).__name__}: {first_line(exc)}; {hint}") from exc
-    path = Path(folder)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise ModelError(f"model {repo_id!r} has no {name}: is it a Moirai-MoE checkpoint?")
-    return path
+
+def download_checkpoint(
+    repo_id: str,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    *,
+    force_download: bool = False,
+    verify: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Fetch config and weights of a Hub repo into huggingface_hub's cache (or find them there).
+
+    force_download fetches both files again; verify checks cached files against the digests the
+    Hub publishes and fetches any that differ; progress allows the Hub's progress bars on a
+    terminal. Waits are bounded and failures are one-line HubErrors (see moirai_cli.model.hub).
+    """
+    return download_files(
+        repo_id,
+        (CONFIG_FILE, WEIGHTS_FILE),
+        revision=revision,
+        cache_dir=cache_dir,
+        force=force_download,
+        verify=verify,
+        progress=progress,
+    )
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> MoiraiMoE:
@@ -112,14 +98,41 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
         with safe_open(str(weights_path), framework="pt") as weights:  # validates the file's layout
             shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
         check_state_dict(model, shapes, weights_path)
-        model.load_state_dict(mapped_tensors(weights_path), strict=True, assign=True)
+        tensors = mapped_tensors(weights_path)
     except (OSError, SafetensorError, ValueError, KeyError) as exc:
-        raise ModelError(f"{weights_path}: cannot read weights ({exc})") from exc
+        detail = " ".join(str(exc).split()).rstrip(".")
+        raise ModelError(f"{weights_path}: cannot read weights ({detail}); {repair_hint(folder)}") from exc
+    damaged = first_non_finite(tensors)
+    if damaged is not None:
+        raise ModelError(
+            f"{weights_path}: tensor '{damaged}' holds NaN or infinite values, so the file is damaged; {repair_hint(folder)}"
+        )
+    model.load_state_dict(tensors, strict=True, assign=True)
     # The routing centroids stay float64, as the checkpoints store them.
     centroid = model.encoder.centroid
     model.to(device=device, dtype=dtype)
     model.encoder.centroid = centroid.to(device)
     return model.eval().requires_grad_(False)
+
+
+def repair_hint(folder: Path) -> str:
+    """How to replace a damaged checkpoint in `folder`: download it again if it came from the Hub."""
+    command = refetch_command(folder)
+    if command is not None:
+        return f"download it again with `{command}`"
+    return "replace it with an intact copy of the checkpoint"
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or +-inf, or None.
+
+    A sum is one fast pass over the (memory-mapped) data and is non-finite whenever an element is;
+    only then is the tensor checked element by element (a finite sum can also overflow).
+    """
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 @contextlib.contextmanager

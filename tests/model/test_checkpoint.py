@@ -1,7 +1,8 @@
 """Checkpoints: strict loading, clear errors naming the tensor or file, and the Hub cache offline.
 
-The Hub is never contacted: Hub tests use a huggingface_hub cache built in tmp_path with
-offline mode on, or an endpoint on a local port where nothing listens.
+The Hub is never contacted: Hub tests here use a huggingface_hub cache built in tmp_path with
+offline mode on, or an endpoint on a local port where nothing listens. Fetching against a
+Hub-like server, with faults, is tested in test_hub.py.
 """
 
 from __future__ import annotations
@@ -149,6 +150,49 @@ def test_unreadable_weights_are_model_errors(kind, tiny_checkpoint, tmp_path):
         load_model(folder)
     assert str(weights) in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_holding_nan_or_inf_name_the_file_tensor_and_fix(value, tiny_checkpoint, tmp_path):
+    name = "encoder.layers.1.ffn.experts.7.fc1.weight"
+
+    def spoil(state):
+        state[name][3, 5] = value
+
+    folder = write_variant(tiny_checkpoint, tmp_path / "ckpt", spoil)
+    with pytest.raises(ModelError) as error:
+        load_model(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'model.safetensors'}: tensor '{name}' holds NaN or infinite values")
+    assert "replace it with an intact copy" in message and "\n" not in message
+
+
+def test_damaged_weights_in_the_hub_cache_say_how_to_download_them_again(tiny_checkpoint, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = build_hub_cache(tmp_path / "hub", REPO, tiny_checkpoint, COMMIT)
+    weights = (snapshot / "model.safetensors").resolve()
+    data = bytearray(weights.read_bytes())
+    data[-4:] = b"\xff\xff\xff\xff"  # a NaN in the last float32
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError) as error:
+        load_model(snapshot)
+    assert f"{snapshot / 'model.safetensors'}: tensor " in str(error.value)
+    assert str(error.value).endswith(f"download it again with `moirai download {REPO} --force`")
+    weights.write_bytes(bytes(data[: len(data) - 100]))  # a truncated file: the header's sizes are wrong
+    with pytest.raises(ModelError, match=r"cannot read weights \(.*\); download it again with `moirai download Org/name --force`$"):
+        load_model(snapshot)
+
+
+def test_finite_weights_pass_the_check_even_if_their_sum_overflows(tiny_checkpoint, tmp_path):
+    from moirai_cli.model.checkpoint import first_non_finite
+
+    huge = torch.full((4, 4), 3e38)
+    assert not torch.isfinite(huge.sum())
+    assert first_non_finite({"a": huge, "b": torch.zeros(3)}) is None
+    assert first_non_finite({"a": huge, "b": torch.tensor([0.0, float("nan")])}) == "b"
+    assert first_non_finite({"i": torch.arange(4)}) is None
 
 
 def test_missing_weights_file_is_a_model_error(tiny_checkpoint, tmp_path):
@@ -363,13 +407,16 @@ def test_offline_mode_set_before_import_is_reported_as_offline(hub_cache, monkey
 def test_cached_snapshot_without_weights_is_named(tmp_path, tiny_checkpoint, hub_offline):
     cache = tmp_path / "hub"
     build_hub_cache(cache, REPO, tiny_checkpoint, COMMIT, files=("config.json",))
-    with pytest.raises(ModelError, match="no model.safetensors"):
+    with pytest.raises(ModelError, match="has no model.safetensors"):
         resolve_checkpoint(REPO, cache_dir=str(cache))
 
 
 def test_unreachable_hub_falls_back_to_the_cache(hub_cache, hub_online_but_unreachable):
+    from moirai_cli.model.hub import HubWarning
+
     cache, snapshot = hub_cache
-    assert resolve_checkpoint(REPO, cache_dir=str(cache)) == snapshot
+    with pytest.warns(HubWarning, match=f"cannot be reached .*; using cached commit {COMMIT} of 'Org/name'"):
+        assert resolve_checkpoint(REPO, cache_dir=str(cache)) == snapshot
 
 
 def test_a_cached_commit_is_used_without_asking_the_hub(hub_cache, hub_online_but_unreachable, monkeypatch):
@@ -415,7 +462,7 @@ def test_unexpected_transport_failure_is_a_model_error(hub_cache, hub_online_but
     def fail(self, *args, **kwargs):
         raise TransportFailure("proxy refused\nthe connection")
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", fail)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fail)
     cache, _ = hub_cache
     with pytest.raises(ModelError) as error:
         resolve_checkpoint("Org/other", cache_dir=str(cache))
