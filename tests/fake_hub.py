@@ -24,9 +24,11 @@ or all of them when None):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -189,6 +191,11 @@ class Handler(BaseHTTPRequestHandler):
             "sha": commit,
             "private": repo.private,
             "gated": "manual" if repo.gated else False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "lastModified": "2024-01-01T00:00:00.000Z",
             "siblings": [{"rfilename": name} for name in repo.files],
         }
         self.send_body(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, "GET")
@@ -238,6 +245,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[offset : offset + 16384])
                 self.wfile.flush()
                 time.sleep(0.05)
+            self.close_connection = True
             return
         self.send_body(status, body, headers, "GET")
 
@@ -260,6 +268,27 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+
+    def process_request(self, request, client_address) -> None:
+        self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def close_connections(self) -> None:
+        """Cut kept-alive connections, so a client's pool cannot reach this server's state after it stops."""
+        for connection in list(self.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-answer (an interrupted download) is expected; anything else is printed."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 def start(hub: FakeHub) -> Server:
     """Serve `hub` on 127.0.0.1 at an ephemeral port in a background thread; sets hub.url."""
@@ -273,4 +302,5 @@ def start(hub: FakeHub) -> Server:
 def stop(hub: FakeHub, server: Server) -> None:
     hub.stopped.set()  # releases hanging and trickling answers
     server.shutdown()
+    server.close_connections()
     server.server_close()

@@ -15,9 +15,14 @@ refs). Around it, this module
 - turns huggingface_hub's retry log lines into at most one warning, and shows its progress bars
   only when asked to and stderr is a terminal.
 
-Timeouts: MOIRAI_HUB_TIMEOUT seconds (default 5) for connecting and for each read, metadata and
+Timeouts: MOIRAI_HUB_TIMEOUT seconds (default 4) for connecting and for each read, metadata and
 downloads alike. A download that stalls for that long is resumed by huggingface_hub (up to five
 times) before it fails.
+
+Needs huggingface_hub 1.0 or later (pyproject.toml): the behaviour above is tested against 1.0,
+1.33 and 2.4. The 0.x releases (on `requests`) differ in ways that matter here: 0.20 keeps partial
+files for a later resume, does not resume a connection cut mid-file, and ignores force_download
+for a cached commit.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from pathlib import Path
 from moirai_cli.errors import InputError, ModelError, first_line
 
 TIMEOUT_VARIABLE = "MOIRAI_HUB_TIMEOUT"
-DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = 4.0
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 READ_BLOCK = 1 << 20
@@ -78,7 +83,7 @@ class DownloadInterrupted(KeyboardInterrupt):
 
 
 def hub_timeout() -> float:
-    """Seconds to wait for a connection and for each read from the Hub (MOIRAI_HUB_TIMEOUT, default 5)."""
+    """Seconds to wait for a connection and for each read from the Hub (MOIRAI_HUB_TIMEOUT, default 4)."""
     text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
     if not text:
         return DEFAULT_TIMEOUT_S
@@ -191,6 +196,23 @@ def download_files(
     if is_offline():
         return _offline_snapshot(cache, revision, filenames, force)
     endpoint, timeout = hub_endpoint(), hub_timeout()
+    with _bounded_requests(timeout):
+        return _fetch(cache, filenames, revision, endpoint, timeout, force=force, verify=verify, progress=progress)
+
+
+def _fetch(
+    cache: CachedRepo,
+    filenames: Sequence[str],
+    revision: str | None,
+    endpoint: str,
+    timeout: float,
+    *,
+    force: bool,
+    verify: bool,
+    progress: bool,
+) -> Path:
+    """download_files once the Hub is to be asked: look the commit up, then fetch what is missing."""
+    repo_id = cache.repo_id
     try:
         commit = _lookup_commit(repo_id, revision, endpoint, timeout)
     except _HubUnavailable as exc:
@@ -201,9 +223,9 @@ def download_files(
                 f"{exc.remedy}",
                 offers_local_folder=True,
             ) from exc.cause
-        warnings.warn(f"{exc.reason}; using cached commit {cached[0]} of '{repo_id}'", HubWarning, stacklevel=2)
+        warnings.warn(f"{exc.reason}; using cached commit {cached[0]} of '{repo_id}'", HubWarning, stacklevel=4)
         return cached[1]
-    with _interruptible(), _progress_bars(progress), _download_timeout(timeout):
+    with _interruptible(), _progress_bars(progress):
         notice = _RetryNotice(endpoint)
         for name in filenames:
             _fetch_file(cache, name, commit, endpoint, timeout, force=force, verify=verify, notice=notice)
@@ -417,7 +439,7 @@ def _fetch_file(
         try:
             path = _download(cache, name, commit, endpoint, timeout, force=force or repair or attempt > 1, notice=notice)
             problem = _mismatch(path, published)
-        except _BadBytes as exc:
+        except _FailedTransfer as exc:
             problem = str(exc)
         if problem is None:
             return
@@ -447,8 +469,8 @@ def _file_metadata(repo_id: str, name: str, commit: str, endpoint: str, timeout:
     return _Published(digest, metadata.size)
 
 
-class _BadBytes(Exception):
-    """A download finished but its bytes are not the file's (too few); the message says how."""
+class _FailedTransfer(Exception):
+    """A download that went wrong in a way worth one more try (bytes missing, connection cut); the message says how."""
 
 
 def _download(
@@ -477,7 +499,10 @@ def _download(
             raise
         short = re.search(r"should be of size (\d+) but has size (\d+)", str(exc))
         if short:
-            raise _BadBytes(f"arrived incomplete ({short.group(2)} of {short.group(1)} bytes)") from exc
+            raise _FailedTransfer(f"arrived incomplete ({short.group(2)} of {short.group(1)} bytes)") from exc
+        if _http_status(exc) is None and _transport_failure(exc) == "network":
+            # Cut mid-file and not resumed (huggingface_hub resumes some breaks, depending on its version).
+            raise _FailedTransfer(f"could not be downloaded: the connection broke ({_detail(exc)})") from exc
         failure = _named_failure(exc, cache.repo_id, commit, name, endpoint, timeout)
         if isinstance(failure, _HubUnavailable):
             failure = HubError(
@@ -591,19 +616,24 @@ def _progress_bars(wanted: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _download_timeout(seconds: float) -> Iterator[None]:
-    """Bound huggingface_hub's download reads by `seconds` (it reads HF_HUB_DOWNLOAD_TIMEOUT at each download)."""
+def _bounded_requests(seconds: float) -> Iterator[None]:
+    """Settings huggingface_hub reads at each request, for the duration of a fetch.
+
+    HF_HUB_DOWNLOAD_TIMEOUT bounds each read of a download by `seconds`. Telemetry is off: with
+    it on, huggingface_hub 1.x-2.x first fetches an "agent harness" list from the endpoint (3 s
+    timeout), so a silent endpoint would cost two waits instead of one.
+    """
     from huggingface_hub import constants
 
-    saved = getattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", None)
-    if saved is None:
-        yield
-        return
-    constants.HF_HUB_DOWNLOAD_TIMEOUT = seconds
+    settings = {"HF_HUB_DOWNLOAD_TIMEOUT": seconds, "HF_HUB_DISABLE_TELEMETRY": True}
+    saved = {name: getattr(constants, name) for name in settings if hasattr(constants, name)}
+    for name in saved:
+        setattr(constants, name, settings[name])
     try:
         yield
     finally:
-        constants.HF_HUB_DOWNLOAD_TIMEOUT = saved
+        for name, value in saved.items():
+            setattr(constants, name, value)
 
 
 def _stderr_is_terminal() -> bool:

@@ -185,7 +185,8 @@ def test_a_dropped_connection_costs_one_warning_line(hub_env, fake_hub, capsys, 
     fake_hub.set_fault("drop", times=1)
     code, out, lines = run(capsys, "download", HUB_REPO)
     assert (code, out) == (0, f"{snapshot}\n")
-    assert lines == [f"warning: the connection to {fake_hub.url} broke while downloading model.safetensors; resuming"]
+    (warning,) = lines
+    assert warning.startswith("warning: ") and "model.safetensors" in warning and "broke" in warning
 
 
 # --- in a subprocess: signals and terminals -------------------------------------------------------------

@@ -131,6 +131,7 @@ def test_no_answer_with_a_cached_model_warns_once_and_uses_the_cache(cached, fak
     fake_hub.set_fault("hang")
     folder, caught = fetch()
     assert folder == cached
+    assert fake_hub.requests == [("GET", "/api/models/Org/tiny-moe/revision/main")]  # one wait, nothing else asked
     (warning,) = caught
     assert fake_hub.url in warning and "did not answer within 0.5 s" in warning
     assert f"using cached commit {HUB_COMMIT}" in warning
@@ -291,8 +292,10 @@ def test_a_dropped_connection_resumes_with_one_warning(cache, fake_hub, tiny_che
     folder, caught = fetch()
     assert_is_the_fixture(folder, tiny_checkpoint)
     (warning,) = caught
-    assert "broke while downloading model.safetensors; resuming" in warning
-    assert fake_hub.count("GET", r"/model\.safetensors$") == 2  # the second asked for the rest (Range)
+    # huggingface_hub resumes the download (2.x), or this module downloads it once more (1.0)
+    assert "model.safetensors" in warning and "broke" in warning
+    assert "; resuming" in warning or "; downloading it once more" in warning
+    assert fake_hub.count("GET", r"/model\.safetensors$") == 2
     assert leftovers(cache) == []
 
 
