@@ -19,7 +19,7 @@ from torch import nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from moirai_cli.errors import ModelError, first_line
+from moirai_cli.errors import ModelError
 from moirai_cli.model.config import MoiraiMoEConfig, load_config
 from moirai_cli.model.hub import download_files, refetch_command
 from moirai_cli.model.network import MoiraiMoE

@@ -79,7 +79,9 @@ def test_predict_receives_arrays_and_settings(runner, fake_model):
         "cached",
     )
     assert all(t.shape[1] == 1 and t.dtype == np.float32 for t in call["target"])
-    assert fake_model.loads == [("some/model", {"revision": "main", "cache_dir": None, "device": "cpu", "dtype": torch.float32})]
+    assert fake_model.loads == [
+        ("some/model", {"revision": "main", "cache_dir": None, "device": "cpu", "dtype": torch.float32, "progress": True})
+    ]
 
 
 def test_parquet_json_and_samples_outputs(runner, fake_model, tmp_path):
