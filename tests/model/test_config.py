@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from moirai_cli.errors import ModelError
-from moirai_cli.model.config import ComponentSpec, MoiraiMoEConfig, load_config
+from moirai_cli.model.config import (
+    ComponentSpec,
+    Moirai1Config,
+    Moirai2Config,
+    MoiraiMoEConfig,
+    detect_family,
+    load_config,
+    parse_config,
+)
 
 MIXTURE = "uni2ts.distribution.mixture.MixtureOutput"
 KNOWN_COMPONENTS = [
@@ -309,3 +317,127 @@ def test_from_dict_does_not_modify_its_input(tiny_checkpoint):
     before = copy.deepcopy(raw)
     MoiraiMoEConfig.from_dict(raw)
     assert raw == before
+
+
+# --- family detection --------------------------------------------------------------------------
+
+MIXTURE_OUTPUT = {
+    "_target_": MIXTURE,
+    "components": [
+        {"_target_": KNOWN_COMPONENTS[0]},
+        {"_target_": KNOWN_COMPONENTS[1], "scale": 0.001},
+        {"_target_": KNOWN_COMPONENTS[2]},
+        {"_target_": KNOWN_COMPONENTS[3]},
+    ],
+}
+# The layouts of the Hub's config.json files: the constructor arguments of the reference's
+# MoiraiModule (1.x, no d_ff) and Moirai2Module (2.0), as its Hub mixin writes them.
+MOIRAI_1_SMALL = {
+    "attn_dropout_p": 0.0,
+    "d_model": 384,
+    "distr_output": MIXTURE_OUTPUT,
+    "dropout_p": 0.0,
+    "max_seq_len": 512,
+    "num_layers": 6,
+    "patch_sizes": [8, 16, 32, 64, 128],
+    "scaling": True,
+}
+MOIRAI_2_SMALL = {
+    "attn_dropout_p": 0,
+    "d_ff": 1024,
+    "d_model": 384,
+    "dropout_p": 0,
+    "max_seq_len": 512,
+    "num_layers": 6,
+    "num_predict_token": 4,
+    "patch_size": 16,
+    "quantile_levels": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+    "scaling": True,
+}
+
+
+def test_each_family_is_recognised_from_its_published_keys(tiny_checkpoint):
+    assert detect_family(MOIRAI_1_SMALL) == "moirai-1"
+    assert detect_family(raw_config(tiny_checkpoint)) == "moirai-moe"
+    assert detect_family(MOIRAI_2_SMALL) == "moirai-2"
+
+
+def test_moirai_1_config_parses_and_round_trips():
+    config = parse_config(MOIRAI_1_SMALL)
+    assert isinstance(config, Moirai1Config)
+    assert (config.d_model, config.num_layers, config.patch_sizes, config.max_patch_size) == (384, 6, (8, 16, 32, 64, 128), 128)
+    assert config.d_ff == 1024 and config.num_heads == 6
+    assert [c.kind for c in config.components] == ["student_t", "normal_fixed_scale", "negative_binomial", "log_normal"]
+    assert json.loads(json.dumps(config.to_dict())) == MOIRAI_1_SMALL
+
+
+@pytest.mark.parametrize("d_model, width", [(384, 1024), (768, 2048), (1024, 2736), (128, 344)])
+def test_moirai_1_feed_forward_width_follows_d_model(d_model, width):
+    # The reference's gated feed-forward: int(4 d * 2/3), rounded up to a multiple of 8.
+    assert Moirai1Config(d_model=d_model, num_layers=1, patch_sizes=(8,)).d_ff == width
+
+
+def test_moirai_2_config_parses_and_round_trips():
+    config = parse_config(MOIRAI_2_SMALL)
+    assert isinstance(config, Moirai2Config)
+    assert (config.d_model, config.d_ff, config.num_layers, config.patch_size) == (384, 1024, 6, 16)
+    assert config.patch_sizes == (16,) and config.max_patch_size == 16
+    assert config.num_predict_token == 4 and config.num_quantiles == 9
+    assert config.quantile_levels == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    assert json.loads(json.dumps(config.to_dict())) == {**MOIRAI_2_SMALL, "attn_dropout_p": 0.0, "dropout_p": 0.0}
+
+
+def test_moirai_2_optional_keys_take_the_reference_defaults():
+    raw = {key: MOIRAI_2_SMALL[key] for key in ("d_model", "d_ff", "num_layers", "patch_size")}
+    config = parse_config(raw)
+    assert config.num_predict_token == 1 and config.quantile_levels == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def test_load_config_returns_the_family_of_the_file(tmp_path):
+    for raw, cls in ((MOIRAI_1_SMALL, Moirai1Config), (MOIRAI_2_SMALL, Moirai2Config)):
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(raw))
+        assert type(load_config(path)) is cls
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"d_model": 384, "num_layers": 6},  # neither family's keys
+        {"model_type": "t5", "d_model": 512},
+        {},
+    ],
+)
+def test_a_config_of_no_known_family_is_one_clear_error(raw):
+    with pytest.raises(ModelError, match=r"x/config.json: not a Moirai checkpoint config.*patch_sizes.*Moirai 2\.0"):
+        parse_config(raw, source="x/config.json")
+
+
+def test_keys_of_two_families_are_refused():
+    with pytest.raises(ModelError, match="cannot tell which model"):
+        parse_config({**MOIRAI_1_SMALL, "patch_size": 16})
+
+
+@pytest.mark.parametrize("key", ["d_model", "d_ff", "num_layers", "patch_size"])
+def test_moirai_2_missing_key_is_named(key):
+    raw = dict(MOIRAI_2_SMALL)
+    del raw[key]
+    with pytest.raises(ModelError, match=f"missing key.*{key}"):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("quantile_levels", [0.5, 0.1]), ("quantile_levels", [0.0, 0.5]), ("quantile_levels", []), ("num_predict_token", 0),
+     ("quantile_levels", "0.5"), ("patch_size", 0)],
+)
+def test_moirai_2_malformed_values_are_model_errors(key, value):
+    with pytest.raises(ModelError):
+        parse_config({**MOIRAI_2_SMALL, key: value})
+
+
+def test_moirai_1_needs_its_mixture():
+    raw = dict(MOIRAI_1_SMALL)
+    del raw["distr_output"]
+    with pytest.raises(ModelError, match="missing key.*distr_output"):
+        parse_config(raw)
