@@ -1,4 +1,4 @@
-"""Finding, loading and writing Moirai-MoE checkpoints (config.json + model.safetensors).
+"""Finding, loading and writing Moirai checkpoints of every family (config.json + model.safetensors).
 
 A checkpoint is named by a local folder or a Hugging Face Hub repo id. Hub files go to
 huggingface_hub's standard cache (fetched by moirai_cli.model.hub); with HF_HUB_OFFLINE=1 only
@@ -20,9 +20,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from moirai_cli.errors import ModelError
-from moirai_cli.model.config import MoiraiMoEConfig, load_config
+from moirai_cli.model.config import FAMILY_TITLES, FamilyConfig, load_config
 from moirai_cli.model.hub import download_files, refetch_command
-from moirai_cli.model.network import MoiraiMoE
+from moirai_cli.model.network import MoiraiNetwork, build_network
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -45,7 +45,7 @@ def resolve_checkpoint(
     if local.is_dir():
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (local / name).is_file():
-                raise ModelError(f"{local}: not a Moirai-MoE checkpoint folder (no {name})")
+                raise ModelError(f"{local}: not a Moirai checkpoint folder (no {name})")
         return local
     if local.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise ModelError(
@@ -83,8 +83,8 @@ def download_checkpoint(
     )
 
 
-def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> MoiraiMoE:
-    """Build the network from `folder` and load its weights strictly (names and shapes).
+def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> MoiraiNetwork:
+    """Build the network of the family config.json describes and load its weights strictly (names and shapes).
 
     On the CPU in the checkpoint's float32, the weights stay a memory map of the file (no
     copy); other devices and dtypes get converted copies.
@@ -92,7 +92,7 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
     folder = Path(folder)
     config = load_config(folder / CONFIG_FILE)
     with skipped_weight_init():
-        model = MoiraiMoE(config)
+        model = build_network(config)
     weights_path = folder / WEIGHTS_FILE
     try:
         with safe_open(str(weights_path), framework="pt") as weights:  # validates the file's layout
@@ -108,10 +108,11 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
             f"{weights_path}: tensor '{damaged}' holds NaN or infinite values, so the file is damaged; {repair_hint(folder)}"
         )
     model.load_state_dict(tensors, strict=True, assign=True)
-    # The routing centroids stay float64, as the checkpoints store them.
+    # The MoE routing centroids stay float64, as the checkpoints store them.
     centroid = model.encoder.centroid
     model.to(device=device, dtype=dtype)
-    model.encoder.centroid = centroid.to(device)
+    if centroid is not None:
+        model.encoder.centroid = centroid.to(device)
     return model.eval().requires_grad_(False)
 
 
@@ -178,23 +179,28 @@ def mapped_tensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def check_state_dict(model: MoiraiMoE, shapes: dict[str, tuple[int, ...]], source: Path) -> None:
-    """Raise a ModelError naming the first missing, unexpected or mis-shaped tensor."""
+def check_state_dict(model: MoiraiNetwork, shapes: dict[str, tuple[int, ...]], source: Path) -> None:
+    """Raise a ModelError naming the first missing, unexpected or mis-shaped tensor.
+
+    A name mismatch says which family config.json described: weights of another family
+    next to it are the likeliest cause.
+    """
     expected = model.state_dict()
+    family = f" of a {FAMILY_TITLES[model.family]} network (as config.json describes)"
     missing = sorted(set(expected) - set(shapes))
     if missing:
-        raise ModelError(f"{source}: missing tensor {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelError(f"{source}: missing tensor {missing[0]!r}{more}{family}")
     unexpected = sorted(set(shapes) - set(expected))
     if unexpected:
-        raise ModelError(
-            f"{source}: unexpected tensor {unexpected[0]!r}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
-        )
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise ModelError(f"{source}: unexpected tensor {unexpected[0]!r}{more} for a {FAMILY_TITLES[model.family]} network")
     for name, shape in shapes.items():
         if tuple(shape) != tuple(expected[name].shape):
             raise ModelError(f"{source}: tensor {name!r} has shape {tuple(shape)}, expected {tuple(expected[name].shape)}")
 
 
-def save_checkpoint(model: MoiraiMoE, folder: Path) -> Path:
+def save_checkpoint(model: MoiraiNetwork, folder: Path) -> Path:
     """Write `model` as config.json + model.safetensors in the Hub layout."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -204,10 +210,10 @@ def save_checkpoint(model: MoiraiMoE, folder: Path) -> Path:
     return folder
 
 
-def random_model(config: MoiraiMoEConfig, seed: int = 0) -> MoiraiMoE:
-    """A randomly initialised network (for tests and benchmarks), centroids filled."""
+def random_model(config: FamilyConfig, seed: int = 0) -> MoiraiNetwork:
+    """A randomly initialised network of any family (for tests and benchmarks), MoE centroids filled."""
     generator = torch.Generator().manual_seed(seed)
-    model = MoiraiMoE(config)
+    model = build_network(config)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if name.endswith("norm.weight") or name.endswith("norm1.weight") or name.endswith("norm2.weight"):

@@ -372,7 +372,7 @@ def _named_failure(
     if code == "RevisionNotFound" or _is_instance(exc, "RevisionNotFoundError"):
         return HubError(f"model '{repo_id}' has no revision '{revision or 'main'}' (a branch, tag or commit) on {endpoint}")
     if code == "EntryNotFound" or (filename is not None and status == 404 and code != "RepoNotFound"):
-        return HubError(f"model '{repo_id}' has no {filename} on {endpoint}: is it a Moirai-MoE checkpoint?")
+        return HubError(f"model '{repo_id}' has no {filename} on {endpoint}: is it a Moirai checkpoint?")
     if status == 401 and code != "RepoNotFound":
         return HubError(
             f"the Hub at {endpoint} rejected your token (HF_TOKEN or your saved login) for model '{repo_id}': "

@@ -1,4 +1,4 @@
-"""Building blocks of the Moirai-MoE encoder.
+"""Building blocks of the Moirai networks (1.x, MoE and 2.0).
 
 Parameter names and shapes follow the official checkpoints, so a state dict loads as is.
 Shapes: B = sequences, L = tokens, D = d_model, M = max patch size, H = heads, E = head size.
@@ -165,8 +165,8 @@ class Attention(nn.Module):
         return rowwise(self.out_proj, out.transpose(1, 2).flatten(-2))
 
 
-class Expert(nn.Module):
-    """Gated (SwiGLU) feed-forward expert without biases."""
+class GatedFeedForward(nn.Module):
+    """Gated (SwiGLU) feed-forward block without biases: one MoE expert, or a dense layer's whole feed-forward."""
 
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
@@ -206,7 +206,7 @@ class MixtureOfExperts(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
-        self.experts = nn.ModuleList(Expert(d_model, d_ff) for _ in range(NUM_EXPERTS))
+        self.experts = nn.ModuleList(GatedFeedForward(d_model, d_ff) for _ in range(NUM_EXPERTS))
 
     def forward(self, x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D); centroid: (NUM_EXPERTS, D) in float64, cast to x's dtype."""
@@ -235,24 +235,49 @@ class MixtureOfExperts(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm transformer layer: attention then mixture of experts, both residual."""
+    """Pre-norm transformer layer: attention then a feed-forward (mixture of experts or dense), both residual."""
 
-    def __init__(self, d_model: int, d_ff: int):
+    def __init__(self, d_model: int, d_ff: int, experts: bool):
         super().__init__()
         self.norm1 = RMSNorm(d_model)
         self.self_attn = Attention(d_model)
         self.norm2 = RMSNorm(d_model)
-        self.ffn = MixtureOfExperts(d_model, d_ff)
+        self.ffn = MixtureOfExperts(d_model, d_ff) if experts else GatedFeedForward(d_model, d_ff)
 
 
 class Encoder(nn.Module):
-    """The stack of layers, their routing centroids and the final norm."""
+    """The stack of layers, the MoE routing centroids (MoE only) and the final norm."""
 
-    def __init__(self, d_model: int, d_ff: int, num_layers: int):
+    def __init__(self, d_model: int, d_ff: int, num_layers: int, experts: bool = True):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(d_model, d_ff) for _ in range(num_layers))
-        self.register_buffer("centroid", torch.zeros(num_layers, NUM_EXPERTS, d_model, dtype=torch.float64))
+        self.layers = nn.ModuleList(EncoderLayer(d_model, d_ff, experts) for _ in range(num_layers))
+        centroid = torch.zeros(num_layers, NUM_EXPERTS, d_model, dtype=torch.float64) if experts else None
+        self.register_buffer("centroid", centroid)
         self.norm = RMSNorm(d_model)
+
+    def feed_forward(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer `index`'s feed-forward of its normed input x (B, L, D); experts route by that layer's centroids."""
+        ffn = self.layers[index].ffn
+        return ffn(x) if self.centroid is None else ffn(x, self.centroid[index])
+
+
+class ResidualBlock(nn.Module):
+    """Two-layer perceptron with a linear shortcut, all with biases: out(silu(hidden(x))) + residual(x).
+
+    Moirai 2.0 reads its input patches and writes its quantiles through one each.
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int):
+        super().__init__()
+        self.hidden_layer = nn.Linear(in_features, hidden_features)
+        self.output_layer = nn.Linear(hidden_features, out_features)
+        self.residual_layer = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rowwise(self._block, x, widths=(self.hidden_layer.out_features,))
+
+    def _block(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_layer(F.silu(self.hidden_layer(x))) + self.residual_layer(x)
 
 
 class PatchSizeLinear(nn.Module):

@@ -1,4 +1,16 @@
-"""The Moirai-MoE network: packed tokens in, a predictive distribution per value out."""
+"""The Moirai networks: packed tokens in, a forecast per token out.
+
+`MoiraiNetwork` holds what the three families share: the packed scaler, the transformer
+stack (attention with rotary time, a binary variate bias and per-head q/k norms, RMSNorm,
+pre-norm residual layers) and how a pass runs over tokens. The families differ only in:
+
+| | input projection | feed-forward | attention | output |
+|---|---|---|---|---|
+| `Moirai1` (1.0-R, 1.1-R) | one linear per patch size; a learned mask vector replaces tokens to predict | dense | whole sample, both directions | mixture per value |
+| `MoiraiMoE` | per patch size: silu(in) -> feat, plus a residual linear | 32 experts, 2 per token | causal in time | mixture per value |
+| `Moirai2` (2.0-R) | residual block on [scaled values, observed flags] | dense | causal in time | `num_predict_token` patches x quantile levels |
+"""
+
 
 from __future__ import annotations
 
@@ -9,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moirai_cli.model.config import HEAD_DIM, MoiraiMoEConfig
+from moirai_cli.model.config import HEAD_DIM, FamilyConfig, Moirai1Config, Moirai2Config, MoiraiMoEConfig
 from moirai_cli.model.distribution import MixtureDistribution
-from moirai_cli.model.layers import KEY_BLOCK, Encoder, ParamProjection, PatchSizeLinear, RotaryEmbedding, rowwise
+from moirai_cli.model.layers import KEY_BLOCK, Encoder, ParamProjection, PatchSizeLinear, ResidualBlock, RotaryEmbedding, rowwise
 
 MINIMUM_VARIANCE = 1e-5
 
@@ -80,11 +92,12 @@ def attention_structure(
     key_sample: torch.Tensor,  # (B, Lk)
     key_time: torch.Tensor,
     key_variate: torch.Tensor,
+    causal: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which keys each query sees (same sample, not later in time) and which share its variate."""
-    visible = (query_sample.unsqueeze(-1) == key_sample.unsqueeze(-2)) & (
-        key_time.unsqueeze(-2) <= query_time.unsqueeze(-1)
-    )
+    """Which keys each query sees (same sample and, when causal, not later in time) and which share its variate."""
+    visible = query_sample.unsqueeze(-1) == key_sample.unsqueeze(-2)
+    if causal:
+        visible = visible & (key_time.unsqueeze(-2) <= query_time.unsqueeze(-1))
     same_variate = query_variate.unsqueeze(-1) == key_variate.unsqueeze(-2)
     return visible, same_variate
 
@@ -153,23 +166,29 @@ class KeyValueCache:
         return keys, values
 
 
-class MoiraiMoE(nn.Module):
-    """Scaler, patch embedding, causal any-variate encoder with MoE, mixture head."""
+class MoiraiNetwork(nn.Module):
+    """What every family shares: scaler, transformer stack, final norm, and how a pass runs.
 
-    def __init__(self, config: MoiraiMoEConfig):
+    A family adds its input projection (`embed_tokens`) and its output (`head`), and says
+    whether attention is causal in time and whether its feed-forward is a mixture of experts.
+    """
+
+    causal = True  # may a token see later time steps of its sample? (Moirai 1.x: yes)
+    output_kind = "samples"  # the forecast's form: "samples" (a distribution) or "quantiles"
+
+    def __init__(self, config: FamilyConfig, experts: bool):
         super().__init__()
         self.config = config
-        sizes, width, dim = config.patch_sizes, config.max_patch_size, config.d_model
-        self.in_proj = PatchSizeLinear(width, dim, sizes, mask="in")
-        self.res_proj = PatchSizeLinear(width, dim, sizes, mask="in")
-        self.feat_proj = PatchSizeLinear(dim, dim, sizes, mask=None)
-        self.encoder = Encoder(dim, config.d_ff, config.num_layers)
-        self.param_proj = ParamProjection(dim, sizes, config.components)
+        self.encoder = Encoder(config.d_model, config.d_ff, config.num_layers, experts)
         self.rotary = RotaryEmbedding(HEAD_DIM // 2)
 
     @property
+    def family(self) -> str:
+        return self.config.family
+
+    @property
     def dtype(self) -> torch.dtype:
-        return self.in_proj.weight.dtype
+        return self.encoder.norm.weight.dtype
 
     def scale(self, tokens: PackedTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaler statistics (B, L, 1) from the observed, non-predicted values."""
@@ -179,11 +198,17 @@ class MoiraiMoE(nn.Module):
         weight = tokens.observed & ~tokens.prediction_mask.unsqueeze(-1)
         return packed_std_scaler(tokens.target, weight, tokens.sample_id, tokens.variate_id)
 
-    def embed(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
-        """Standardise the values and project each token to d_model: (B, L, M) -> (B, L, D)."""
-        scaled = ((target - loc) / scale).to(self.dtype)
-        hidden = self.feat_proj(F.silu(self.in_proj(scaled, patch_size)), patch_size)
-        return hidden + self.res_proj(scaled, patch_size)
+    def standardise(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(target - loc) / scale in the network's dtype: (B, L, M)."""
+        return ((target - loc) / scale).to(self.dtype)
+
+    def embed_tokens(self, tokens: PackedTokens, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The family's input projection of every token: (B, L, D)."""
+        raise NotImplementedError
+
+    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
+        """The family's output from final representations (..., D) and each token's scaler statistics."""
+        raise NotImplementedError
 
     def encode(
         self,
@@ -199,7 +224,8 @@ class MoiraiMoE(nn.Module):
         values are appended to it (for cached decoding).
         """
         visible, same_variate = attention_structure(
-            tokens.sample_id, tokens.time_id, tokens.variate_id, tokens.sample_id, tokens.time_id, tokens.variate_id
+            tokens.sample_id, tokens.time_id, tokens.variate_id, tokens.sample_id, tokens.time_id, tokens.variate_id,
+            causal=self.causal,
         )
         rotary = self.rotary.tables(tokens.time_id, hidden.dtype)
         query_rotary = rotary
@@ -216,7 +242,7 @@ class MoiraiMoE(nn.Module):
                 query_rotary = tuple(gather_rows(t.squeeze(1), query_positions).unsqueeze(1) for t in rotary)
             bias = attention.var_attn_bias(same_variate, visible, hidden.dtype)
             hidden = hidden + attention.attend(attention.query(normed, query_rotary), key, value, bias)
-            hidden = hidden + layer.ffn(layer.norm2(hidden), self.encoder.centroid[index])
+            hidden = hidden + self.encoder.feed_forward(index, layer.norm2(hidden))
         return self.encoder.norm(hidden)
 
     def extend(
@@ -267,9 +293,38 @@ class MoiraiMoE(nn.Module):
             out = (prefix_weights @ prefix_value).view(series, heads, paths, new, width).permute(0, 2, 1, 3, 4)
             out = out.reshape(rows, heads, new, width) + weights[..., prefix_length:] @ value
             hidden = hidden + rowwise(attention.out_proj, out.transpose(1, 2).flatten(-2))
-            hidden = hidden + layer.ffn(layer.norm2(hidden), self.encoder.centroid[index])
+            hidden = hidden + self.encoder.feed_forward(index, layer.norm2(hidden))
         cache.suffix_length = length
         return self.encoder.norm(hidden)
+
+    def forward(self, tokens: PackedTokens, positions: torch.Tensor | None = None):
+        """The family's output at every token (batch shape (B, L)), or with `positions` (B, Q) at those tokens only."""
+        loc, scale = self.scale(tokens)
+        return self.forward_scaled(tokens, loc, scale, positions)
+
+    def forward_scaled(
+        self,
+        tokens: PackedTokens,
+        loc: torch.Tensor,  # (B, L, 1) scaler statistics, computed by the caller
+        scale: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        keep_kv: list | None = None,
+    ):
+        """`forward` after the scaler, for callers that keep the statistics (cached decoding)."""
+        hidden = self.embed_tokens(tokens, loc, scale)
+        hidden = self.encode(hidden, tokens, query_positions=positions, keep_kv=keep_kv)
+        patch_size = tokens.patch_size
+        if positions is not None:
+            loc, scale, patch_size = (gather_rows(t, positions) for t in (loc, scale, patch_size))
+        return self.head(hidden, patch_size, loc, scale)
+
+
+class MixtureNetwork(MoiraiNetwork):
+    """A network whose output is a four-component mixture per value (Moirai 1.x and Moirai-MoE)."""
+
+    def __init__(self, config: Moirai1Config | MoiraiMoEConfig, experts: bool):
+        super().__init__(config, experts)
+        self.param_proj = ParamProjection(config.d_model, config.patch_sizes, config.components)
 
     def distribution(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
         """Mixture per value from final representations: batch shape (..., M)."""
@@ -284,26 +339,76 @@ class MoiraiMoE(nn.Module):
             scale.expand(*scale.shape[:-1], width),
         )
 
-    def forward(self, tokens: PackedTokens, positions: torch.Tensor | None = None) -> MixtureDistribution:
-        """The predictive distribution of every value of every token, batch shape (B, L, M).
-
-        With `positions` (B, Q), only at those tokens: batch shape (B, Q, M).
-        """
-        loc, scale = self.scale(tokens)
-        return self.forward_scaled(tokens, loc, scale, positions)
-
-    def forward_scaled(
-        self,
-        tokens: PackedTokens,
-        loc: torch.Tensor,  # (B, L, 1) scaler statistics, computed by the caller
-        scale: torch.Tensor,
-        positions: torch.Tensor | None = None,
-        keep_kv: list | None = None,
-    ) -> MixtureDistribution:
-        """`forward` after the scaler, for callers that keep the statistics (cached decoding)."""
-        hidden = self.embed(tokens.target, loc, scale, tokens.patch_size)
-        hidden = self.encode(hidden, tokens, query_positions=positions, keep_kv=keep_kv)
-        patch_size = tokens.patch_size
-        if positions is not None:
-            loc, scale, patch_size = (gather_rows(t, positions) for t in (loc, scale, patch_size))
+    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
         return self.distribution(hidden, patch_size, loc, scale)
+
+
+class MoiraiMoE(MixtureNetwork):
+    """Moirai-MoE: per-patch-size residual input projection, experts routed by centroid distance, causal attention."""
+
+    def __init__(self, config: MoiraiMoEConfig):
+        super().__init__(config, experts=True)
+        sizes, width, dim = config.patch_sizes, config.max_patch_size, config.d_model
+        self.in_proj = PatchSizeLinear(width, dim, sizes, mask="in")
+        self.res_proj = PatchSizeLinear(width, dim, sizes, mask="in")
+        self.feat_proj = PatchSizeLinear(dim, dim, sizes, mask=None)
+
+    def embed(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
+        """Standardise the values and project each token to d_model: (B, L, M) -> (B, L, D)."""
+        scaled = self.standardise(target, loc, scale)
+        hidden = self.feat_proj(F.silu(self.in_proj(scaled, patch_size)), patch_size)
+        return hidden + self.res_proj(scaled, patch_size)
+
+    def embed_tokens(self, tokens: PackedTokens, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.embed(tokens.target, loc, scale, tokens.patch_size)
+
+
+class Moirai1(MixtureNetwork):
+    """Moirai 1.0-R / 1.1-R: a masked encoder. Tokens to predict enter as a learned mask vector and
+    every token of a sample sees every other, so one pass predicts all future patches at once."""
+
+    causal = False
+
+    def __init__(self, config: Moirai1Config):
+        super().__init__(config, experts=False)
+        self.mask_encoding = nn.Embedding(1, config.d_model)
+        self.in_proj = PatchSizeLinear(config.max_patch_size, config.d_model, config.patch_sizes, mask="in")
+
+    def embed_tokens(self, tokens: PackedTokens, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        hidden = self.in_proj(self.standardise(tokens.target, loc, scale), tokens.patch_size)
+        return torch.where(tokens.prediction_mask.unsqueeze(-1), self.mask_encoding.weight[0].to(hidden.dtype), hidden)
+
+
+class Moirai2(MoiraiNetwork):
+    """Moirai 2.0-R: decoder-only with one patch size; each token's output holds the quantiles of the
+    next `num_predict_token` patches, in the values' own units."""
+
+    output_kind = "quantiles"
+
+    def __init__(self, config: Moirai2Config):
+        super().__init__(config, experts=False)
+        size, dim = config.patch_size, config.d_model
+        self.in_proj = ResidualBlock(2 * size, dim, dim)
+        self.out_proj = ResidualBlock(dim, dim, config.num_predict_token * config.num_quantiles * size)
+
+    def embed_tokens(self, tokens: PackedTokens, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        scaled = self.standardise(tokens.target, loc, scale)
+        return self.in_proj(torch.cat([scaled, tokens.observed.to(scaled.dtype)], dim=-1))
+
+    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Quantiles (..., num_predict_token, Q, P) of the patches after each token, in original units."""
+        config = self.config
+        out = self.out_proj(hidden).float() * scale + loc  # (..., NPT * Q * P)
+        return out.unflatten(-1, (config.num_predict_token, config.num_quantiles, config.patch_size))
+
+
+NETWORK_CLASSES: dict[str, type[MoiraiNetwork]] = {
+    Moirai1Config.family: Moirai1,
+    MoiraiMoEConfig.family: MoiraiMoE,
+    Moirai2Config.family: Moirai2,
+}
+
+
+def build_network(config: FamilyConfig) -> MoiraiNetwork:
+    """An (uninitialised) network of the family `config` describes."""
+    return NETWORK_CLASSES[config.family](config)

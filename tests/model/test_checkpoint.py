@@ -234,7 +234,7 @@ def test_folder_lacking_a_file_is_named(missing, tiny_checkpoint, tmp_path, no_h
     folder = tmp_path / "partial"
     shutil.copytree(tiny_checkpoint, folder)
     (folder / missing).unlink()
-    with pytest.raises(ModelError, match=f"not a Moirai-MoE checkpoint folder.*no {missing}"):
+    with pytest.raises(ModelError, match=f"not a Moirai checkpoint folder.*no {missing}"):
         resolve_checkpoint(str(folder))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from moirai_cli.model.layers import MIN_ROWS, Attention, Expert, rowwise
+from moirai_cli.model.layers import MIN_ROWS, Attention, GatedFeedForward, rowwise
 
 
 def test_rowwise_pads_small_and_ragged_row_counts_then_drops_the_padding():
@@ -26,7 +26,7 @@ def test_rowwise_pads_small_and_ragged_row_counts_then_drops_the_padding():
 
 def test_an_expert_row_is_the_same_alone_and_in_any_batch():
     torch.manual_seed(0)
-    expert = Expert(128, 8)  # a width whose rows do not fill whole vector blocks
+    expert = GatedFeedForward(128, 8)  # a width whose rows do not fill whole vector blocks
     batch = torch.randn(37, 128)
     with torch.inference_mode():
         together = expert(batch)
