@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny checkpoints written by scripts/make_parity_fixtures.py."""
+"""Shared fixtures: the tiny checkpoints of each family written by scripts/make_parity_fixtures.py."""
 
 from __future__ import annotations
 
@@ -19,6 +19,24 @@ def tiny_checkpoint() -> Path:
 def multipatch_checkpoint() -> Path:
     """A reference-initialised checkpoint folder with patch sizes 8, 16 and 32."""
     return FIXTURES / "tiny-moe-multipatch"
+
+
+@pytest.fixture(scope="session")
+def moirai1_checkpoint() -> Path:
+    """A reference-initialised Moirai 1.x checkpoint folder with patch sizes 8 to 128 (d_model 64, 2 layers)."""
+    return FIXTURES / "tiny-moirai-1"
+
+
+@pytest.fixture(scope="session")
+def moirai2_checkpoint() -> Path:
+    """A reference-initialised Moirai 2.0 checkpoint folder (patch 16, 4 patches a pass, d_model 128, 2 layers)."""
+    return FIXTURES / "tiny-moirai-2"
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(moirai1_checkpoint, tiny_checkpoint, moirai2_checkpoint) -> dict[str, Path]:
+    """One tiny checkpoint folder per family."""
+    return {"moirai-1": moirai1_checkpoint, "moirai-moe": tiny_checkpoint, "moirai-2": moirai2_checkpoint}
 
 
 @pytest.fixture(scope="session")

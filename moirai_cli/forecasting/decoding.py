@@ -1,5 +1,6 @@
-"""Autoregressive decoding: one patch per pass, drawn values fed back as observations.
+"""Decoding: from packed tokens to forecasts, as each family's reference forecast procedure does.
 
+Moirai-MoE decodes autoregressively, one patch per pass, drawn values fed back as observations.
 `decode_exact` repeats the reference: pass 1 runs once per series and draws S first
 patches; every later pass runs on S copies of each series, writes the newly drawn patch
 into the next future token and clears its prediction flag, so drawn values enter the
@@ -10,6 +11,14 @@ whose output is not read.
 `decode_cached` freezes the scaler at the context's statistics. Then nothing computed for
 earlier tokens changes from pass to pass, so each pass only runs the new time step's tokens
 against cached keys and values: the context once per series, the drawn patches per path.
+
+Moirai 1.x (`decode_one_pass`) is a masked encoder: one pass gives the distribution of every
+future patch, and each sample path draws every value from it independently.
+
+Moirai 2.0 (`decode_quantiles`) outputs quantiles, not a distribution: one pass predicts the
+next `num_predict_token` patches. Beyond those, each of the Q quantile paths is fed back as if
+observed (one copy of the series per level), and each later patch's quantiles are the Q
+levels of the pooled Q x Q predictions of all copies. Nothing is random.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import torch
 
 from moirai_cli.forecasting.packing import TokenBatch
 from moirai_cli.model.distribution import MixtureDistribution
-from moirai_cli.model.network import KeyValueCache, MoiraiMoE, PackedTokens, gather_rows
+from moirai_cli.model.network import KeyValueCache, Moirai1, Moirai2, MoiraiMoE, MoiraiNetwork, PackedTokens, gather_rows
 
 # Upper bound on tokens per forward pass (rows x tokens), to keep activations bounded.
 DEFAULT_TOKEN_BUDGET = 8192
@@ -33,14 +42,42 @@ def write_patch(tokens: PackedTokens, positions: torch.Tensor, values: torch.Ten
     tokens.prediction_mask[rows, positions] = False
 
 
+def columns_needed(tokens: PackedTokens, positions: torch.Tensor) -> torch.Tensor:
+    """(L,) bool: token columns not later in time than some row's read positions (R, Q)."""
+    read_time = gather_rows(tokens.time_id, positions).max(dim=1).values  # (R,)
+    return ((tokens.time_id <= read_time.unsqueeze(1)) & (tokens.sample_id > 0)).any(dim=0)
+
+
 def drop_later_tokens(tokens: PackedTokens, positions: torch.Tensor) -> tuple[PackedTokens, torch.Tensor]:
     """Remove token columns later in time than every read position (causality hides them)."""
-    read_time = gather_rows(tokens.time_id, positions).max(dim=1).values  # (R,)
-    needed = ((tokens.time_id <= read_time.unsqueeze(1)) & (tokens.sample_id > 0)).any(dim=0)  # (L,)
+    needed = columns_needed(tokens, positions)
     if bool(needed.all()):
         return tokens, positions
     new_index = torch.cumsum(needed, 0) - 1
     return tokens.map(lambda t: t[:, needed]), new_index[positions]
+
+
+def forward_at(model: MoiraiNetwork, tokens: PackedTokens, positions: torch.Tensor, token_budget: int):
+    """The network's output at `positions` (R, Q), computed over row chunks of bounded size.
+
+    The scaler statistics come from every token: known covariates' future values enter
+    them, as in the reference. Then, for a causal network, token columns later in time
+    than every read position are left out, as they cannot change what is read.
+    """
+    loc, scale = model.scale(tokens)
+    if model.causal:
+        needed = columns_needed(tokens, positions)
+        if not bool(needed.all()):
+            positions = (torch.cumsum(needed, 0) - 1)[positions]
+            tokens, loc, scale = tokens.map(lambda t: t[:, needed]), loc[:, needed], scale[:, needed]
+    rows_per_chunk = max(1, token_budget // tokens.sample_id.shape[1])
+    outputs = []
+    for start in range(0, positions.shape[0], rows_per_chunk):
+        rows = slice(start, start + rows_per_chunk)
+        outputs.append(model.forward_scaled(tokens.map(lambda t: t[rows]), loc[rows], scale[rows], positions[rows]))
+    if isinstance(outputs[0], MixtureDistribution):
+        return MixtureDistribution.concatenate(outputs)
+    return torch.cat(outputs)
 
 
 def next_patch_distribution(model: MoiraiMoE, tokens: PackedTokens, positions: torch.Tensor, token_budget: int) -> MixtureDistribution:
@@ -122,3 +159,52 @@ def decode_cached(
         paths.append(drawn)
     values = patches_to_horizon(torch.stack(paths, dim=2), batch.patch_size, horizon)  # (R, H, V)
     return values.unflatten(0, (num_series, num_samples))
+
+
+def decode_one_pass(
+    model: Moirai1,
+    batch: TokenBatch,
+    horizon: int,
+    num_samples: int,
+    generators: Sequence[torch.Generator],
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> torch.Tensor:
+    """Sample paths (B, S, H, V) as Moirai 1.x's reference draws them: every future value from one pass.
+
+    `generators` holds one random generator per series: every draw of series b comes from generator b.
+    """
+    width = batch.patch_size
+    distribution = forward_at(model, batch.tokens, batch.future.flatten(1), token_budget)  # batch shape (B, V*F, M)
+    drawn = distribution.map(lambda t: t[:, :, :width]).sample(num_samples, generators)  # (S, B, V*F, P)
+    drawn = drawn.transpose(0, 1).unflatten(2, batch.future.shape[1:])  # (B, S, V, F, P)
+    paths = patches_to_horizon(drawn.flatten(0, 1), width, horizon)  # (B*S, H, V)
+    return paths.unflatten(0, drawn.shape[:2])
+
+
+def decode_quantiles(model: Moirai2, batch: TokenBatch, horizon: int, token_budget: int = DEFAULT_TOKEN_BUDGET) -> torch.Tensor:
+    """Quantiles (B, Q, H, V) at the model's levels, by Moirai 2.0's reference procedure."""
+    config = model.config
+    per_pass, levels = config.num_predict_token, config.quantile_levels
+    num_series, num_variates, num_future = batch.future.shape
+    first = forward_at(model, batch.tokens, batch.last_context, token_budget)  # (B, V, per_pass, Q, P)
+    quantiles = first.new_empty(num_series, num_variates, num_future, len(levels), config.patch_size)
+    filled = min(num_future, per_pass)
+    quantiles[:, :, :filled] = first[:, :, :filled]
+    if num_future > per_pass:
+        # Copy q of series b (row b * Q + q) continues from the level-q path.
+        tokens = batch.tokens.map(lambda t: t.repeat_interleave(len(levels), dim=0))
+        future = batch.future.repeat_interleave(len(levels), dim=0)  # (B*Q, V, F)
+        level_tensor = torch.tensor(levels, dtype=first.dtype, device=first.device)
+        paths = first[:, :, :filled].permute(0, 3, 1, 2, 4).flatten(0, 1)  # (B*Q, V, filled, P)
+        while filled < num_future:
+            for step in range(paths.shape[2]):
+                write_patch(tokens, future[:, :, filled - paths.shape[2] + step], paths[:, :, step])
+            count = min(per_pass, num_future - filled)
+            out = forward_at(model, tokens, future[:, :, filled - 1], token_budget)[:, :, :count]  # (B*Q, V, count, Q, P)
+            pooled = out.unflatten(0, (num_series, len(levels))).permute(0, 2, 3, 1, 4, 5).flatten(3, 4)  # (B, V, count, Q*Q, P)
+            step_quantiles = torch.quantile(pooled, level_tensor, dim=3)  # (Q, B, V, count, P)
+            quantiles[:, :, filled : filled + count] = step_quantiles.permute(1, 2, 3, 0, 4)
+            paths = step_quantiles.transpose(0, 1).flatten(0, 1)  # (B*Q, V, count, P)
+            filled += count
+    values = patches_to_horizon(quantiles.permute(0, 3, 1, 2, 4).flatten(0, 1), config.patch_size, horizon)  # (B*Q, H, V)
+    return values.unflatten(0, (num_series, len(levels)))

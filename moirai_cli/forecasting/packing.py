@@ -46,8 +46,9 @@ def causal_mean_impute(values: np.ndarray) -> np.ndarray:
 def impute(values: np.ndarray, univariate_target: bool) -> tuple[np.ndarray, np.ndarray]:
     """(filled float32 values, observed flags) for a (T, K) array.
 
-    The reference imputes a univariate target with the causal mean and every other
-    array (multivariate targets, covariates) with zeros.
+    With `univariate_target` the causal mean fills the gaps (the reference's rule for a
+    univariate target of Moirai-MoE and 2.0); otherwise zeros do (every other array, and
+    every target of Moirai 1.x).
     """
     observed = ~np.isnan(values)
     if univariate_target:
@@ -69,7 +70,7 @@ class SeriesTokens:
 
 def window(values: np.ndarray, length: int, before: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Last `length` rows ending `before` rows from the end, left-padded; and the pad flags."""
-    end = len(values) - before
+    end = max(len(values) - before, 0)
     piece = values[max(0, end - length) : end]
     pad = length - len(piece)
     padded = np.concatenate([np.zeros((pad,) + values.shape[1:], dtype=values.dtype), piece])
@@ -90,34 +91,38 @@ def pack_series(
     context_length: int,
     patch_size: int,
     max_patch_size: int,
-    known_covariates: np.ndarray | None = None,  # (T + H, Ck) with NaN
+    known_covariates: np.ndarray | None = None,  # (T + H, Ck) with NaN; (T, Ck) with `holdout`
     past_covariates: np.ndarray | None = None,  # (T, Cp) with NaN
     holdout: bool = False,
+    causal_mean_target: bool = True,
 ) -> SeriesTokens:
     """Tokens of one series for a forecast of `horizon` values after its last row.
 
     With `holdout`, the last `horizon` rows of the series (and of its covariates) become
     the future tokens, observed, so that the network scores them (used to pick a patch size).
+    As in the reference, the hold-out window is left-padded when the series is shorter than
+    the horizon. `causal_mean_target` picks how a univariate target's gaps are filled (see
+    `impute`).
     """
     num_variates = target.shape[1]
-    filled, observed = impute(target, univariate_target=num_variates == 1)
+    filled, observed = impute(target, univariate_target=num_variates == 1 and causal_mean_target)
+    before = horizon if holdout else 0  # rows after the context window
     if holdout:
-        future_values, future_flags = filled[-horizon:], observed[-horizon:]
-        filled, observed = filled[:-horizon], observed[:-horizon]
-        if past_covariates is not None:
-            past_covariates = past_covariates[:-horizon]
+        future_values, future_pad = window(filled, horizon)
+        future_flags = window(observed, horizon)[0]
     else:
         future_values = np.zeros((horizon, num_variates), np.float32)
         future_flags = np.ones((horizon, num_variates), bool)
+        future_pad = np.zeros(horizon, bool)
 
     def history_patches(values: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The context window of (T, K) values and observed flags, as (K, C/P, P) patches each."""
         return (
-            patches(window(values, context_length)[0], patch_size, left=True),
-            patches(window(flags, context_length)[0], patch_size, left=True),
+            patches(window(values, context_length, before)[0], patch_size, left=True),
+            patches(window(flags, context_length, before)[0], patch_size, left=True),
         )
 
-    is_pad = window(filled, context_length)[1]
+    is_pad = window(filled, context_length, before)[1]
     past_value_patches, past_flag_patches = history_patches(filled, observed)
 
     context_patches = math.ceil(context_length / patch_size)
@@ -146,24 +151,26 @@ def pack_series(
 
     future_value_patches = patches(future_values, patch_size, left=False)
     future_flag_patches = patches(future_flags, patch_size, left=False)
+    # A future patch of nothing but hold-out padding (alignment pad included) has sample_id 0.
+    pad_for_future = np.concatenate([future_pad, np.ones(-horizon % patch_size, bool)])
+    future_sample = (~pad_for_future).reshape(-1, patch_size).any(-1)
     for v in range(num_variates):
         add(past_value_patches[v], past_flag_patches[v], target_sample, past_time, v, False)
     for v in range(num_variates):
-        add(future_value_patches[v], future_flag_patches[v], 1, future_time, v, True)
+        add(future_value_patches[v], future_flag_patches[v], future_sample, future_time, v, True)
     next_variate = num_variates
     known_future_start = []
 
     if known_covariates is not None:
-        history = len(filled)
+        # Their last `horizon` rows are the future; the context window ends where those start.
         cov_filled, cov_observed = impute(known_covariates, univariate_target=False)
-        cov_future, cov_future_observed = cov_filled[history : history + horizon], cov_observed[history : history + horizon]
-        past_v, past_f = history_patches(cov_filled[:history], cov_observed[:history])
-        fut_v, fut_f = patches(cov_future, patch_size, False), patches(cov_future_observed, patch_size, False)
+        past_v, past_f = (patches(window(a, context_length, horizon)[0], patch_size, True) for a in (cov_filled, cov_observed))
+        fut_v, fut_f = (patches(window(a, horizon)[0], patch_size, False) for a in (cov_filled, cov_observed))
         for k in range(known_covariates.shape[1]):
             add(past_v[k], past_f[k], covariate_sample, past_time, next_variate + k, False)
         for k in range(known_covariates.shape[1]):
             known_future_start.append(sum(len(part) for part in fields["sample_id"]))
-            add(fut_v[k], fut_f[k], 1, future_time, next_variate + k, False)
+            add(fut_v[k], fut_f[k], 1, future_time, next_variate + k, False)  # sample_id 1 even for padding (reference)
         next_variate += known_covariates.shape[1]
 
     if past_covariates is not None:
@@ -177,10 +184,13 @@ def pack_series(
     tokens["target"] = np.pad(tokens["target"].astype(np.float32), widen)
     tokens["observed"] = np.pad(tokens["observed"], widen)
 
-    # Positions before dropping padding tokens, then remap.
+    # Positions before dropping padding tokens, then remap. Future target tokens stay even
+    # when they are hold-out padding: as sample_id 0 tokens they touch no real token, and
+    # they keep one read position per future patch.
     past_start = np.arange(num_variates) * context_patches
     future_start = num_variates * context_patches + np.arange(num_variates) * future_patches
     keep = tokens["sample_id"] == 1
+    keep[num_variates * context_patches : num_variates * (context_patches + future_patches)] = True
     new_index = np.cumsum(keep) - 1
     tokens = {name: array[keep] for name, array in tokens.items()}
     last_context = new_index[past_start + context_patches - 1]

@@ -1,9 +1,16 @@
-"""The user-facing forecaster: load a checkpoint once, forecast batches of series.
+"""The user-facing forecaster: load a checkpoint of any Moirai family once, forecast batches of series.
 
     >>> forecaster = MoiraiForecaster.from_pretrained("Salesforce/moirai-moe-1.0-R-small")
     >>> forecast = forecaster.predict([np.sin(np.arange(200) / 5)], horizon=24, seed=0)
     >>> forecast.quantiles([0.1, 0.5, 0.9]).shape  # (series, levels, horizon, variates)
     (1, 3, 24, 1)
+
+The same `predict` serves every family; what differs is a row of `PROCEDURES` (how the
+reference's forecast wrapper of that family fills gaps and which patch size it uses by
+default) and the decoder: Moirai-MoE samples one patch per pass, Moirai 1.x samples every
+future patch from one pass, Moirai 2.0 predicts quantiles. Sampling families return a
+`Forecast` of sample paths, Moirai 2.0 a `DirectQuantileForecast`; both have `mean` and
+`quantiles(levels)`.
 """
 
 from __future__ import annotations
@@ -16,18 +23,41 @@ import pandas as pd
 import torch
 
 from moirai_cli.errors import InputError
-from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET, decode_cached, decode_exact
+from moirai_cli.forecasting.decoding import (
+    DEFAULT_TOKEN_BUDGET,
+    decode_cached,
+    decode_exact,
+    decode_one_pass,
+    decode_quantiles,
+)
 from moirai_cli.forecasting.packing import TokenBatch, collate, pack_series
 from moirai_cli.forecasting.seeding import run_seed, series_generators
 from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
-from moirai_cli.model.network import MoiraiMoE, gather_rows
+from moirai_cli.model.config import FAMILY_TITLES, MOIRAI_1, MOIRAI_2, MOIRAI_MOE
+from moirai_cli.model.network import MoiraiNetwork, gather_rows
 
 if TYPE_CHECKING:
     from moirai_cli.data import SeriesDataset
 
 DEFAULT_MODEL = "Salesforce/moirai-moe-1.0-R-small"
 DEFAULT_CONTEXT_LENGTH = 1024
-DEFAULT_PATCH_SIZE = 16
+DEFAULT_NUM_SAMPLES = 100
+
+
+@dataclass(frozen=True)
+class FamilyProcedure:
+    """What a family's reference forecast wrapper decides beyond the network."""
+
+    causal_mean_target: bool  # a univariate target's gaps: causal mean (else zeros, as for everything else)
+    default_patch_size: int | str | None  # None: the checkpoint's only size
+    decodings: tuple[str, ...]  # decoding modes on offer, the reference's first
+
+
+PROCEDURES: dict[str, FamilyProcedure] = {
+    MOIRAI_1: FamilyProcedure(causal_mean_target=False, default_patch_size="auto", decodings=("exact",)),
+    MOIRAI_MOE: FamilyProcedure(causal_mean_target=True, default_patch_size=16, decodings=("exact", "cached")),
+    MOIRAI_2: FamilyProcedure(causal_mean_target=True, default_patch_size=None, decodings=("exact",)),
+}
 
 
 @dataclass
@@ -45,6 +75,52 @@ class Forecast:
     def quantiles(self, levels: Sequence[float]) -> np.ndarray:
         """(N, Q, H, V) empirical quantiles of the sample paths."""
         return np.quantile(self.samples, np.asarray(levels), axis=1).transpose(1, 0, 2, 3)
+
+
+@dataclass
+class DirectQuantileForecast:
+    """Quantiles the model predicts itself (Moirai 2.0), at its own levels: values (N, Q, H, V).
+
+    Other levels and the mean follow GluonTS's QuantileForecast, which the reference returns:
+    linear interpolation between levels, exponential tails beyond the outer ones, and the
+    median as the mean.
+    """
+
+    values: np.ndarray  # (N, Q, H, V) float32
+    levels: tuple[float, ...]  # (Q,) increasing
+    patch_sizes: np.ndarray | None = None  # (N,) patch size used for each series
+    samples = None  # no sample paths
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(N, H, V): the median, as GluonTS's QuantileForecast defines the mean without one stored."""
+        return self.quantiles([0.5])[:, 0]
+
+    def quantiles(self, levels: Sequence[float]) -> np.ndarray:
+        """(N, Q', H, V) at the given levels: the model's own where they match, else interpolated."""
+        return np.stack([self._at(float(level)) for level in levels], axis=1)
+
+    def _at(self, level: float) -> np.ndarray:
+        """(N, H, V) at one level, by GluonTS's QuantileForecast.quantile rule."""
+        xs, ys = self.levels, self.values
+        if level in xs:
+            return ys[:, xs.index(level)]
+        if len(xs) < 2:
+            return np.full_like(ys[:, 0], np.nan)
+        tol = 1e-8
+        left_tail, right_tail = max(xs[0], min(xs[1], 0.1)), min(xs[-1], max(xs[-2], 0.9))
+        y = ys.astype(np.float64)
+        if level <= left_tail:  # exponential tail through the two lowest levels
+            slope = (y[:, 1] - y[:, 0]) / np.log((xs[1] + tol) / (xs[0] + tol) + tol)
+            out = slope * np.log((level + tol) / (xs[1] + tol) + tol) + y[:, 1]
+        elif level >= right_tail:  # and through the two highest
+            slope = (y[:, -1] - y[:, -2]) / np.log((1 - xs[-2] + tol) / (1 - xs[-1] + tol) + tol)
+            out = slope * np.log((1 - xs[-2] + tol) / (1 - level + tol) + tol) + y[:, -2]
+        else:
+            high = next(i for i, x in enumerate(xs) if level <= x)
+            weight = (level - xs[high - 1]) / (xs[high] - xs[high - 1])
+            out = y[:, high - 1] + weight * (y[:, high] - y[:, high - 1])
+        return out.astype(ys.dtype)
 
 
 def pick_device(device: str) -> torch.device:
@@ -77,12 +153,13 @@ def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float32
 
 
 class MoiraiForecaster:
-    """A loaded Moirai-MoE checkpoint ready to forecast."""
+    """A loaded Moirai checkpoint (1.x, MoE or 2.0) ready to forecast; `predict` is the same for all."""
 
-    def __init__(self, model: MoiraiMoE, device: torch.device, name: str = ""):
+    def __init__(self, model: MoiraiNetwork, device: torch.device, name: str = ""):
         self.model = model
         self.device = device
         self.name = name
+        self.procedure = PROCEDURES[model.family]
 
     @classmethod
     def from_pretrained(
@@ -101,8 +178,44 @@ class MoiraiForecaster:
         return cls(load_model(folder, device=chosen, dtype=dtype), chosen, name=name_or_path)
 
     @property
+    def family(self) -> str:
+        """'moirai-1', 'moirai-moe' or 'moirai-2'."""
+        return self.model.family
+
+    @property
+    def family_title(self) -> str:
+        """The family as people call it: 'Moirai 1.x', 'Moirai-MoE' or 'Moirai 2.0'."""
+        return FAMILY_TITLES[self.model.family]
+
+    @property
+    def output_kind(self) -> str:
+        """'samples' (predict returns a Forecast of sample paths) or 'quantiles' (a DirectQuantileForecast)."""
+        return self.model.output_kind
+
+    @property
+    def decodings(self) -> tuple[str, ...]:
+        """The decoding modes `predict` offers for this family ('exact' first: the reference's)."""
+        return self.procedure.decodings
+
+    @property
     def patch_sizes(self) -> tuple[int, ...]:
         return self.model.config.patch_sizes
+
+    @property
+    def default_patch_size(self) -> int | str:
+        """What `predict` uses without `patch_size`: 16 for Moirai-MoE, 'auto' for 1.x, 2.0's only size."""
+        default = self.procedure.default_patch_size
+        return self.patch_sizes[0] if default is None else default
+
+    @property
+    def quantile_levels(self) -> tuple[float, ...] | None:
+        """The levels a quantile model predicts (Moirai 2.0), else None."""
+        return getattr(self.model.config, "quantile_levels", None)
+
+    @property
+    def parameter_count(self) -> int:
+        """Trainable parameters of the network (MoE: all experts, not only the active ones)."""
+        return sum(parameter.numel() for parameter in self.model.parameters())
 
     def predict(
         self,
@@ -113,13 +226,13 @@ class MoiraiForecaster:
         known_covariates: Sequence[np.ndarray] | None = None,
         item_ids: Sequence[Hashable] | None = None,
         context_length: int = DEFAULT_CONTEXT_LENGTH,
-        num_samples: int = 100,
-        patch_size: int | Literal["auto"] = DEFAULT_PATCH_SIZE,
+        num_samples: int | None = None,
+        patch_size: int | Literal["auto"] | None = None,
         batch_size: int = 32,
         seed: int | None = None,
         decoding: Literal["exact", "cached"] = "exact",
         progress: Callable[[int], None] | None = None,
-    ) -> Forecast:
+    ) -> Forecast | DirectQuantileForecast:
         """Forecast `horizon` steps after the end of each series.
 
         target: each (T_i,) or (T_i, V) with NaN for missing values (V the same for all).
@@ -129,32 +242,54 @@ class MoiraiForecaster:
         samples from its own generator, seeded from `seed` and its key, so with a seed its
         sample paths depend on its own data, key and the options only, not on the other series
         or the batching (on the CPU bit for bit; elsewhere up to float rounding).
-        Returns S = num_samples sample paths per series.
+        patch_size: one of the checkpoint's sizes or 'auto'; None takes `default_patch_size`.
+        Sampling families return num_samples (default 100) sample paths per series; Moirai
+        2.0 returns its quantiles, and num_samples and seed do not apply to it.
         """
+        num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
         targets, past, known = self._check_inputs(target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size)
-        if decoding not in ("exact", "cached"):
-            raise InputError(f"unknown decoding {decoding!r}: use exact or cached")
+        if decoding not in self.decodings:
+            offered = " or ".join(self.decodings)
+            if decoding in ("exact", "cached"):
+                raise InputError(f"decoding {decoding!r} is not available for {self.family_title} checkpoints: use {offered}")
+            raise InputError(f"unknown decoding {decoding!r}: use {offered}")
         keys = list(range(len(targets))) if item_ids is None else list(item_ids)
         if len(keys) != len(targets):
             raise InputError(f"got {len(keys)} item ids for {len(targets)} series")
         base_seed = run_seed(seed)
+        patch_size = self.default_patch_size if patch_size is None else patch_size
+        quantile_levels = self.quantile_levels
+        width = num_samples if quantile_levels is None else len(quantile_levels)
         with torch.inference_mode():
             sizes = self._choose_patch_sizes(targets, past, known, horizon, context_length, patch_size, batch_size)
-            out = np.empty((len(targets), num_samples, horizon, targets[0].shape[1]), dtype=np.float32)
+            out = np.empty((len(targets), width, horizon, targets[0].shape[1]), dtype=np.float32)
             for size in sorted(set(sizes.tolist())):
                 batches = self._batches(np.flatnonzero(sizes == size), targets, past, known, horizon, context_length, size, batch_size)
                 for rows, batch in batches:
                     generators = series_generators(base_seed, [keys[i] for i in rows], self.device)
-                    if decoding == "cached":
-                        paths = decode_cached(self.model, batch, horizon, num_samples, generators)
-                    else:
-                        paths = decode_exact(self.model, batch, horizon, num_samples, generators, DEFAULT_TOKEN_BUDGET)
-                    out[rows] = paths.float().cpu().numpy()
+                    out[rows] = self._decode(batch, horizon, num_samples, decoding, generators).float().cpu().numpy()
                     if progress is not None:
                         progress(len(rows))
+        if quantile_levels is not None:
+            return DirectQuantileForecast(out, quantile_levels, sizes)
         return Forecast(out, sizes)
 
-    def predict_dataset(self, dataset: "SeriesDataset", horizon: int, **options) -> Forecast:
+    def _decode(
+        self, batch: TokenBatch, horizon: int, num_samples: int, decoding: str, generators: Sequence[torch.Generator]
+    ) -> torch.Tensor:
+        """One batch through the family's decoder: samples (B, S, H, V) or quantiles (B, Q, H, V).
+
+        `generators` (one per series) feed the sampling families; Moirai 2.0 draws nothing.
+        """
+        if self.family == MOIRAI_2:
+            return decode_quantiles(self.model, batch, horizon, DEFAULT_TOKEN_BUDGET)
+        if self.family == MOIRAI_1:
+            return decode_one_pass(self.model, batch, horizon, num_samples, generators, DEFAULT_TOKEN_BUDGET)
+        if decoding == "cached":
+            return decode_cached(self.model, batch, horizon, num_samples, generators)
+        return decode_exact(self.model, batch, horizon, num_samples, generators, DEFAULT_TOKEN_BUDGET)
+
+    def predict_dataset(self, dataset: "SeriesDataset", horizon: int, **options) -> Forecast | DirectQuantileForecast:
         """Forecast every series of a loaded dataset (see `moirai_cli.data.load_dataset`), covariates included."""
         records = dataset.series
         layout = dataset.layout
@@ -209,7 +344,7 @@ class MoiraiForecaster:
             packed = pack_series(
                 targets[i], horizon, context_length, size, self.model.config.max_patch_size,
                 (known[i][: len(targets[i])] if holdout else known[i]) if known else None,
-                past[i] if past else None, holdout=holdout,
+                past[i] if past else None, holdout=holdout, causal_mean_target=self.procedure.causal_mean_target,
             )
             group = pending.setdefault(len(packed.tokens["sample_id"]), [])
             group.append((i, packed))
@@ -274,12 +409,11 @@ class MoiraiForecaster:
         """Mean negative log-likelihood per series of its last `horizon` values given what precedes them.
 
         The score is summed over target variates of the per-variate mean over observed
-        values, as the original Moirai does to choose a patch size. Series with at most
-        `horizon` values score 0.
+        values, as Moirai 1.x's reference does to choose a patch size. A series of at most
+        `horizon` values is scored too, from a context of nothing but padding, as there.
         """
         scores = np.zeros(len(targets))
-        usable = [i for i, t in enumerate(targets) if len(t) > horizon]
-        for rows, batch in self._batches(usable, targets, past, known, horizon, context_length, size, batch_size, holdout=True):
+        for rows, batch in self._batches(range(len(targets)), targets, past, known, horizon, context_length, size, batch_size, holdout=True):
             tokens = batch.tokens
             positions = batch.future.flatten(1)  # (B, V*F): only the held-out tokens are scored
             distribution = self.model(tokens, positions)  # batch shape (B, V*F, M)

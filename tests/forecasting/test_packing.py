@@ -359,3 +359,32 @@ def test_collate_right_pads_with_padding_tokens():
     np.testing.assert_array_equal(batch.last_context.numpy(), [[1], [3]])
     np.testing.assert_array_equal(batch.future.numpy(), [[[2]], [[4]]])
     assert batch.patch_size == 4
+
+
+def test_holdout_of_a_series_shorter_than_the_horizon_is_left_padded():
+    # 5 values, horizon 10, patches of 4: the hold-out window is 5 padding rows then the 5 values,
+    # right-aligned to whole patches; the context is nothing but padding (reference behaviour).
+    target = ramp(5)[:, None]
+    known = np.arange(5, dtype=np.float32)[:, None] + 100
+    held = pack(target, horizon=10, context=8, patch=4, width=4, known=known, holdout=True)
+    t = held.tokens
+    future = held.future[0]  # 3 patches: [pad pad pad pad] [pad 1 2 3] [4 5 . .]
+    assert len(future) == 3
+    np.testing.assert_array_equal(t["sample_id"][future], [0, 1, 1])  # an all-padding patch stays, as padding
+    np.testing.assert_array_equal(t["target"][future].ravel()[:12], [0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 0, 0])
+    np.testing.assert_array_equal(t["observed"][future].ravel()[:12], [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0])
+    assert t["prediction_mask"][future].all() and not t["prediction_mask"][t["sample_id"] == 1].all()
+    np.testing.assert_array_equal(t["time_id"][future], [1, 2, 3])  # the context has no observed value
+    # The known covariates' future tokens are real (sample_id 1) even over the padding, as in the reference.
+    covariate_future = held.future_covariates[0]
+    np.testing.assert_array_equal(t["sample_id"][covariate_future], [1, 1, 1])
+    np.testing.assert_array_equal(t["target"][covariate_future].ravel()[:10], [0, 0, 0, 0, 0, 100, 101, 102, 103, 104])
+    # No context token survives: everything before the hold-out is padding.
+    assert (t["prediction_mask"] | (t["variate_id"] == 1)).all()
+
+
+@pytest.mark.parametrize("causal_mean, expected", [(True, [1.0, 1.0, 1.0, 4.0]), (False, [1.0, 0.0, 0.0, 4.0])])
+def test_the_gap_rule_of_a_univariate_target_is_chosen_by_the_caller(causal_mean, expected):
+    target = np.array([1.0, NAN, NAN, 4.0], np.float32)[:, None]
+    t = pack_series(target, 4, 4, 4, 4, causal_mean_target=causal_mean).tokens
+    np.testing.assert_allclose(t["target"][0], expected)

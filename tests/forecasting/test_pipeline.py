@@ -316,3 +316,98 @@ def test_auto_device_without_a_gpu_is_cpu_and_cuda_is_refused(tiny_checkpoint):
 def test_unknown_device_is_an_input_error(tiny_checkpoint):
     with pytest.raises(InputError, match="unknown device"):
         MoiraiForecaster.from_pretrained(str(tiny_checkpoint), device="abacus")
+
+
+# --- the three families through the same predict ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def family_forecasters(family_checkpoints):
+    return {family: MoiraiForecaster.from_pretrained(str(path), device="cpu") for family, path in family_checkpoints.items()}
+
+
+def test_each_family_loads_with_its_metadata(family_forecasters):
+    expected = {
+        "moirai-1": ("Moirai 1.x", "samples", (8, 16, 32, 64, 128), "auto", ("exact",)),
+        "moirai-moe": ("Moirai-MoE", "samples", (16,), 16, ("exact", "cached")),
+        "moirai-2": ("Moirai 2.0", "quantiles", (16,), 16, ("exact",)),
+    }
+    for family, forecaster in family_forecasters.items():
+        assert forecaster.family == family
+        got = (forecaster.family_title, forecaster.output_kind, forecaster.patch_sizes, forecaster.default_patch_size, forecaster.decodings)
+        assert got == expected[family]
+        assert forecaster.parameter_count == sum(p.numel() for p in forecaster.model.parameters()) > 0
+    assert family_forecasters["moirai-2"].quantile_levels == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    assert family_forecasters["moirai-1"].quantile_levels is None
+
+
+@pytest.mark.parametrize("family", ["moirai-1", "moirai-moe", "moirai-2"])
+def test_every_family_forecasts_through_the_same_predict(family_forecasters, family):
+    forecaster = family_forecasters[family]
+    series = make_series(3, variates=2)
+    rng = np.random.default_rng(1)
+    known = [rng.normal(size=(len(s) + 30, 1)).astype(np.float32) for s in series]
+    past = [rng.normal(size=(len(s), 2)).astype(np.float32) for s in series]
+    result = forecaster.predict(series, 30, known_covariates=known, past_covariates=past, context_length=CONTEXT, num_samples=SAMPLES, seed=0)
+    assert result.mean.shape == (3, 30, 2) and np.isfinite(result.mean).all()
+    assert result.quantiles([0.1, 0.5, 0.9]).shape == (3, 3, 30, 2)
+    assert len(result.patch_sizes) == 3
+    if family == "moirai-2":
+        assert result.samples is None and result.values.shape == (3, 9, 30, 2)
+    else:
+        assert result.samples.shape == (3, SAMPLES, 30, 2)
+
+
+def test_moirai_1_samples_are_seeded_and_auto_by_default(family_forecasters):
+    forecaster = family_forecasters["moirai-1"]
+    series = make_series(4, seed=2)
+    first = forecaster.predict(series, 20, context_length=CONTEXT, num_samples=SAMPLES, seed=3)
+    again = forecaster.predict(series, 20, context_length=CONTEXT, num_samples=SAMPLES, seed=3, patch_size="auto")
+    other = forecaster.predict(series, 20, context_length=CONTEXT, num_samples=SAMPLES, seed=4)
+    np.testing.assert_array_equal(first.samples, again.samples)
+    np.testing.assert_array_equal(first.patch_sizes, again.patch_sizes)
+    assert not np.array_equal(first.samples, other.samples)
+    fixed = forecaster.predict(series, 20, context_length=CONTEXT, num_samples=SAMPLES, seed=3, patch_size=32)
+    np.testing.assert_array_equal(fixed.patch_sizes, [32] * 4)
+
+
+def test_moirai_2_is_deterministic_and_takes_no_samples(family_forecasters):
+    forecaster = family_forecasters["moirai-2"]
+    series = make_series(3, seed=4)
+    one = forecaster.predict(series, 70, context_length=CONTEXT, num_samples=5, seed=0)
+    two = forecaster.predict(series, 70, context_length=CONTEXT, seed=9)
+    np.testing.assert_array_equal(one.values, two.values)
+    assert one.values.shape == (3, 9, 70, 1)
+
+
+@pytest.mark.parametrize("family", ["moirai-1", "moirai-2"])
+def test_cached_decoding_is_refused_where_there_is_nothing_to_cache(family_forecasters, family):
+    with pytest.raises(InputError, match=r"decoding 'cached' is not available for Moirai (1\.x|2\.0) checkpoints: use exact"):
+        family_forecasters[family].predict(make_series(1), 5, decoding="cached")
+
+
+def test_moirai_2_has_one_patch_size(family_forecasters):
+    with pytest.raises(InputError, match=r"patch size 32 is not one of this checkpoint's sizes \[16\]"):
+        family_forecasters["moirai-2"].predict(make_series(1), 5, patch_size=32)
+    assert family_forecasters["moirai-2"].predict(make_series(1), 5, patch_size="auto").patch_sizes.tolist() == [16]
+
+
+def test_direct_quantiles_follow_gluonts_quantile_forecast():
+    """Levels between the model's interpolate linearly, levels beyond them follow GluonTS's exponential tails."""
+    gluonts_forecast = pytest.importorskip("gluonts.model.forecast")
+    import pandas as pd
+
+    from moirai_cli.forecasting.pipeline import DirectQuantileForecast
+
+    rng = np.random.default_rng(0)
+    levels = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    values = np.sort(rng.normal(size=(2, 9, 6, 1)) * 3 + 10, axis=1).astype(np.float32)  # (N, Q, H, V)
+    ours = DirectQuantileForecast(values, levels)
+    asked = [0.01, 0.05, 0.1, 0.15, 0.25, 0.5, 0.55, 0.87, 0.9, 0.95, 0.99]
+    mine = ours.quantiles(asked)
+    for n in range(2):
+        theirs = gluonts_forecast.QuantileForecast(values[n, :, :, 0], pd.Period("2020-01-01", "h"), [str(q) for q in levels])
+        for j, level in enumerate(asked):
+            np.testing.assert_allclose(mine[n, j, :, 0], theirs.quantile(level), rtol=1e-6, err_msg=str(level))
+        np.testing.assert_array_equal(ours.mean[n, :, 0], theirs.mean)  # the median
+    np.testing.assert_array_equal(ours.quantiles(levels), values)
