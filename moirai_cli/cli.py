@@ -43,7 +43,7 @@ from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
 from moirai_cli.runtime import keep_freed_memory_for_reuse
-from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, Forecast, MoiraiForecaster
+from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
 ROWS_PER_READ = 65_536  # rows read at a time from a long file that is streamed
@@ -56,7 +56,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai-MoE.",
+    help="Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai models (1.x, MoE, 2.0).",
 )
 
 # --- Options shared by the commands that read data or run the model (forecast, evaluate) ---
@@ -96,7 +96,10 @@ HorizonOpt = Annotated[int, typer.Option("--horizon", "-H", help="Number of futu
 ContextLengthOpt = Annotated[
     Optional[int], typer.Option("--context-length", help="Most recent steps the model sees (default 1024).")
 ]
-NumSamplesOpt = Annotated[int, typer.Option("--num-samples", help="Sample paths per series.")]
+NumSamplesOpt = Annotated[
+    Optional[int],
+    typer.Option("--num-samples", help="Sample paths per series (default 100; Moirai 2.0 predicts quantiles and takes none)."),
+]
 QuantilesOpt = Annotated[str, typer.Option("--quantiles", help="Comma-separated quantile levels.")]
 SeedOpt = Annotated[
     Optional[int],
@@ -107,7 +110,13 @@ SeedOpt = Annotated[
     ),
 ]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Series per model batch (default 32).")]
-PatchSizeOpt = Annotated[str, typer.Option("--patch-size", help="Patch size (8, 16, 32, 64, 128) or auto.")]
+PatchSizeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--patch-size",
+        help="One of the checkpoint's patch sizes, or auto (default: 16 for Moirai-MoE, auto for Moirai 1.x, 16 for 2.0).",
+    ),
+]
 DecodingOpt = Annotated[
     str,
     typer.Option(
@@ -242,10 +251,10 @@ class ModelOptions:
 class PredictOptions:
     """How to run the model on each batch; shared by every command that forecasts."""
 
-    num_samples: int = 100
+    num_samples: int | None = None
     context_length: int | None = None
     batch_size: int | None = None
-    patch_size: str = "16"
+    patch_size: str | None = None
     decoding: str = "exact"
 
     def settings(self) -> dict[str, object]:
@@ -260,12 +269,25 @@ class PredictOptions:
         if self.decoding not in DECODINGS:
             raise InputError(f"--decoding: '{self.decoding}' is not one of {', '.join(DECODINGS)}")
         return {
-            "num_samples": self.num_samples,
-            "patch_size": _parse_patch_size(self.patch_size),
             "decoding": self.decoding,
+            **({"num_samples": self.num_samples} if self.num_samples is not None else {}),
+            **({"patch_size": _parse_patch_size(self.patch_size)} if self.patch_size is not None else {}),
             **({"context_length": self.context_length} if self.context_length is not None else {}),
             **({"batch_size": self.batch_size} if self.batch_size is not None else {}),
         }
+
+    def check_model(self, forecaster: MoiraiForecaster, samples_output: str | None = None, quiet: bool = False) -> None:
+        """Refuse what the loaded model's family cannot do, before any output is written; note what it ignores."""
+        title, offered = forecaster.family_title, forecaster.decodings
+        if self.decoding not in offered:
+            raise InputError(f"--decoding {self.decoding}: {title} checkpoints offer only {' or '.join(offered)}")
+        if forecaster.output_kind == "quantiles":
+            if samples_output:
+                raise InputError(
+                    f"--samples-output: {title} predicts quantiles, not sample paths; leave --samples-output out"
+                )
+            if self.num_samples is not None:
+                note(f"note: {title} predicts quantiles directly; --num-samples does not apply", quiet)
 
 
 # --- Output helpers ---
@@ -364,7 +386,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    """Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai-MoE."""
+    """Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai models (1.x, MoE, 2.0)."""
 
 
 def _input_note(dataset: SeriesDataset) -> str:
@@ -385,7 +407,7 @@ def forecast(
     data: DataArg,
     horizon: HorizonOpt,
     context_length: ContextLengthOpt = None,
-    num_samples: NumSamplesOpt = 100,
+    num_samples: NumSamplesOpt = None,
     quantiles: QuantilesOpt = DEFAULT_QUANTILES,
     seed: SeedOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -394,7 +416,7 @@ def forecast(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     batch_size: BatchSizeOpt = None,
-    patch_size: PatchSizeOpt = "16",
+    patch_size: PatchSizeOpt = None,
     decoding: DecodingOpt = "exact",
     layout: LayoutOpt = "auto",
     id_column: IdColumnOpt = None,
@@ -418,7 +440,8 @@ def forecast(
     with reported_errors(debug):
         if horizon < 1:
             raise InputError(f"--horizon must be at least 1, got {horizon}")
-        settings = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding).settings()
+        predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding)
+        settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future
@@ -435,6 +458,7 @@ def forecast(
         note(_input_note(first), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
+        predict_options.check_model(forecaster, samples_output, quiet)
         counts = _run_forecast(
             itertools.chain([first], batches),
             forecaster,
@@ -471,7 +495,7 @@ def _run_forecast(
     """Forecast each batch and stream rows to the atomic outputs; returns (series forecast, skipped)."""
     bar, advance = _progress(quiet, None)
     forecast_count = skipped_count = 0
-    first: tuple[SeriesDataset, Forecast] | None = None  # what the plot shows
+    first: tuple[SeriesDataset, Forecast | DirectQuantileForecast] | None = None  # what the plot shows
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(TableWriter(output))
         sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
@@ -568,7 +592,7 @@ def evaluate(
         ),
     ] = None,
     context_length: ContextLengthOpt = None,
-    num_samples: NumSamplesOpt = 100,
+    num_samples: NumSamplesOpt = None,
     quantiles: QuantilesOpt = DEFAULT_QUANTILES,
     seed: SeedOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -577,7 +601,7 @@ def evaluate(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     batch_size: BatchSizeOpt = None,
-    patch_size: PatchSizeOpt = "16",
+    patch_size: PatchSizeOpt = None,
     decoding: DecodingOpt = "exact",
     layout: LayoutOpt = "auto",
     id_column: IdColumnOpt = None,
@@ -613,7 +637,8 @@ def evaluate(
         ):
             if value is not None and value < 1:
                 raise InputError(f"{option} must be at least 1, got {value}")
-        settings = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding).settings()
+        predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding)
+        settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
@@ -629,6 +654,7 @@ def evaluate(
             warn(f"skipped series '{item_id}': no observed target value")
         started = time.perf_counter()
         forecaster = model_options.load()
+        predict_options.check_model(forecaster, quiet=quiet)
         bar, advance = _progress(quiet, None, "evaluating")
         with bar:
             result = evaluate_backtest(

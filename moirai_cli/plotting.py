@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from moirai_cli.data.frames import SeriesDataset
 from moirai_cli.data.io import atomic_path
 from moirai_cli.data.output import ForecastLike
@@ -43,13 +41,12 @@ def plot_forecasts(
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    samples = forecast.samples
-    n = min(max_series, samples.shape[0])
-    horizon = samples.shape[2]
+    series, horizon, variates = forecast.mean.shape
+    n = min(max_series, series)
     history = history or 4 * horizon
     names = dataset.target_names
-    panels = [(i, v) for i in range(n) for v in range(samples.shape[3])]
-    low, median, high = np.quantile(samples[:n], [0.1, 0.5, 0.9], axis=1)  # each (n, H, V)
+    panels = [(i, v) for i in range(n) for v in range(variates)]
+    low, median, high = forecast.quantiles([0.1, 0.5, 0.9]).transpose(1, 0, 2, 3)  # each (N, H, V)
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False)
     try:
         for ax, (i, v) in zip(axes[:, 0], panels, strict=True):

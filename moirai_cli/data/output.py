@@ -17,9 +17,9 @@ MEAN_COLUMN = "mean"
 
 
 class ForecastLike(Protocol):
-    """What the builders need from a forecast: samples (N, S, H, V), their mean and quantiles."""
+    """What the builders need from a forecast: mean (N, H, V), quantiles and sample paths (N, S, H, V) if any."""
 
-    samples: np.ndarray
+    samples: np.ndarray | None
 
     @property
     def mean(self) -> np.ndarray: ...
@@ -73,13 +73,13 @@ def forecast_frame(
     start: int = 0,
 ) -> pd.DataFrame:
     """Long table of the forecast for series `start .. start+N` of `dataset`: keys, `mean`, one column per level."""
-    samples = forecast.samples
-    n, _, horizon, n_var = samples.shape
+    mean = forecast.mean  # (N, H, V)
+    n, horizon, n_var = mean.shape
     records = dataset.series[start : start + n]
     columns = _key_columns(dataset, records, horizon)
-    columns[MEAN_COLUMN] = forecast.mean.transpose(0, 2, 1).reshape(-1)  # (N, V, H)
+    columns[MEAN_COLUMN] = mean.transpose(0, 2, 1).reshape(-1)  # (N, V, H)
     if len(quantile_levels):
-        q = forecast.quantiles(quantile_levels).astype(samples.dtype, copy=False)
+        q = forecast.quantiles(quantile_levels).astype(mean.dtype, copy=False)
         q = q.transpose(0, 3, 2, 1).reshape(-1, len(quantile_levels))  # (N, V, H, Q)
         for j, level in enumerate(quantile_levels):
             columns[quantile_column(level)] = q[:, j]
@@ -89,6 +89,8 @@ def forecast_frame(
 def samples_frame(dataset: SeriesDataset, forecast: ForecastLike, *, start: int = 0) -> pd.DataFrame:
     """Long table of sample paths: keys, `sample` (0..S-1) and `value`; each path's rows are consecutive."""
     samples = forecast.samples
+    if samples is None:
+        raise InputError("this forecast has no sample paths: its model predicts quantiles (Moirai 2.0)")
     n, n_samples, horizon, n_var = samples.shape
     records = dataset.series[start : start + n]
     columns = _key_columns(dataset, records, horizon, inner=n_samples)

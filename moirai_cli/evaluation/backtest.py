@@ -36,15 +36,17 @@ BASELINE = "baseline"
 
 
 class ForecastFn(Protocol):
-    """Forecasts sample paths (N, S, H, V) from contexts (T_i, V) and optional covariates.
+    """Forecasts N series from contexts (T_i, V) and optional covariates.
 
-    Called with ``item_ids`` (the id of each context's series, so that a seeded model can draw
-    a series' samples independently of the others) and with ``past_covariates`` (each
-    (T_i, Cp)) and ``known_covariates`` (each (T_i + H, Ck)) keyword arguments only when the
-    backtest was given covariates.
+    Returns sample paths (N, S, H, V), or a forecast object with ``mean`` (N, H, V) and
+    ``quantiles(levels)`` (N, Q, H, V) and ``samples`` None (a quantile model's, as
+    MoiraiForecaster gives for Moirai 2.0). Called with ``item_ids`` (the id of each context's
+    series, so that a seeded model can draw a series' samples independently of the others) and
+    with ``past_covariates`` (each (T_i, Cp)) and ``known_covariates`` (each (T_i + H, Ck))
+    keyword arguments only when the backtest was given covariates.
     """
 
-    def __call__(self, contexts: list[np.ndarray], horizon: int, *, item_ids: list[str], **covariates: Any) -> np.ndarray: ...
+    def __call__(self, contexts: list[np.ndarray], horizon: int, *, item_ids: list[str], **covariates: Any) -> Any: ...
 
 
 @dataclass
@@ -88,6 +90,21 @@ def _check_samples(samples: np.ndarray, n_series: int, horizon: int, variates: i
             f"forecast function returned shape {samples.shape}, expected ({n_series}, S, {horizon}, {variates})"
         )
     return samples
+
+
+def _model_forecast(result: Any, levels: tuple[float, ...], n_series: int, horizon: int, variates: int) -> QuantileForecast:
+    """The forecast function's output (sample paths, or a forecast object) summarised at `levels`."""
+    samples = result if isinstance(result, np.ndarray) else getattr(result, "samples", None)
+    if samples is not None:
+        return QuantileForecast.from_samples(_check_samples(samples, n_series, horizon, variates), levels)
+    mean = np.asarray(result.mean, dtype=np.float64)
+    quantiles = np.asarray(result.quantiles(levels), dtype=np.float64)
+    if mean.shape != (n_series, horizon, variates) or quantiles.shape != (n_series, len(levels), horizon, variates):
+        raise ValueError(
+            f"forecast function returned mean {mean.shape} and quantiles {quantiles.shape}, expected "
+            f"({n_series}, {horizon}, {variates}) and ({n_series}, {len(levels)}, {horizon}, {variates})"
+        )
+    return QuantileForecast(mean, quantiles, levels)
 
 
 def quantile_columns(prefix: str, levels: Sequence[float]) -> list[str]:
@@ -251,10 +268,8 @@ def run_backtest(
             covariates["past_covariates"] = [inputs.past[i][:cutoff] for i, cutoff in zip(keep, cutoffs)]
         if inputs.known is not None:
             covariates["known_covariates"] = [inputs.known[i][: cutoff + horizon] for i, cutoff in zip(keep, cutoffs)]
-        samples = forecast_fn(contexts, horizon, item_ids=kept_ids, **covariates)
-        samples = _check_samples(samples, len(keep), horizon, n_variates)
         forecasts = {
-            MODEL: QuantileForecast.from_samples(samples, levels),
+            MODEL: _model_forecast(forecast_fn(contexts, horizon, item_ids=kept_ids, **covariates), levels, len(keep), horizon, n_variates),
             BASELINE: seasonal_naive(contexts, horizon, season_length, levels),
         }
         actual = np.stack([inputs.targets[i][cutoff : cutoff + horizon] for i, cutoff in zip(keep, cutoffs)])
@@ -323,7 +338,7 @@ def evaluate(
     freq: str | None = None,
     season_length: int | None = None,
     quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-    num_samples: int = 100,
+    num_samples: int | None = None,
     seed: int | None = None,
     target_names: Sequence[str] | None = None,
     **predict_options: Any,
@@ -333,16 +348,15 @@ def evaluate(
     The season length is season_length if given, else derived from freq. Covariates are used
     when the records carry them. target_names label the variates of a multivariate target.
     predict_options (context_length, patch_size, batch_size, progress, ...) go to
-    forecaster.predict unchanged; progress is called once per series and window.
+    forecaster.predict unchanged; progress is called once per series and window. num_samples
+    None keeps predict's default (a quantile model such as Moirai 2.0 takes none).
     """
 
-    def forecast_fn(contexts: list[np.ndarray], horizon: int, *, item_ids: list[str], **covariates: Any) -> np.ndarray:
-        """Sample paths (N, S, H, V) from the forecaster for one window, each series keyed by its id."""
+    def forecast_fn(contexts: list[np.ndarray], horizon: int, *, item_ids: list[str], **covariates: Any) -> Any:
+        """The forecaster's forecast of one window (sample paths, or quantiles for a quantile model), each series keyed by its id."""
         target = [c[:, 0] if c.shape[1] == 1 else c for c in contexts]  # univariate as (T,)
-        forecast = forecaster.predict(
-            target, horizon, item_ids=item_ids, num_samples=num_samples, seed=seed, **covariates, **predict_options
-        )
-        return forecast.samples
+        samples = {} if num_samples is None else {"num_samples": num_samples}
+        return forecaster.predict(target, horizon, item_ids=item_ids, seed=seed, **samples, **covariates, **predict_options)
 
     def covariates(name: str) -> list[np.ndarray] | None:
         """The records' covariates of one kind, or None when the records have none."""

@@ -1,7 +1,9 @@
 """A GluonTS ``Predictor`` around MoiraiForecaster, so the model drops into GluonTS pipelines.
 
 Needs the optional ``gluonts`` extra (``pip install 'moirai-cli[gluonts]'``); importing this
-module without it raises an ImportError that says so. Data entries follow GluonTS: ``target``
+module without it raises an ImportError that says so. A sampling model (Moirai 1.x, Moirai-MoE) gives one
+``SampleForecast`` per entry, a quantile model (Moirai 2.0) one ``QuantileForecast`` at its
+levels, as the reference's own predictors do. Data entries follow GluonTS: ``target``
 (T,) or (V, T) for a multivariate target, ``start`` a pandas Period, optional ``item_id``,
 ``feat_dynamic_real`` (Ck, T + H) as known covariates and ``past_feat_dynamic_real`` (Cp, T)
 as past covariates.
@@ -18,7 +20,7 @@ import pandas as pd
 from moirai_cli.forecasting.pipeline import DEFAULT_CONTEXT_LENGTH
 
 try:
-    from gluonts.model.forecast import SampleForecast
+    from gluonts.model.forecast import Forecast, QuantileForecast, SampleForecast
     from gluonts.model.predictor import Predictor
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("the GluonTS predictor needs gluonts: pip install 'moirai-cli[gluonts]'") from error
@@ -28,7 +30,7 @@ PAST_COVARIATES_FIELD = "past_feat_dynamic_real"
 
 
 class MoiraiPredictor(Predictor):
-    """GluonTS predictor yielding one SampleForecast per data entry, from a MoiraiForecaster."""
+    """GluonTS predictor yielding one forecast per data entry, from a MoiraiForecaster."""
 
     def __init__(
         self,
@@ -52,7 +54,7 @@ class MoiraiPredictor(Predictor):
 
     def predict(
         self, dataset: Iterable[dict], num_samples: int | None = None, **kwargs: Any
-    ) -> Iterator[SampleForecast]:
+    ) -> Iterator[Forecast]:
         """Forecast every entry of a GluonTS dataset, in order, batch_size entries per model call.
 
         Each entry's samples come from a generator keyed by its `item_id` (its position in the
@@ -69,8 +71,8 @@ class MoiraiPredictor(Predictor):
         if batch:
             yield from self._predict_batch(batch, keys, num_samples or self.num_samples)
 
-    def _predict_batch(self, entries: list[dict], keys: list[Any], num_samples: int) -> list[SampleForecast]:
-        """Sample forecasts for a list of entries (with their random-stream keys) with one forecaster call."""
+    def _predict_batch(self, entries: list[dict], keys: list[Any], num_samples: int) -> list[Forecast]:
+        """Forecasts for a list of entries (with their random-stream keys) with one forecaster call."""
         targets = [np.asarray(entry["target"], dtype=np.float32) for entry in entries]
         multivariate = targets[0].ndim == 2
         contexts = [t.T if multivariate else t for t in targets]  # (T,) or (T, V)
@@ -97,14 +99,16 @@ class MoiraiPredictor(Predictor):
             **covariates,
             **self.predict_options,
         )
-        samples = np.asarray(forecast.samples)  # (N, S, H, V)
+        if forecast.samples is None:  # quantiles at the model's levels
+            arrays, levels = np.asarray(forecast.values), [str(level) for level in forecast.levels]  # (N, Q, H, V)
+        else:
+            arrays, levels = np.asarray(forecast.samples), None  # (N, S, H, V)
         results = []
         for index, (entry, context) in enumerate(zip(entries, contexts)):
-            results.append(
-                SampleForecast(
-                    samples[index] if multivariate else samples[index, ..., 0],  # (S, H, V) or (S, H)
-                    start_date=entry["start"] + len(context),
-                    item_id=entry.get("item_id"),
-                )
-            )
+            values = arrays[index] if multivariate else arrays[index, ..., 0]  # (S or Q, H, V) or (S or Q, H)
+            start = entry["start"] + len(context)
+            if levels is None:
+                results.append(SampleForecast(values, start_date=start, item_id=entry.get("item_id")))
+            else:
+                results.append(QuantileForecast(values, start_date=start, forecast_keys=levels, item_id=entry.get("item_id")))
         return results

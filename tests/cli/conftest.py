@@ -18,6 +18,9 @@ class FakeForecaster:
 
     name: str = "fake"
     device: str = "cpu"
+    family_title: str = "Fake"
+    output_kind: str = "samples"
+    decodings: tuple[str, ...] = ("exact", "cached")
     calls: list[dict] = field(default_factory=list)
     predict_dataset = MoiraiForecaster.predict_dataset  # the real one, calling the fake predict below
 

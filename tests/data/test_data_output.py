@@ -78,3 +78,17 @@ def test_plot_writes_png(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG" and len(list(tmp_path.iterdir())) == 1
     with pytest.raises(InputError, match="PNG"):
         plot_forecasts(data, Forecast(np.ones((1, 10, 2, 1), np.float32)), tmp_path / "p.jpg")
+
+
+def test_forecast_frame_of_a_quantile_forecast():
+    from moirai_cli.forecasting.pipeline import DirectQuantileForecast
+
+    data = dataset("symbol,date,price\nA,2020-01-01,1\nA,2020-02-01,2\nB,2020-01-01,3\nB,2020-03-01,4\n")
+    values = np.cumsum(np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4, 1), axis=1)  # (N, Q, H, V)
+    forecast = DirectQuantileForecast(values, (0.1, 0.5, 0.9))
+    frame = forecast_frame(data, forecast, [0.1, 0.5, 0.9])
+    assert list(frame.columns) == ["symbol", "date", "mean", "0.1", "0.5", "0.9"] and len(frame) == 2 * 4
+    np.testing.assert_array_equal(frame["0.9"], values[:, 2, :, 0].reshape(-1))
+    np.testing.assert_array_equal(frame["mean"], frame["0.5"])
+    with pytest.raises(InputError, match="no sample paths"):
+        samples_frame(data, forecast)

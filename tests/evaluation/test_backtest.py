@@ -237,3 +237,28 @@ def test_bad_quantile_levels_and_duplicate_ids_are_input_errors():
         run_backtest(noisy_series([20]), 3, RecordingForecaster(), quantile_levels=[0.5, 1.0])
     with pytest.raises(InputError, match="unique"):
         run_backtest(noisy_series([20, 20]), 3, RecordingForecaster(), item_ids=["a", "a"])
+
+
+def test_a_quantile_forecast_is_scored_at_its_own_quantiles(moirai2_checkpoint):
+    """A quantile model (Moirai 2.0) gives quantiles, not samples: the backtest scores those, its mean the median."""
+    from moirai_cli.forecasting.pipeline import MoiraiForecaster
+
+    forecaster = MoiraiForecaster.from_pretrained(str(moirai2_checkpoint), device="cpu")
+    data = records([60, 45])
+    result = evaluate(forecaster, data, 4, windows=2, freq="D", context_length=32)
+    forecasts = result.forecasts
+    np.testing.assert_array_equal(forecasts["model_mean"], forecasts["model_0.5"])
+    last = forecaster.predict([r.target[:-4, 0] for r in data], 4, context_length=32)
+    window = forecasts[forecasts["window"] == 1]
+    np.testing.assert_allclose(window["model_0.9"], last.values[:, 8, :, 0].ravel(), rtol=1e-6)
+    assert np.isfinite(result.summary["model"].drop("mape", errors="ignore").to_numpy()).all()
+
+
+def test_a_forecast_object_of_the_wrong_shape_is_refused():
+    from moirai_cli.forecasting.pipeline import DirectQuantileForecast
+
+    def forecast_fn(contexts, horizon, **covariates):
+        return DirectQuantileForecast(np.zeros((len(contexts), 3, horizon + 1, 1), np.float32), (0.1, 0.5, 0.9))
+
+    with pytest.raises(ValueError, match="expected"):
+        run_backtest(noisy_series([20]), 3, forecast_fn)

@@ -18,7 +18,7 @@ from gluonts.ev.metrics import MASE, MeanWeightedSumQuantileLoss
 from gluonts.evaluation import Evaluator, MultivariateEvaluator
 from gluonts.evaluation.backtest import backtest_metrics, make_evaluation_predictions
 from gluonts.model import evaluate_model
-from gluonts.model.forecast import SampleForecast
+from gluonts.model.forecast import QuantileForecast, SampleForecast
 
 from moirai_cli.evaluation.gluonts_predictor import MoiraiPredictor
 
@@ -140,6 +140,22 @@ def test_real_forecaster_in_a_gluonts_backtest(real_forecaster):
     forecast_iter, ts_iter = make_evaluation_predictions(univariate_dataset(), predictor, num_samples=20)
     forecasts, series = list(forecast_iter), list(ts_iter)
     assert forecasts[0].samples.shape == (20, HORIZON)
+    aggregate, _ = Evaluator(quantiles=(0.1, 0.5, 0.9), num_workers=0)(series, forecasts)
+    assert np.isfinite(aggregate["mean_wQuantileLoss"])
+
+
+def test_a_quantile_model_gives_gluonts_quantile_forecasts(moirai2_checkpoint):
+    from moirai_cli.forecasting.pipeline import MoiraiForecaster
+
+    forecaster = MoiraiForecaster.from_pretrained(str(moirai2_checkpoint), device="cpu")
+    predictor = MoiraiPredictor(forecaster, HORIZON, context_length=64)
+    forecast_iter, ts_iter = make_evaluation_predictions(univariate_dataset(), predictor)
+    forecasts, series = list(forecast_iter), list(ts_iter)
+    assert isinstance(forecasts[0], QuantileForecast)
+    assert forecasts[0].forecast_keys == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
+    expected = forecaster.predict([np.asarray(e["target"], np.float32)[:-HORIZON] for e in univariate_dataset()], HORIZON, context_length=64)
+    np.testing.assert_array_equal(forecasts[0].quantile(0.9), expected.values[0, 8, :, 0])
+    np.testing.assert_array_equal(forecasts[0].mean, expected.mean[0, :, 0])
     aggregate, _ = Evaluator(quantiles=(0.1, 0.5, 0.9), num_workers=0)(series, forecasts)
     assert np.isfinite(aggregate["mean_wQuantileLoss"])
 
