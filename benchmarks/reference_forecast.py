@@ -3,9 +3,12 @@
 Runs in the reference's virtual environment only (see ../shared/reference/make-venv.sh):
 
     REF/bin/python benchmarks/reference_forecast.py DATA.csv CHECKPOINT OUT.csv --horizon 48 \
-        --context-length 512 --num-samples 100 --batch-size 32
+        --context-length 512 --num-samples 100 --batch-size 32 [--family moirai-moe] [--patch-size auto]
 
-Writes the mean and the 0.1 ... 0.9 quantiles per item and step, like `moirai forecast`.
+`--family` picks the reference's forecast wrapper: MoiraiMoEForecast (moirai-moe, patch size 16
+unless given), MoiraiForecast (moirai-1, patch size auto unless given) or Moirai2Forecast
+(moirai-2, quantiles; no samples). Writes the mean and the 0.1 ... 0.9 quantiles per item and
+step, like `moirai forecast`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,30 @@ import argparse
 import numpy as np
 import pandas as pd
 import torch
+from uni2ts.model.moirai import MoiraiForecast, MoiraiModule
+from uni2ts.model.moirai2 import Moirai2Forecast, Moirai2Module
 from uni2ts.model.moirai_moe import MoiraiMoEForecast, MoiraiMoEModule
 
 LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def reference_wrapper(args: argparse.Namespace):
+    """The family's forecast wrapper around the checkpoint's module."""
+    common = dict(
+        prediction_length=args.horizon,
+        context_length=args.context_length,
+        target_dim=1,
+        feat_dynamic_real_dim=0,
+        past_feat_dynamic_real_dim=0,
+    )
+    patch_size = args.patch_size if args.patch_size in (None, "auto") else int(args.patch_size)
+    if args.family == "moirai-moe":
+        module = MoiraiMoEModule.from_pretrained(args.checkpoint)
+        return MoiraiMoEForecast(**common, patch_size=patch_size or 16, num_samples=args.num_samples, module=module)
+    if args.family == "moirai-1":
+        module = MoiraiModule.from_pretrained(args.checkpoint)
+        return MoiraiForecast(**common, patch_size=patch_size or "auto", num_samples=args.num_samples, module=module)
+    return Moirai2Forecast(**common, module=Moirai2Module.from_pretrained(args.checkpoint))
 
 
 def main() -> None:
@@ -30,6 +54,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=["moirai-1", "moirai-moe", "moirai-2"], default="moirai-moe")
+    parser.add_argument("--patch-size", help="a patch size or auto (default: the wrapper's, 16 for MoE, auto for 1.x)")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -38,23 +64,15 @@ def main() -> None:
         {"item_id": item, "start": pd.Period(group["timestamp"].iloc[0], freq="h"), "target": group["target"].to_numpy(np.float32)}
         for item, group in frame.groupby("item_id", sort=False)
     ]
-    model = MoiraiMoEForecast(
-        prediction_length=args.horizon,
-        context_length=args.context_length,
-        patch_size=16,
-        num_samples=args.num_samples,
-        target_dim=1,
-        feat_dynamic_real_dim=0,
-        past_feat_dynamic_real_dim=0,
-        module=MoiraiMoEModule.from_pretrained(args.checkpoint),
-    )
-    predictor = model.create_predictor(batch_size=args.batch_size, device="cpu")
+    predictor = reference_wrapper(args).create_predictor(batch_size=args.batch_size, device="cpu")
     rows = []
     for entry, forecast in zip(dataset, predictor.predict(dataset)):
-        samples = forecast.samples  # (S, H)
         index = pd.period_range(forecast.start_date, periods=args.horizon, freq="h").to_timestamp()
-        quantiles = np.quantile(samples, LEVELS, axis=0)
-        table = pd.DataFrame({"item_id": entry["item_id"], "timestamp": index, "mean": samples.mean(0)})
+        if hasattr(forecast, "samples"):  # a SampleForecast: (S, H)
+            mean, quantiles = forecast.samples.mean(0), np.quantile(forecast.samples, LEVELS, axis=0)
+        else:  # Moirai 2.0's QuantileForecast: its mean is its median
+            mean, quantiles = forecast.mean, [forecast.quantile(level) for level in LEVELS]
+        table = pd.DataFrame({"item_id": entry["item_id"], "timestamp": index, "mean": mean})
         for level, values in zip(LEVELS, quantiles):
             table[str(level)] = values
         rows.append(table)

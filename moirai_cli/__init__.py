@@ -1,3 +1,3 @@
-"""moirai-cli: zero-shot probabilistic forecasting with Moirai-MoE in plain PyTorch."""
+"""moirai-cli: zero-shot probabilistic forecasting with the Moirai models (1.x, MoE, 2.0) in plain PyTorch."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""benchmarks/make_checkpoint.py: published sizes, and a reduced checkpoint the engine loads and runs."""
+"""benchmarks/make_checkpoint.py: published families and sizes, and reduced checkpoints the engine loads and runs."""
 
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ from safetensors.torch import load_file
 
 from moirai_cli.forecasting.pipeline import MoiraiForecaster
 from moirai_cli.model.checkpoint import load_model
-from moirai_cli.model.config import MoiraiMoEConfig, load_config
+from moirai_cli.model.config import Moirai1Config, Moirai2Config, MoiraiMoEConfig, load_config
 from moirai_cli.model.network import MoiraiMoE
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "make_checkpoint.py"
 REDUCED = {"d_model": 64, "d_ff": 16, "num_layers": 1, "patch_sizes": (16,)}
+REDUCED_FAMILIES = {
+    "moirai-1": Moirai1Config(d_model=64, num_layers=1, patch_sizes=(8, 16, 32)),
+    "moirai-moe": MoiraiMoEConfig(**REDUCED),
+    "moirai-2": Moirai2Config(d_model=64, d_ff=32, num_layers=1, patch_size=16, num_predict_token=2),
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +44,32 @@ def test_published_sizes(script):
     assert script.parameter_count(small) == 117_025_800
     assert round(script.parameter_count(small) / 1e6, 1) == 117.0
     assert round(script.parameter_count(base) / 1e6) == 935
+    # The other families' published sizes (see moirai_cli/model/catalog.py).
+    moirai_1 = [script.config_for(size, "moirai-1") for size in ("small", "base", "large")]
+    assert [(c.d_model, c.num_layers, c.patch_sizes) for c in moirai_1] == [
+        (384, 6, (8, 16, 32, 64, 128)), (768, 12, (8, 16, 32, 64, 128)), (1024, 24, (8, 16, 32, 64, 128))
+    ]
+    moirai_2 = script.config_for("small", "moirai-2")
+    assert (moirai_2.d_model, moirai_2.d_ff, moirai_2.num_layers, moirai_2.patch_size, moirai_2.num_predict_token) == (384, 1024, 6, 16, 4)
 
 
 def test_parameter_count_matches_a_built_network(script):
     config = MoiraiMoEConfig(d_model=64, d_ff=16, num_layers=2, patch_sizes=(8, 16, 32))
     model = MoiraiMoE(config)
     assert script.parameter_count(config) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", ["moirai-1", "moirai-2"])
+def test_reduced_checkpoint_of_another_family_loads_and_forecasts(script, tmp_path, family):
+    config = REDUCED_FAMILIES[family]
+    folder = tmp_path / family
+    count = script.write_checkpoint(folder, config, seed=1)
+    assert load_config(folder / "config.json") == config
+    assert count == script.parameter_count(config)
+    forecaster = MoiraiForecaster.from_pretrained(str(folder), device="cpu")
+    assert forecaster.family == family
+    result = forecaster.predict([np.sin(np.arange(90, dtype=np.float32) / 6)], 40, context_length=64, num_samples=8, seed=0)
+    assert result.mean.shape == (1, 40, 1) and np.isfinite(result.mean).all()
 
 
 def test_reduced_checkpoint_loads_and_forecasts(script, tmp_path):
@@ -76,20 +101,24 @@ def test_seed_decides_the_weights(script, tmp_path):
     assert not torch.equal(a["encoder.layers.0.self_attn.q_proj.weight"], c["encoder.layers.0.self_attn.q_proj.weight"])
 
 
-def test_main_writes_the_named_size(script, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(script.SIZES, "reduced", dict(REDUCED))
+@pytest.mark.parametrize("family", ["moirai-1", "moirai-moe", "moirai-2"])
+def test_main_writes_the_named_family_and_size(script, tmp_path, monkeypatch, capsys, family):
+    asked = []
+    monkeypatch.setattr(script, "config_for", lambda size, family: asked.append((size, family)) or REDUCED_FAMILIES[family])
     out = tmp_path / "out"
-    assert script.main([str(out), "--size", "reduced", "--seed", "3"]) == 0
+    assert script.main([str(out), "--family", family, "--size", "small", "--seed", "3"]) == 0
+    assert asked == [("small", family)]
     printed = capsys.readouterr().out
-    expected = script.parameter_count(MoiraiMoEConfig(**REDUCED))
-    assert f"{expected:,}" in printed and "d_model 64" in printed
+    expected = script.parameter_count(REDUCED_FAMILIES[family])
+    assert f"{expected:,}" in printed and "d_model 64" in printed and family in printed
     model = load_model(out)
-    assert model.config == MoiraiMoEConfig(**REDUCED)
+    assert model.config == REDUCED_FAMILIES[family]
 
 
-def test_main_rejects_an_unknown_size(script, tmp_path, capsys):
+@pytest.mark.parametrize("args, named", [(["--size", "huge"], "huge"), (["--family", "moirai-2", "--size", "large"], "large")])
+def test_main_rejects_an_unknown_size(script, tmp_path, capsys, args, named):
     with pytest.raises(SystemExit) as exit_info:
-        script.main([str(tmp_path / "x"), "--size", "huge"])
+        script.main([str(tmp_path / "x"), *args])
     assert exit_info.value.code == 2
-    assert "huge" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
