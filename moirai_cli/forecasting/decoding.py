@@ -5,8 +5,9 @@ Moirai-MoE decodes autoregressively, one patch per pass, drawn values fed back a
 patches; every later pass runs on S copies of each series, writes the newly drawn patch
 into the next future token and clears its prediction flag, so drawn values enter the
 scaler statistics (loc/scale) of all later passes. Only what cannot change the result is
-skipped: future tokens later than the one being read, and the last layer's work on tokens
-whose output is not read.
+skipped: future tokens later than the one being read (after the scaler has seen them, as known
+covariates' future values count in the reference's statistics), and the last layer's work on
+tokens whose output is not read.
 
 `decode_cached` freezes the scaler at the context's statistics. Then nothing computed for
 earlier tokens changes from pass to pass, so each pass only runs the new time step's tokens
@@ -48,15 +49,6 @@ def columns_needed(tokens: PackedTokens, positions: torch.Tensor) -> torch.Tenso
     return ((tokens.time_id <= read_time.unsqueeze(1)) & (tokens.sample_id > 0)).any(dim=0)
 
 
-def drop_later_tokens(tokens: PackedTokens, positions: torch.Tensor) -> tuple[PackedTokens, torch.Tensor]:
-    """Remove token columns later in time than every read position (causality hides them)."""
-    needed = columns_needed(tokens, positions)
-    if bool(needed.all()):
-        return tokens, positions
-    new_index = torch.cumsum(needed, 0) - 1
-    return tokens.map(lambda t: t[:, needed]), new_index[positions]
-
-
 def forward_at(model: MoiraiNetwork, tokens: PackedTokens, positions: torch.Tensor, token_budget: int):
     """The network's output at `positions` (R, Q), computed over row chunks of bounded size.
 
@@ -80,16 +72,6 @@ def forward_at(model: MoiraiNetwork, tokens: PackedTokens, positions: torch.Tens
     return torch.cat(outputs)
 
 
-def next_patch_distribution(model: MoiraiMoE, tokens: PackedTokens, positions: torch.Tensor, token_budget: int) -> MixtureDistribution:
-    """The distributions at `positions` (R, V), computed over row chunks of bounded size."""
-    tokens, positions = drop_later_tokens(tokens, positions)
-    rows_per_chunk = max(1, token_budget // tokens.sample_id.shape[1])
-    return MixtureDistribution.concatenate([
-        model(tokens.map(lambda t: t[start : start + rows_per_chunk]), positions[start : start + rows_per_chunk])
-        for start in range(0, positions.shape[0], rows_per_chunk)
-    ])
-
-
 def patches_to_horizon(values: torch.Tensor, patch_size: int, horizon: int) -> torch.Tensor:
     """Future patches (R, V, F, M) laid end to end, cut to the horizon: (R, H, V)."""
     return values[..., :patch_size].flatten(-2)[..., :horizon].transpose(1, 2)
@@ -109,13 +91,13 @@ def decode_exact(
     """
     num_series = batch.last_context.shape[0]
     num_future = batch.future.shape[-1]
-    first = next_patch_distribution(model, batch.tokens, batch.last_context, token_budget).sample(num_samples, generators)
+    first = forward_at(model, batch.tokens, batch.last_context, token_budget).sample(num_samples, generators)
     first = first.transpose(0, 1).flatten(0, 1)  # (S, B, V, M) -> rows ordered series-major: row = b * S + s
     tokens = batch.tokens.map(lambda t: t.repeat_interleave(num_samples, dim=0))
     future = batch.future.repeat_interleave(num_samples, dim=0)  # (R, V, F)
     write_patch(tokens, future[:, :, 0], first)
     for step in range(1, num_future):
-        distribution = next_patch_distribution(model, tokens, future[:, :, step - 1], token_budget)
+        distribution = forward_at(model, tokens, future[:, :, step - 1], token_budget)
         write_patch(tokens, future[:, :, step], distribution.sample(1, generators)[0])  # (R, V, M)
     rows = torch.arange(future.shape[0], device=future.device)[:, None, None]
     paths = patches_to_horizon(tokens.target[rows, future], batch.patch_size, horizon)  # (B*S, H, V)

@@ -18,7 +18,7 @@ from moirai_cli.model.network import KeyValueCache
 
 
 def frozen_scaler_exact_paths(model, batch, horizon, num_samples, monkeypatch):
-    """decode_exact with every pass using pass 1's loc/scale (and no token trimming)."""
+    """decode_exact with every pass using pass 1's loc/scale."""
     context_loc, context_scale = model.scale(batch.tokens)
 
     def frozen(tokens):
@@ -26,7 +26,6 @@ def frozen_scaler_exact_paths(model, batch, horizon, num_samples, monkeypatch):
         return context_loc.repeat_interleave(copies, 0), context_scale.repeat_interleave(copies, 0)
 
     monkeypatch.setattr(model, "scale", frozen)
-    monkeypatch.setattr(decoding, "drop_later_tokens", lambda tokens, positions: (tokens, positions))
     generators = series_generators(0, range(batch.last_context.shape[0]), torch.device("cpu"))
     return decoding.decode_exact(model, batch, horizon, num_samples, generators, token_budget=10**9)
 
