@@ -109,7 +109,17 @@ SeedOpt = Annotated[
         "a series gets the same samples whatever else is in the file, its position, the batch size or the engine.",
     ),
 ]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Series per model batch (default 32).")]
+BatchSizeOpt = Annotated[
+    Optional[int], typer.Option("--batch-size", help="Series per model batch (default: 32 on a CPU, 256 on a GPU).")
+]
+TokensPerPassOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--tokens-per-pass",
+        help="Most tokens (series x samples x patches) in one forward pass; bounds memory "
+        "(default: 8192 on a CPU, from the free memory on a GPU).",
+    ),
+]
 PatchSizeOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -256,6 +266,7 @@ class PredictOptions:
     batch_size: int | None = None
     patch_size: str | None = None
     decoding: str = "exact"
+    tokens_per_pass: int | None = None
 
     def settings(self) -> dict[str, object]:
         """Validated keyword arguments for MoiraiForecaster.predict (unset options keep its defaults)."""
@@ -263,6 +274,7 @@ class PredictOptions:
             ("--num-samples", self.num_samples),
             ("--context-length", self.context_length),
             ("--batch-size", self.batch_size),
+            ("--tokens-per-pass", self.tokens_per_pass),
         ):
             if value is not None and value < 1:
                 raise InputError(f"{option} must be at least 1, got {value}")
@@ -274,6 +286,7 @@ class PredictOptions:
             **({"patch_size": _parse_patch_size(self.patch_size)} if self.patch_size is not None else {}),
             **({"context_length": self.context_length} if self.context_length is not None else {}),
             **({"batch_size": self.batch_size} if self.batch_size is not None else {}),
+            **({"token_budget": self.tokens_per_pass} if self.tokens_per_pass is not None else {}),
         }
 
     def check_model(self, forecaster: MoiraiForecaster, samples_output: str | None = None, quiet: bool = False) -> None:
@@ -416,6 +429,7 @@ def forecast(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     batch_size: BatchSizeOpt = None,
+    tokens_per_pass: TokensPerPassOpt = None,
     patch_size: PatchSizeOpt = None,
     decoding: DecodingOpt = "exact",
     layout: LayoutOpt = "auto",
@@ -440,7 +454,7 @@ def forecast(
     with reported_errors(debug):
         if horizon < 1:
             raise InputError(f"--horizon must be at least 1, got {horizon}")
-        predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding)
+        predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding, tokens_per_pass)
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(
@@ -601,6 +615,7 @@ def evaluate(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     batch_size: BatchSizeOpt = None,
+    tokens_per_pass: TokensPerPassOpt = None,
     patch_size: PatchSizeOpt = None,
     decoding: DecodingOpt = "exact",
     layout: LayoutOpt = "auto",
@@ -637,7 +652,7 @@ def evaluate(
         ):
             if value is not None and value < 1:
                 raise InputError(f"{option} must be at least 1, got {value}")
-        predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding)
+        predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding, tokens_per_pass)
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
+from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET
 from moirai_cli.forecasting.packing import TokenBatch
 from moirai_cli.model.distribution import MixtureDistribution
 from moirai_cli.model.network import KeyValueCache, Moirai1, Moirai2, MoiraiMoE, MoiraiNetwork, PackedTokens, gather_rows
-
-# Upper bound on tokens per forward pass (rows x tokens), to keep activations bounded.
-DEFAULT_TOKEN_BUDGET = 8192
 
 
 def write_patch(tokens: PackedTokens, positions: torch.Tensor, values: torch.Tensor) -> None:
@@ -43,25 +42,28 @@ def write_patch(tokens: PackedTokens, positions: torch.Tensor, values: torch.Ten
     tokens.prediction_mask[rows, positions] = False
 
 
-def columns_needed(tokens: PackedTokens, positions: torch.Tensor) -> torch.Tensor:
-    """(L,) bool: token columns not later in time than some row's read positions (R, Q)."""
-    read_time = gather_rows(tokens.time_id, positions).max(dim=1).values  # (R,)
-    return ((tokens.time_id <= read_time.unsqueeze(1)) & (tokens.sample_id > 0)).any(dim=0)
-
-
-def forward_at(model: MoiraiNetwork, tokens: PackedTokens, positions: torch.Tensor, token_budget: int):
-    """The network's output at `positions` (R, Q), computed over row chunks of bounded size.
+def forward_at(
+    model: MoiraiNetwork,
+    tokens: PackedTokens,
+    positions: torch.Tensor,
+    token_budget: int,
+    plan: tuple[np.ndarray, np.ndarray] | None = None,
+):
+    """The network's output at `positions` (R, Q), computed over row chunks of at most `token_budget` tokens.
 
     The scaler statistics come from every token: known covariates' future values enter
-    them, as in the reference. Then, for a causal network, token columns later in time
-    than every read position are left out, as they cannot change what is read.
+    them, as in the reference. Then, with a `plan` (`TokenBatch.pass_plan`: the columns the
+    pass needs and its read positions among them, known on the host), a causal network leaves
+    out the token columns later in time than what it reads, as they cannot change it; nothing
+    is read back from the device to decide that.
     """
     loc, scale = model.scale(tokens)
-    if model.causal:
-        needed = columns_needed(tokens, positions)
-        if not bool(needed.all()):
-            positions = (torch.cumsum(needed, 0) - 1)[positions]
-            tokens, loc, scale = tokens.map(lambda t: t[:, needed]), loc[:, needed], scale[:, needed]
+    if plan is not None and model.causal:
+        columns, read = plan
+        index = torch.from_numpy(columns).to(positions.device)
+        tokens = tokens.map(lambda t: t.index_select(1, index))
+        loc, scale = loc.index_select(1, index), scale.index_select(1, index)
+        positions = torch.from_numpy(read).to(positions.device).expand(positions.shape[0], -1)
     rows_per_chunk = max(1, token_budget // tokens.sample_id.shape[1])
     outputs = []
     for start in range(0, positions.shape[0], rows_per_chunk):
@@ -83,7 +85,7 @@ def decode_exact(
     horizon: int,
     num_samples: int,
     generators: Sequence[torch.Generator],
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    token_budget: int = CPU_TOKEN_BUDGET,
 ) -> torch.Tensor:
     """Sample paths (B, S, H, V) by the reference's exact autoregressive procedure.
 
@@ -91,13 +93,13 @@ def decode_exact(
     """
     num_series = batch.last_context.shape[0]
     num_future = batch.future.shape[-1]
-    first = forward_at(model, batch.tokens, batch.last_context, token_budget).sample(num_samples, generators)
-    first = first.transpose(0, 1).flatten(0, 1)  # (S, B, V, M) -> rows ordered series-major: row = b * S + s
+    first = forward_at(model, batch.tokens, batch.last_context, token_budget, batch.pass_plan(0))
+    first = first.sample(num_samples, generators).transpose(0, 1).flatten(0, 1)  # (S, B, V, M) -> row = b * S + s
     tokens = batch.tokens.map(lambda t: t.repeat_interleave(num_samples, dim=0))
     future = batch.future.repeat_interleave(num_samples, dim=0)  # (R, V, F)
     write_patch(tokens, future[:, :, 0], first)
     for step in range(1, num_future):
-        distribution = forward_at(model, tokens, future[:, :, step - 1], token_budget)
+        distribution = forward_at(model, tokens, future[:, :, step - 1], token_budget, batch.pass_plan(step))
         write_patch(tokens, future[:, :, step], distribution.sample(1, generators)[0])  # (R, V, M)
     rows = torch.arange(future.shape[0], device=future.device)[:, None, None]
     paths = patches_to_horizon(tokens.target[rows, future], batch.patch_size, horizon)  # (B*S, H, V)
@@ -149,7 +151,7 @@ def decode_one_pass(
     horizon: int,
     num_samples: int,
     generators: Sequence[torch.Generator],
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    token_budget: int = CPU_TOKEN_BUDGET,
 ) -> torch.Tensor:
     """Sample paths (B, S, H, V) as Moirai 1.x's reference draws them: every future value from one pass.
 
@@ -163,12 +165,12 @@ def decode_one_pass(
     return paths.unflatten(0, drawn.shape[:2])
 
 
-def decode_quantiles(model: Moirai2, batch: TokenBatch, horizon: int, token_budget: int = DEFAULT_TOKEN_BUDGET) -> torch.Tensor:
+def decode_quantiles(model: Moirai2, batch: TokenBatch, horizon: int, token_budget: int = CPU_TOKEN_BUDGET) -> torch.Tensor:
     """Quantiles (B, Q, H, V) at the model's levels, by Moirai 2.0's reference procedure."""
     config = model.config
     per_pass, levels = config.num_predict_token, config.quantile_levels
     num_series, num_variates, num_future = batch.future.shape
-    first = forward_at(model, batch.tokens, batch.last_context, token_budget)  # (B, V, per_pass, Q, P)
+    first = forward_at(model, batch.tokens, batch.last_context, token_budget, batch.pass_plan(0))  # (B, V, per_pass, Q, P)
     quantiles = first.new_empty(num_series, num_variates, num_future, len(levels), config.patch_size)
     filled = min(num_future, per_pass)
     quantiles[:, :, :filled] = first[:, :, :filled]
@@ -182,7 +184,8 @@ def decode_quantiles(model: Moirai2, batch: TokenBatch, horizon: int, token_budg
             for step in range(paths.shape[2]):
                 write_patch(tokens, future[:, :, filled - paths.shape[2] + step], paths[:, :, step])
             count = min(per_pass, num_future - filled)
-            out = forward_at(model, tokens, future[:, :, filled - 1], token_budget)[:, :, :count]  # (B*Q, V, count, Q, P)
+            plan = batch.pass_plan(filled)
+            out = forward_at(model, tokens, future[:, :, filled - 1], token_budget, plan)[:, :, :count]  # (B*Q, V, count, Q, P)
             pooled = out.unflatten(0, (num_series, len(levels))).permute(0, 2, 3, 1, 4, 5).flatten(3, 4)  # (B, V, count, Q*Q, P)
             step_quantiles = torch.quantile(pooled, level_tensor, dim=3)  # (Q, B, V, count, P)
             quantiles[:, :, filled : filled + count] = step_quantiles.permute(1, 2, 3, 0, 4)

@@ -209,6 +209,37 @@ class TokenBatch:
     future: torch.Tensor  # (B, V, F)
     future_covariates: torch.Tensor  # (B, Ck, F)
     patch_size: int
+    # When every row has the same token layout (the forecaster batches only such series), the
+    # layout on the host, so that decoding can plan each pass without reading the device.
+    shared_layout: SeriesTokens | None = None
+
+    def pass_plan(self, step: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(columns a pass needs, read positions (V,) among them) for the pass that draws future patch `step`.
+
+        That pass reads each target variate's token before the new patch (its last context token
+        for step 0) and needs no token of a later time: future tokens from `step` on (targets and
+        known covariates) are left out. None when rows differ in layout (then nothing is left out).
+        """
+        layout = self.shared_layout
+        if layout is None:
+            return None
+        length = len(layout.tokens["sample_id"])
+        later = np.concatenate([layout.future[:, step:].ravel(), layout.future_covariates[:, step:].ravel()])
+        columns = np.setdiff1d(np.arange(length), later)
+        read = layout.last_context if step == 0 else layout.future[:, step - 1]
+        return columns, np.searchsorted(columns, read)
+
+
+def same_layout(series: list[SeriesTokens]) -> bool:
+    """Whether every series has the same number of tokens and reads its forecasts at the same positions."""
+    first = series[0]
+    return all(
+        len(s.tokens["sample_id"]) == len(first.tokens["sample_id"])
+        and np.array_equal(s.last_context, first.last_context)
+        and np.array_equal(s.future, first.future)
+        and np.array_equal(s.future_covariates, first.future_covariates)
+        for s in series[1:]
+    )
 
 
 def collate(series: list[SeriesTokens], patch_size: int, device: torch.device | str = "cpu") -> TokenBatch:
@@ -236,4 +267,5 @@ def collate(series: list[SeriesTokens], patch_size: int, device: torch.device | 
         torch.from_numpy(np.stack([s.future for s in series])).to(device),
         torch.from_numpy(np.stack([s.future_covariates for s in series])).to(device),
         patch_size,
+        shared_layout=series[0] if same_layout(series) else None,
     )

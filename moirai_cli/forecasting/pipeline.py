@@ -24,12 +24,12 @@ import torch
 
 from moirai_cli.errors import InputError
 from moirai_cli.forecasting.decoding import (
-    DEFAULT_TOKEN_BUDGET,
     decode_cached,
     decode_exact,
     decode_one_pass,
     decode_quantiles,
 )
+from moirai_cli.forecasting.execution import ExecutionPlan, plan_for
 from moirai_cli.forecasting.packing import TokenBatch, collate, pack_series
 from moirai_cli.forecasting.seeding import run_seed, series_generators
 from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
@@ -155,11 +155,12 @@ def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float32
 class MoiraiForecaster:
     """A loaded Moirai checkpoint (1.x, MoE or 2.0) ready to forecast; `predict` is the same for all."""
 
-    def __init__(self, model: MoiraiNetwork, device: torch.device, name: str = ""):
+    def __init__(self, model: MoiraiNetwork, device: torch.device, name: str = "", plan: ExecutionPlan | None = None):
         self.model = model
         self.device = device
         self.name = name
         self.procedure = PROCEDURES[model.family]
+        self.plan = plan or plan_for(device, model.config, model.dtype)  # default batch size and tokens per pass
 
     @classmethod
     def from_pretrained(
@@ -228,10 +229,11 @@ class MoiraiForecaster:
         context_length: int = DEFAULT_CONTEXT_LENGTH,
         num_samples: int | None = None,
         patch_size: int | Literal["auto"] | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         seed: int | None = None,
         decoding: Literal["exact", "cached"] = "exact",
         progress: Callable[[int], None] | None = None,
+        token_budget: int | None = None,
     ) -> Forecast | DirectQuantileForecast:
         """Forecast `horizon` steps after the end of each series.
 
@@ -245,7 +247,13 @@ class MoiraiForecaster:
         patch_size: one of the checkpoint's sizes or 'auto'; None takes `default_patch_size`.
         Sampling families return num_samples (default 100) sample paths per series; Moirai
         2.0 returns its quantiles, and num_samples and seed do not apply to it.
+        batch_size (series per batch) and token_budget (tokens per forward pass) default to the
+        device's plan (`self.plan`): small chunks on a CPU, large passes on a GPU.
         """
+        batch_size = self.plan.batch_size if batch_size is None else batch_size
+        token_budget = self.plan.token_budget if token_budget is None else token_budget
+        if token_budget < 1:
+            raise InputError(f"token_budget must be at least 1, got {token_budget}")
         num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
         targets, past, known = self._check_inputs(target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size)
         if decoding not in self.decodings:
@@ -267,7 +275,7 @@ class MoiraiForecaster:
                 batches = self._batches(np.flatnonzero(sizes == size), targets, past, known, horizon, context_length, size, batch_size)
                 for rows, batch in batches:
                     generators = series_generators(base_seed, [keys[i] for i in rows], self.device)
-                    out[rows] = self._decode(batch, horizon, num_samples, decoding, generators).float().cpu().numpy()
+                    out[rows] = self._decode(batch, horizon, num_samples, decoding, generators, token_budget).float().cpu().numpy()
                     if progress is not None:
                         progress(len(rows))
         if quantile_levels is not None:
@@ -275,19 +283,25 @@ class MoiraiForecaster:
         return Forecast(out, sizes)
 
     def _decode(
-        self, batch: TokenBatch, horizon: int, num_samples: int, decoding: str, generators: Sequence[torch.Generator]
+        self,
+        batch: TokenBatch,
+        horizon: int,
+        num_samples: int,
+        decoding: str,
+        generators: Sequence[torch.Generator],
+        token_budget: int,
     ) -> torch.Tensor:
         """One batch through the family's decoder: samples (B, S, H, V) or quantiles (B, Q, H, V).
 
         `generators` (one per series) feed the sampling families; Moirai 2.0 draws nothing.
         """
         if self.family == MOIRAI_2:
-            return decode_quantiles(self.model, batch, horizon, DEFAULT_TOKEN_BUDGET)
+            return decode_quantiles(self.model, batch, horizon, token_budget)
         if self.family == MOIRAI_1:
-            return decode_one_pass(self.model, batch, horizon, num_samples, generators, DEFAULT_TOKEN_BUDGET)
+            return decode_one_pass(self.model, batch, horizon, num_samples, generators, token_budget)
         if decoding == "cached":
             return decode_cached(self.model, batch, horizon, num_samples, generators)
-        return decode_exact(self.model, batch, horizon, num_samples, generators, DEFAULT_TOKEN_BUDGET)
+        return decode_exact(self.model, batch, horizon, num_samples, generators, token_budget)
 
     def predict_dataset(self, dataset: "SeriesDataset", horizon: int, **options) -> Forecast | DirectQuantileForecast:
         """Forecast every series of a loaded dataset (see `moirai_cli.data.load_dataset`), covariates included."""

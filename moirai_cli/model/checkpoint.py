@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from moirai_cli.errors import ModelError
 from moirai_cli.model.config import FAMILY_TITLES, FamilyConfig, load_config
 from moirai_cli.model.hub import download_files, refetch_command
+from moirai_cli.model.layers import grouped_products_work
 from moirai_cli.model.network import MoiraiNetwork, build_network
 
 CONFIG_FILE = "config.json"
@@ -108,12 +109,13 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
             f"{weights_path}: tensor '{damaged}' holds NaN or infinite values, so the file is damaged; {repair_hint(folder)}"
         )
     model.load_state_dict(tensors, strict=True, assign=True)
-    # The MoE routing centroids stay float64, as the checkpoints store them.
-    centroid = model.encoder.centroid
-    model.to(device=device, dtype=dtype)
-    if centroid is not None:
-        model.encoder.centroid = centroid.to(device)
-    return model.eval().requires_grad_(False)
+    model.to(device=device)  # the MoE routing centroids stay float64, as the checkpoints store them
+    model.set_compute_dtype(dtype)
+    model.eval().requires_grad_(False)
+    device = torch.device(device)
+    if device.type == "cuda" and grouped_products_work(device, dtype):
+        model.use_grouped_experts()
+    return model
 
 
 def repair_hint(folder: Path) -> str:

@@ -89,11 +89,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._cos = self._sin = None
 
-    def tables(self, position: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for every token, (B, 1, L, width), computed in float32 then cast."""
-        needed = int(position.max()) + 1
-        if self._cos is None or self._cos.shape[0] < needed or self._cos.device != self.inv_freq.device:
-            size = needed + (-needed % 512)  # whole blocks: every entry is computed alike (see rowwise)
+    def tables(self, position: torch.Tensor, dtype: torch.dtype, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for every token, (B, 1, L, width), computed in float32 then cast.
+
+        `bound` is an upper bound on the positions known on the host, so the table is sized
+        without reading the positions back from the device.
+        """
+        if self._cos is None or self._cos.shape[0] < bound or self._cos.device != self.inv_freq.device:
+            size = bound + (-bound % 512)  # whole blocks: every entry is computed alike (see rowwise)
             angles = torch.outer(torch.arange(size, dtype=torch.float, device=self.inv_freq.device), self.inv_freq)
             angles = angles.repeat_interleave(2, dim=-1)  # (size, width)
             self._cos, self._sin = torch.cos(angles), torch.sin(angles)
@@ -137,16 +140,22 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(HEAD_DIM)
         self.var_attn_bias = VariateBias(self.num_heads)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype attention computes in (its weights'); inputs are cast to it."""
+        return self.q_proj.weight.dtype
+
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, H, L, E)."""
         return x.unflatten(-1, (self.num_heads, HEAD_DIM)).transpose(1, 2)
 
     def query(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Normed, rotated queries (B, H, L, E)."""
-        return rotate(self.q_norm(self.heads(rowwise(self.q_proj, x))), *rotary)
+        return rotate(self.q_norm(self.heads(rowwise(self.q_proj, x.to(self.dtype)))), *rotary)
 
     def key_value(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normed, rotated keys and values, each (B, H, L, E)."""
+        x = x.to(self.dtype)
         key = rotate(self.k_norm(self.heads(rowwise(self.k_proj, x))), *rotary)
         return key, self.heads(rowwise(self.v_proj, x))
 
@@ -158,8 +167,8 @@ class Attention(nn.Module):
         """
         if query.is_cpu:
             key, value, bias = pad_keys(key, value, bias)
-            weights = torch.softmax(query @ key.transpose(-1, -2) / math.sqrt(HEAD_DIM) + bias, dim=-1)
-            out = weights @ value
+            scores = query @ key.transpose(-1, -2) / math.sqrt(HEAD_DIM) + bias
+            out = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype) @ value
         else:
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1 / math.sqrt(HEAD_DIM))
         return rowwise(self.out_proj, out.transpose(1, 2).flatten(-2))
@@ -175,7 +184,8 @@ class GatedFeedForward(nn.Module):
         self.fc2 = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rowwise(self._swiglu, x, widths=(self.fc1.out_features,))
+        """x (..., D) in any float dtype -> (..., D) in the weights' dtype."""
+        return rowwise(self._swiglu, x.to(self.fc1.weight.dtype), widths=(self.fc1.out_features,))
 
     def _swiglu(self, x: torch.Tensor) -> torch.Tensor:
         hidden = F.silu(self.fc_gate(x), inplace=True).mul_(self.fc1(x))  # in place: inference only
@@ -202,36 +212,79 @@ class MixtureOfExperts(nn.Module):
 
     Each token goes to the two experts whose centroids are *farthest* (largest Euclidean
     distance), weighted by a softmax over those two distances, as the checkpoints were trained.
+    Distances are computed in float32 at least, so a bfloat16 network routes as a float32 one
+    except on near-ties.
     """
 
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
         self.experts = nn.ModuleList(GatedFeedForward(d_model, d_ff) for _ in range(NUM_EXPERTS))
+        self.stacked: dict[str, torch.Tensor] | None = None  # set by use_grouped_products
+
+    def use_grouped_products(self) -> None:
+        """Run the experts as three grouped products over all tokens instead of a loop over experts.
+
+        The loop needs each expert's token count on the host, a device round-trip per layer;
+        grouped products take the group boundaries as a device tensor. Each weight kind of the
+        experts is stacked into one tensor, and the experts' parameters become views of it.
+        """
+        self.stacked = {}
+        for name in ("fc_gate", "fc1", "fc2"):
+            stacked = torch.stack([getattr(expert, name).weight.detach() for expert in self.experts])  # (E, out, in)
+            for index, expert in enumerate(self.experts):
+                getattr(expert, name).weight = nn.Parameter(stacked[index], requires_grad=False)
+            self.stacked[name] = stacked.transpose(1, 2)  # (E, in, out)
 
     def forward(self, x: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, D); centroid: (NUM_EXPERTS, D) in float64, cast to x's dtype."""
+        """x: (B, L, D); centroid: (NUM_EXPERTS, D) in float64."""
         flat = x.reshape(-1, x.shape[-1])  # (N, D)
-        distance = centroid_distance(flat, centroid.to(device=x.device, dtype=x.dtype))  # (N, NUM_EXPERTS)
+        route_dtype = torch.promote_types(x.dtype, torch.float32)
+        distance = centroid_distance(flat.to(route_dtype), centroid.to(device=x.device, dtype=route_dtype))  # (N, E)
         top_distance, top_expert = torch.topk(distance, EXPERTS_PER_TOKEN)
         weights = torch.softmax(top_distance, dim=1, dtype=torch.float).to(x.dtype)  # (N, 2)
 
         # Sort the (token, slot) pairs by expert: each expert then reads one contiguous block.
-        order = torch.argsort(top_expert.flatten(), stable=True)  # (2N,)
-        counts = torch.bincount(top_expert.flatten(), minlength=NUM_EXPERTS).tolist()
-        grouped = flat.index_select(0, order // EXPERTS_PER_TOKEN)  # (2N, D)
-        outputs = torch.empty_like(grouped)
-        start = 0
-        for expert, count in zip(self.experts, counts):
-            if count:
-                outputs[start : start + count] = expert(grouped[start : start + count])
-            start += count
+        experts = top_expert.flatten()  # (2N,)
+        order = torch.argsort(experts, stable=True)
+        grouped = flat.index_select(0, order // EXPERTS_PER_TOKEN).to(self.experts[0].fc1.weight.dtype)  # (2N, D)
+        # Where each expert's block ends, from the sorted ids (static shapes: no read-back).
+        ends = torch.searchsorted(experts[order], torch.arange(NUM_EXPERTS, device=x.device), right=True)
+        if self.stacked is not None:
+            outputs = self.grouped_experts(grouped, ends.to(torch.int32))
+        else:
+            outputs = torch.empty_like(grouped)
+            start = 0
+            for expert, count in zip(self.experts, torch.diff(ends, prepend=ends.new_zeros(1)).tolist()):
+                if count:
+                    outputs[start : start + count] = expert(grouped[start : start + count])
+                start += count
         # Back to (token, slot) order with a gather (several times faster than scattering into place).
         slot_of = torch.empty_like(order)
         slot_of[order] = torch.arange(order.numel(), device=order.device)
-        per_slot = outputs.index_select(0, slot_of).view(-1, EXPERTS_PER_TOKEN, flat.shape[-1])  # (N, 2, D)
+        per_slot = outputs.index_select(0, slot_of).view(-1, EXPERTS_PER_TOKEN, flat.shape[-1]).to(x.dtype)  # (N, 2, D)
         per_slot.mul_(weights.unsqueeze(-1))
         # Two terms in either order give the same float sum, so this equals expert-by-expert accumulation.
         return (per_slot[:, 0] + per_slot[:, 1]).view_as(x)
+
+    def grouped_experts(self, rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """Every expert on its block of rows (2N, D), blocks ending at `ends` (E,): three grouped products."""
+        weight = self.stacked
+        gate = torch._grouped_mm(rows, weight["fc_gate"], offs=ends)  # (2N, d_ff)
+        hidden = F.silu(gate, inplace=True).mul_(torch._grouped_mm(rows, weight["fc1"], offs=ends))
+        return torch._grouped_mm(hidden, weight["fc2"], offs=ends)
+
+
+def grouped_products_work(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this torch runs the grouped products of `use_grouped_products` on `device` in `dtype`."""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    try:
+        rows = torch.ones(32, 64, device=device, dtype=dtype)
+        weight = torch.ones(2, 64, 32, device=device, dtype=dtype)
+        out = torch._grouped_mm(rows, weight, offs=torch.tensor([16, 32], device=device, dtype=torch.int32))
+        return bool(out[0, 0] == 64)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
 
 
 class EncoderLayer(nn.Module):

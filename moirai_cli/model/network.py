@@ -23,7 +23,16 @@ from torch import nn
 
 from moirai_cli.model.config import HEAD_DIM, FamilyConfig, Moirai1Config, Moirai2Config, MoiraiMoEConfig
 from moirai_cli.model.distribution import MixtureDistribution
-from moirai_cli.model.layers import KEY_BLOCK, Encoder, ParamProjection, PatchSizeLinear, ResidualBlock, RotaryEmbedding, rowwise
+from moirai_cli.model.layers import (
+    KEY_BLOCK,
+    Encoder,
+    MixtureOfExperts,
+    ParamProjection,
+    PatchSizeLinear,
+    ResidualBlock,
+    RotaryEmbedding,
+    rowwise,
+)
 
 MINIMUM_VARIANCE = 1e-5
 
@@ -32,8 +41,11 @@ MINIMUM_VARIANCE = 1e-5
 class PackedTokens:
     """A batch of token sequences; every token is one patch of one variate of one series.
 
-    Values sit left-aligned in rows of width M (the largest patch size). Tokens with
-    sample_id 0 are padding and never interact with real tokens.
+    Values sit left-aligned in rows of width M (the largest patch size). A row holds one
+    series: its tokens have sample_id 1; tokens with sample_id 0 are padding and never interact
+    with real tokens. Every variate of a row has at least one token, so variate ids (and time
+    ids, which count the row's patch positions) are below the row length L: the network sizes
+    its tables from L instead of reading the ids back from the device.
     """
 
     target: torch.Tensor  # (B, L, M) float
@@ -59,13 +71,14 @@ def packed_std_scaler(
 
     Computed in float64 with a scatter over groups (linear in tokens); the variance uses
     Bessel's correction, a zero denominator is replaced by one, padding gets loc 0, scale 1.
+    Group numbers come from the shapes alone (sample ids 0 or 1, variate ids below L; see
+    PackedTokens), so nothing is read back from the device.
     """
     batch, length, _ = target.shape
     target = target.double()
     weight = weight.double()
-    num_variates = int(variate_id.max()) + 1
-    groups_per_row = (int(sample_id.max()) + 1) * num_variates
-    group = sample_id * num_variates + variate_id + torch.arange(batch, device=target.device).unsqueeze(1) * groups_per_row
+    groups_per_row = 2 * length
+    group = sample_id * length + variate_id + torch.arange(batch, device=target.device).unsqueeze(1) * groups_per_row
     group = group.flatten()  # (B*L,)
     num_groups = batch * groups_per_row
 
@@ -188,7 +201,25 @@ class MoiraiNetwork(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.encoder.norm.weight.dtype
+        """The dtype the encoder's attention and experts compute in (float32, or bfloat16 via `set_compute_dtype`)."""
+        return self.encoder.layers[0].self_attn.dtype
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Attention and experts (nearly all the work) in `dtype`; the rest keeps its precision.
+
+        Embeddings, norms, the residual stream, the parameter heads and the routing distances
+        stay in float32 and the scaler and centroids in float64, so bfloat16 costs the
+        forecasts as little precision as it can.
+        """
+        for layer in self.encoder.layers:
+            layer.self_attn.to(dtype)
+            layer.ffn.to(dtype)
+
+    def use_grouped_experts(self) -> None:
+        """Run every layer's experts as grouped products (no host round-trip per layer; for GPUs)."""
+        for layer in self.encoder.layers:
+            if isinstance(layer.ffn, MixtureOfExperts):
+                layer.ffn.use_grouped_products()
 
     def scale(self, tokens: PackedTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaler statistics (B, L, 1) from the observed, non-predicted values."""
@@ -199,8 +230,8 @@ class MoiraiNetwork(nn.Module):
         return packed_std_scaler(tokens.target, weight, tokens.sample_id, tokens.variate_id)
 
     def standardise(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """(target - loc) / scale in the network's dtype: (B, L, M)."""
-        return ((target - loc) / scale).to(self.dtype)
+        """(target - loc) / scale, (B, L, M), in float32: input projections keep float32 (see set_compute_dtype)."""
+        return (target - loc) / scale
 
     def embed_tokens(self, tokens: PackedTokens, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The family's input projection of every token: (B, L, D)."""
@@ -227,7 +258,7 @@ class MoiraiNetwork(nn.Module):
             tokens.sample_id, tokens.time_id, tokens.variate_id, tokens.sample_id, tokens.time_id, tokens.variate_id,
             causal=self.causal,
         )
-        rotary = self.rotary.tables(tokens.time_id, hidden.dtype)
+        rotary = self.rotary.tables(tokens.time_id, self.dtype, bound=tokens.time_id.shape[1])
         query_rotary = rotary
         last = len(self.encoder.layers) - 1
         for index, layer in enumerate(self.encoder.layers):
@@ -240,7 +271,7 @@ class MoiraiNetwork(nn.Module):
                 hidden, normed = gather_rows(hidden, query_positions), gather_rows(normed, query_positions)
                 visible, same_variate = gather_rows(visible, query_positions), gather_rows(same_variate, query_positions)
                 query_rotary = tuple(gather_rows(t.squeeze(1), query_positions).unsqueeze(1) for t in rotary)
-            bias = attention.var_attn_bias(same_variate, visible, hidden.dtype)
+            bias = attention.var_attn_bias(same_variate, visible, attention.dtype)
             hidden = hidden + attention.attend(attention.query(normed, query_rotary), key, value, bias)
             hidden = hidden + self.encoder.feed_forward(index, layer.norm2(hidden))
         return self.encoder.norm(hidden)
@@ -260,7 +291,8 @@ class MoiraiNetwork(nn.Module):
         paths = cache.paths_per_series
         rows, new = hidden.shape[0], hidden.shape[1]
         series = rows // paths
-        rotary = self.rotary.tables(time_id, hidden.dtype)
+        # New tokens' time ids stay below the prefix length plus the future steps the store holds.
+        rotary = self.rotary.tables(time_id, self.dtype, bound=cache.prefix_visible.shape[1] + cache.suffix_capacity)
         # Bias against the prefix depends only on the series and the new tokens' variates.
         prefix_same = variate_id[::paths].unsqueeze(-1) == cache.prefix_variate.unsqueeze(-2)  # (B, n, Lp)
         prefix_visible = cache.prefix_visible.unsqueeze(1).expand(-1, new, -1)
@@ -281,12 +313,12 @@ class MoiraiNetwork(nn.Module):
             # Queries of all paths of a series share that series' prefix keys: one batched product.
             grouped = query.view(series, paths, heads, new, width).transpose(1, 2).reshape(series, heads, paths * new, width)
             prefix_scores = grouped @ prefix_key.transpose(-1, -2) / math.sqrt(width)  # (B, H, S*n, Lp)
-            prefix_bias = attention.var_attn_bias(prefix_same, prefix_visible, hidden.dtype)  # (B, H, n, Lp)
+            prefix_bias = attention.var_attn_bias(prefix_same, prefix_visible, query.dtype)  # (B, H, n, Lp)
             prefix_scores = prefix_scores.view(series, heads, paths, new, -1) + prefix_bias.unsqueeze(2)
             suffix_scores = query @ key.transpose(-1, -2) / math.sqrt(width)  # (R, H, n, capacity)
-            suffix_scores = suffix_scores + attention.var_attn_bias(suffix_same, suffix_visible, hidden.dtype)
+            suffix_scores = suffix_scores + attention.var_attn_bias(suffix_same, suffix_visible, query.dtype)
             prefix_scores = prefix_scores.permute(0, 2, 1, 3, 4).reshape(rows, heads, new, -1)
-            weights = torch.softmax(torch.cat([prefix_scores, suffix_scores], -1), dim=-1)
+            weights = torch.softmax(torch.cat([prefix_scores, suffix_scores], -1), dim=-1, dtype=torch.float32).to(query.dtype)
             prefix_length = prefix_key.shape[2]
             prefix_weights = weights[..., :prefix_length].reshape(series, paths, heads, new, prefix_length)
             prefix_weights = prefix_weights.transpose(1, 2).reshape(series, heads, paths * new, prefix_length)

@@ -18,7 +18,7 @@ from moirai_cli.model.network import KeyValueCache
 
 
 def frozen_scaler_exact_paths(model, batch, horizon, num_samples, monkeypatch):
-    """decode_exact with every pass using pass 1's loc/scale."""
+    """decode_exact with every pass using pass 1's loc/scale (rows of different layouts: no token is left out)."""
     context_loc, context_scale = model.scale(batch.tokens)
 
     def frozen(tokens):

@@ -66,7 +66,9 @@ def test_loaded_model_is_frozen_for_inference(tiny_checkpoint):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_dtype_argument_keeps_the_routing_centroids_in_float64(dtype, tiny_checkpoint):
     model = load_model(tiny_checkpoint, device="cpu", dtype=dtype)
-    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert model.dtype == dtype
+    for name, parameter in model.named_parameters():  # attention and experts in dtype, the rest in float32
+        assert parameter.dtype == (dtype if ".self_attn." in name or ".ffn." in name else torch.float32), name
     assert model.encoder.centroid.dtype == torch.float64
     stored = load_file(str(tiny_checkpoint / "model.safetensors"))["encoder.centroid"]
     assert torch.equal(model.encoder.centroid, stored.double())

@@ -47,3 +47,57 @@ def test_attention_rows_are_the_same_alone_and_in_a_batch():
         expected = attention.out_proj(reference.transpose(1, 2).flatten(-2))
     assert torch.equal(alone[0], together[4])
     torch.testing.assert_close(together, expected)
+
+
+def test_grouped_products_give_the_expert_loop_result_and_share_its_weights():
+    from moirai_cli.model.layers import MixtureOfExperts
+
+    torch.manual_seed(2)
+    moe = MixtureOfExperts(128, 64)
+    for parameter in moe.parameters():
+        parameter.data.normal_(0, 0.1)
+    centroid = torch.randn(32, 128, dtype=torch.float64)
+    x = torch.randn(3, 40, 128)
+    with torch.inference_mode():
+        looped = moe(x, centroid)
+        moe.use_grouped_products()
+        grouped = moe(x, centroid)
+    torch.testing.assert_close(grouped, looped, rtol=1e-5, atol=1e-5)
+    stacked = moe.stacked["fc1"]
+    assert moe.experts[5].fc1.weight.data_ptr() == stacked[5].data_ptr()  # a view, not a second copy
+
+
+def test_a_gpu_forward_pass_reads_nothing_back_from_the_device():
+    """On the meta device every value read back to the host fails, as a CUDA sync would in sync-debug mode.
+
+    In bfloat16, the dtype in which CUDA runs grouped products (the expert loop of a float32
+    network reads one count vector per layer).
+    """
+    from moirai_cli.model.checkpoint import random_model
+    from moirai_cli.model.config import MoiraiMoEConfig
+    from moirai_cli.model.network import PackedTokens
+
+    model = random_model(MoiraiMoEConfig(d_model=128, d_ff=64, num_layers=2, patch_sizes=(8, 16))).eval()
+    model.encoder.centroid = model.encoder.centroid.to("meta")
+    model.to("meta", dtype=torch.bfloat16)
+    batch, length, width = 4, 20, 16
+    tokens = PackedTokens(
+        target=torch.empty(batch, length, width, device="meta"),
+        observed=torch.empty(batch, length, width, dtype=torch.bool, device="meta"),
+        sample_id=torch.empty(batch, length, dtype=torch.long, device="meta"),
+        time_id=torch.empty(batch, length, dtype=torch.long, device="meta"),
+        variate_id=torch.empty(batch, length, dtype=torch.long, device="meta"),
+        prediction_mask=torch.empty(batch, length, dtype=torch.bool, device="meta"),
+        patch_size=torch.empty(batch, length, dtype=torch.long, device="meta"),
+    )
+    positions = torch.empty(batch, 1, dtype=torch.long, device="meta")
+    with torch.inference_mode():
+        try:
+            model(tokens, positions)
+        except (RuntimeError, NotImplementedError) as error:  # the expert loop needs counts on the host
+            assert "meta" in str(error).lower()
+        else:
+            raise AssertionError("the expert loop should need a value from the device")
+        model.use_grouped_experts()
+        distribution = model(tokens, positions)
+    assert distribution.loc.shape == (batch, 1, width)
