@@ -6,6 +6,7 @@ from moirai_cli.data.frames import (
     check_covariate_options,
     future_index,
     infer_frequency,
+    infer_table_frequency,
     is_grouped_by,
     iter_series_chunks,
     load_dataset,
@@ -24,6 +25,7 @@ from moirai_cli.data.io import (
     write_table,
 )
 from moirai_cli.data.layout import Layout, detect_layout
+from moirai_cli.data.plan import ReadPlan, plan_reading
 from moirai_cli.data.output import (
     forecast_frame,
     parse_quantiles,
@@ -34,6 +36,7 @@ from moirai_cli.data.output import (
 __all__ = [
     "STDIO",
     "Layout",
+    "ReadPlan",
     "SeriesDataset",
     "SeriesRecord",
     "TableWriter",
@@ -44,6 +47,7 @@ __all__ = [
     "forecast_frame",
     "future_index",
     "infer_frequency",
+    "infer_table_frequency",
     "iter_series_chunks",
     "input_format",
     "is_grouped_by",
@@ -52,6 +56,7 @@ __all__ = [
     "parse_freq",
     "parse_quantiles",
     "peek_layout",
+    "plan_reading",
     "quantile_column",
     "read_table",
     "rebatch",

@@ -89,12 +89,14 @@ def load_dataset(
     known_covariates: Sequence[str] = (),
     future: str | Path | pd.DataFrame | None = None,
     horizon: int | None = None,
+    require_series: bool = True,
 ) -> SeriesDataset:
     """Read a CSV/Parquet file ('-' = stdin) or DataFrame into regular series, ready to forecast.
 
     To forecast, known covariates need `future` (same layout, covering the `horizon` steps after each
     series) and `horizon`; without both they cover the history only, which is what a backtest needs.
-    Raises InputError, naming file, column, series or row, for any bad input.
+    Raises InputError, naming file, column, series or row, for any bad input, and when no series has
+    an observed value unless `require_series` is False (an engine reading one part of a table).
     """
     check_covariate_options(known_covariates, future, horizon)  # before reading anything
     frame, source = _as_frame(data, source)
@@ -111,7 +113,7 @@ def load_dataset(
         known_covariates=known_covariates,
     )
     dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon)
-    if not dataset.series:
+    if not dataset.series and require_series:
         raise InputError(f"{source}: no series has an observed target value")
     if future is not None:
         future_frame, future_source = _as_frame(future, None)
@@ -306,9 +308,7 @@ def _build(frame: pd.DataFrame, lay: Layout, source: str, freq: str | None, hori
     """Regular series from a table whose layout is known (inferring the frequency if not given)."""
     canon = _canonical(frame, lay, source)
     if freq is None:
-        freq = infer_frequency(group["_ts"] for _, group in _first_groups(canon))
-        if freq is None:
-            raise InputError(f"{source}: cannot infer the frequency (too few or irregular timestamps); set --freq")
+        freq = _canonical_frequency(canon, source)
     n_target, n_past = len(lay.target_names), len(lay.past_covariates)
     records: list[SeriesRecord] = []
     skipped: list[Hashable] = []
@@ -340,6 +340,24 @@ def _as_frame(data: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.D
     if isinstance(data, pd.DataFrame):
         return data.reset_index(drop=True), source or "<dataframe>"
     return read_table(data), source or ("<stdin>" if str(data) == STDIO else str(data))
+
+
+def infer_table_frequency(frame: pd.DataFrame, layout: Layout, source: str = "<data>") -> str:
+    """The frequency load_dataset infers for a table read with `layout` (only its id and timestamp columns are read).
+
+    Engines call it once, on a sample of whole series, and pass the result to every worker as `freq`.
+    """
+    stamps = parse_timestamps(frame[layout.timestamp_column], source, layout.timestamp_column)
+    ids = frame[layout.id_column].to_numpy() if layout.id_column else np.zeros(len(frame), dtype=np.int8)
+    return _canonical_frequency(pd.DataFrame({"_id": ids, "_ts": stamps}), source)
+
+
+def _canonical_frequency(canon: pd.DataFrame, source: str) -> str:
+    """The frequency of a canonical table's first series, or InputError asking for --freq."""
+    freq = infer_frequency(group["_ts"] for _, group in _first_groups(canon))
+    if freq is None:
+        raise InputError(f"{source}: cannot infer the frequency (too few or irregular timestamps); set --freq")
+    return freq
 
 
 def _first_groups(canon: pd.DataFrame) -> Iterable[tuple[Hashable, pd.DataFrame]]:

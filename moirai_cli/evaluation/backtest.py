@@ -82,6 +82,24 @@ def _first_cutoff(length: int, horizon: int, windows: int, stride: int) -> int:
     return length - horizon - (windows - 1) * stride
 
 
+def has_backtest_history(target: np.ndarray, horizon: int, windows: int, stride: int) -> bool:
+    """Whether a series (T,) or (T, V) is long enough for every window, with an observed value before the first.
+
+    Backtests skip the series that are not (they are listed in `BacktestResult.skipped`).
+    """
+    first = _first_cutoff(len(target), horizon, windows, stride)
+    return first >= 1 and not np.isnan(np.asarray(target, dtype=np.float64)[:first]).all()
+
+
+def too_short_error(horizon: int, windows: int, stride: int) -> InputError:
+    """The error for a backtest in which no series has the history its windows need."""
+    needed = horizon + (windows - 1) * stride + 1
+    return InputError(
+        f"no series is long enough for {windows} window(s) of horizon {horizon} with stride {stride}: "
+        f"each needs at least {needed} rows with an observed value before the first window"
+    )
+
+
 def _check_samples(samples: np.ndarray, n_series: int, horizon: int, variates: int) -> np.ndarray:
     """The forecast function's output as float64 (N, S, H, V), or a ValueError saying why not."""
     samples = np.asarray(samples, dtype=np.float64)
@@ -112,8 +130,12 @@ def quantile_columns(prefix: str, levels: Sequence[float]) -> list[str]:
     return [f"{prefix}_{q:g}" for q in levels]
 
 
-def _summarise(per_window: pd.DataFrame, series_keys: list[str]) -> pd.DataFrame:
-    """Aggregate model and baseline metrics and the per-series geometric-mean relative error."""
+def summarise_windows(per_window: pd.DataFrame, series_keys: Sequence[str]) -> pd.DataFrame:
+    """The summary table from per-window rows: model and baseline metrics and the per-series geometric-mean relative error.
+
+    series_keys: the columns that name a series (its id, and the target of a multivariate one).
+    """
+    series_keys = list(series_keys)
     model = aggregate_metrics(per_window, prefix=f"{MODEL}_").iloc[0]
     baseline = aggregate_metrics(per_window, prefix=f"{BASELINE}_").iloc[0]
     model_per_series = aggregate_metrics(per_window, prefix=f"{MODEL}_", by=series_keys)  # (series, metrics)
@@ -243,17 +265,9 @@ def run_backtest(
     n_variates = len(inputs.target_names)
     row_names = inputs.target_names if target_names is not None or n_variates > 1 else None
 
-    keep: list[int] = []  # indices of the series long enough for every window
-    for i, target in enumerate(inputs.targets):
-        first = _first_cutoff(len(target), horizon, windows, stride)
-        if first >= 1 and not np.isnan(target[:first]).all():
-            keep.append(i)
+    keep = [i for i, target in enumerate(inputs.targets) if has_backtest_history(target, horizon, windows, stride)]
     if not keep:
-        needed = horizon + (windows - 1) * stride + 1
-        raise InputError(
-            f"no series is long enough for {windows} window(s) of horizon {horizon} with stride {stride}: "
-            f"each needs at least {needed} rows with an observed value before the first window"
-        )
+        raise too_short_error(horizon, windows, stride)
     kept_ids = [inputs.ids[i] for i in keep]
 
     levels = scoring_levels(quantile_levels)
@@ -304,7 +318,7 @@ def run_backtest(
     kept = set(kept_ids)
     return BacktestResult(
         per_window=per_window,
-        summary=_summarise(per_window, ["item_id", "target"] if row_names is not None else ["item_id"]),
+        summary=summarise_windows(per_window, ["item_id", "target"] if row_names is not None else ["item_id"]),
         forecasts=pd.concat(forecast_frames, ignore_index=True),
         skipped=[item_id for item_id in inputs.ids if item_id not in kept],
         history={inputs.ids[i]: inputs.targets[i] for i in keep},

@@ -15,6 +15,7 @@ future patch from one pass, Moirai 2.0 predicts quantiles. Sampling families ret
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable, Iterator, Literal, Sequence
 
@@ -140,6 +141,32 @@ def pick_device(device: str) -> torch.device:
     if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("device 'mps' was asked for but is not available; use --device cpu")
     return chosen
+
+
+_PROCESS_FORECASTERS: dict[tuple, "MoiraiForecaster"] = {}
+_PROCESS_FORECASTERS_LOCK = threading.Lock()
+
+
+def load_forecaster_once(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    dtype: torch.dtype = torch.float32,
+) -> "MoiraiForecaster":
+    """`MoiraiForecaster.from_pretrained`, loaded once per process for each set of arguments.
+
+    Engine workers (Spark, Ray) call this for every partition or batch they forecast: a worker
+    process reads the checkpoint the first time only and reuses the loaded model afterwards.
+    """
+    key = (str(name_or_path), revision, cache_dir, str(device), dtype)
+    with _PROCESS_FORECASTERS_LOCK:
+        if key not in _PROCESS_FORECASTERS:
+            _PROCESS_FORECASTERS[key] = MoiraiForecaster.from_pretrained(
+                name_or_path, revision=revision, cache_dir=cache_dir, device=device, dtype=dtype
+            )
+        return _PROCESS_FORECASTERS[key]
 
 
 def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float32) -> np.ndarray:

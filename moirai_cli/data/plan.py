@@ -1,0 +1,82 @@
+"""Settle how a table is read once (on a driver, from a sample), so that every worker reads its part the same way.
+
+A distributed engine hands each worker a part of the table. Detecting the columns' roles or the
+frequency on each part could read two parts differently (a part with one short series has no
+frequency of its own), so the engine settles both once, from a sample, and passes the plan on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from moirai_cli.data.frames import infer_table_frequency, parse_freq
+from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout
+from moirai_cli.errors import InputError
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """The columns' roles and the frequency of a table, fixed for every worker that reads part of it."""
+
+    layout: Layout
+    freq: str
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a worker needs, in the order id, timestamp, targets, past and known covariates."""
+        lay = self.layout
+        ident = [lay.id_column] if lay.id_column else []
+        return [*ident, lay.timestamp_column, *lay.targets, *lay.past_covariates, *lay.known_covariates]
+
+    def read_options(self) -> dict[str, object]:
+        """Keyword arguments of `load_dataset` that fix every role and the frequency (nothing left to detect)."""
+        lay = self.layout
+        return {
+            "layout": lay.kind,
+            "id_column": lay.id_column,
+            "timestamp_column": lay.timestamp_column,
+            "target": list(lay.targets),
+            "past_covariates": list(lay.past_covariates),
+            "known_covariates": list(lay.known_covariates),
+            "freq": self.freq,
+        }
+
+
+def plan_reading(
+    sample: pd.DataFrame,
+    *,
+    series_rows: Callable[[Layout], pd.DataFrame] | None = None,
+    source: str = "<data>",
+    layout: LayoutChoice = "auto",
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    target: Sequence[str] | str = (),
+    freq: str | None = None,
+    past_covariates: Sequence[str] = (),
+    known_covariates: Sequence[str] = (),
+) -> ReadPlan:
+    """Detect the layout on `sample` (the first rows are enough) and infer the frequency, as `load_dataset` does.
+
+    The frequency needs whole series: `series_rows(layout)` returns every row of a few series
+    (for a long table, those of the first ids in `sample`); without it, `sample` is used.
+    An explicit `freq` is only validated.
+    """
+    if sample.shape[1] == 0 or len(sample) == 0:
+        raise InputError(f"{source}: no data rows")
+    lay = detect_layout(
+        sample,
+        source=source,
+        layout=layout,
+        id_column=id_column,
+        timestamp_column=timestamp_column,
+        target=(target,) if isinstance(target, str) else tuple(target),
+        past_covariates=past_covariates,
+        known_covariates=known_covariates,
+    )
+    if freq:
+        return ReadPlan(lay, parse_freq(freq))
+    rows = series_rows(lay) if series_rows is not None else sample
+    return ReadPlan(lay, infer_table_frequency(rows, lay, source))
