@@ -333,11 +333,11 @@ def _run(rows: "DataFrame", job: "_Job", schema: "StructType") -> "DataFrame":
             raise InputError(f"{SOURCE}: no series has an observed target value")
     finally:
         raw.unpersist()
-    for kind, reason in ((NO_OBSERVED, "no observed target value"), (TOO_SHORT, "too short for the windows")):
+    for kind, reason in ((NO_OBSERVED, "with no observed target value"), (TOO_SHORT, "too short for the windows")):
         count, ids = skipped[kind]
         if count:
             shown = ", ".join(f"'{i}'" for i in ids) + (", ..." if count > len(ids) else "")
-            warnings.warn(f"{SOURCE}: skipped {count} series with {reason}: {shown}", stacklevel=3)
+            warnings.warn(f"{SOURCE}: skipped {count} series {reason}: {shown}", stacklevel=3)
     return result
 
 

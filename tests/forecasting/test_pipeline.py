@@ -411,3 +411,25 @@ def test_direct_quantiles_follow_gluonts_quantile_forecast():
             np.testing.assert_allclose(mine[n, j, :, 0], theirs.quantile(level), rtol=1e-6, err_msg=str(level))
         np.testing.assert_array_equal(ours.mean[n, :, 0], theirs.mean)  # the median
     np.testing.assert_array_equal(ours.quantiles(levels), values)
+
+
+# --- one forecaster per process (engine workers) --------------------------------------------------
+
+
+def test_load_forecaster_once_loads_each_checkpoint_and_device_once(tiny_checkpoint, monkeypatch):
+    from moirai_cli.forecasting import pipeline
+
+    monkeypatch.setattr(pipeline, "_PROCESS_FORECASTERS", {})
+    loads = []
+    real = MoiraiForecaster.from_pretrained.__func__
+
+    def counting(cls, name_or_path, **options):
+        loads.append((name_or_path, options["device"], options["dtype"]))
+        return real(cls, name_or_path, **options)
+
+    monkeypatch.setattr(MoiraiForecaster, "from_pretrained", classmethod(counting))
+    first = pipeline.load_forecaster_once(str(tiny_checkpoint), device="cpu")
+    assert pipeline.load_forecaster_once(str(tiny_checkpoint), device="cpu") is first
+    other = pipeline.load_forecaster_once(str(tiny_checkpoint), device="cpu", dtype=torch.bfloat16)
+    assert other is not first and next(other.model.parameters()).dtype == torch.bfloat16
+    assert loads == [(str(tiny_checkpoint), "cpu", torch.float32), (str(tiny_checkpoint), "cpu", torch.bfloat16)]

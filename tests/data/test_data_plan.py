@@ -1,0 +1,73 @@
+"""A read plan settled once from a sample makes every part of a table read as the whole table is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moirai_cli.data import infer_table_frequency, load_dataset, plan_reading
+from moirai_cli.errors import InputError
+
+
+def long_table() -> pd.DataFrame:
+    """Three daily series; 'c' has a single row, so on its own it has no frequency."""
+    frames = [
+        pd.DataFrame({"shop": "a", "day": pd.date_range("2024-01-01", periods=9).astype(str), "sales": np.arange(9.0), "price": 1.0}),
+        pd.DataFrame({"shop": "b", "day": pd.date_range("2024-01-03", periods=6).astype(str), "sales": np.arange(6.0), "price": 2.0}),
+        pd.DataFrame({"shop": "c", "day": ["2024-01-05"], "sales": [3.0], "price": [3.0]}),
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_plan_fixes_roles_and_frequency_so_each_part_reads_like_the_whole():
+    table = long_table()
+    plan = plan_reading(table.head(4), series_rows=lambda layout: table, target="sales", past_covariates=["price"])
+    assert (plan.layout.kind, plan.layout.id_column, plan.layout.timestamp_column) == ("long", "shop", "day")
+    assert plan.freq == "D" and plan.columns == ["shop", "day", "sales", "price"]
+    whole = load_dataset(table, target="sales", past_covariates=["price"])
+    parts = [load_dataset(table[table["shop"] == shop], **plan.read_options()) for shop in ("a", "b", "c")]
+    for record, part in zip(whole.series, parts):
+        (alone,) = part.series
+        assert alone.item_id == record.item_id and part.freq == whole.freq
+        assert alone.timestamps.equals(record.timestamps)
+        np.testing.assert_array_equal(alone.target, record.target)
+        np.testing.assert_array_equal(alone.past_covariates, record.past_covariates)
+    with pytest.raises(InputError, match="cannot infer the frequency"):  # what the plan's frequency prevents
+        load_dataset(table[table["shop"] == "c"], target="sales")
+
+
+def test_plan_reads_the_frequency_from_the_series_rows_not_the_sample():
+    table = long_table()
+    head = table.iloc[[0, 2, 4]]  # every other day of 'a': a sample alone would say 2D
+    assert plan_reading(head, target="sales").freq == "2D"
+    rows = lambda layout: table[[layout.id_column, layout.timestamp_column]]  # noqa: E731
+    assert plan_reading(head, series_rows=rows, target="sales").freq == "D"
+    assert infer_table_frequency(table, plan_reading(head, target="sales").layout) == "D"
+
+
+def test_plan_of_a_wide_table_and_an_explicit_frequency():
+    wide = pd.DataFrame({"month": pd.date_range("2020-01-01", periods=5, freq="MS"), "x": np.arange(5.0), "z": np.ones(5)})
+    plan = plan_reading(wide)
+    assert plan.layout.kind == "wide" and plan.freq == "MS"
+    read = load_dataset(wide, **plan.read_options())
+    assert (read.layout.kind, read.layout.targets, read.freq) == ("wide", ("x", "z"), "MS")
+    assert plan_reading(wide, freq="W").freq == "W-SUN"  # validated and made canonical
+    with pytest.raises(InputError, match="not a pandas frequency"):
+        plan_reading(wide, freq="fortnightly")
+
+
+def test_plan_errors_name_the_table():
+    with pytest.raises(InputError, match="sample: no data rows"):
+        plan_reading(long_table().head(0), source="sample")
+    irregular = pd.DataFrame({"id": ["a", "a"], "ts": ["2024-01-01", "2024-01-01 00:00:01"], "y": [1.0, 2.0]})
+    with pytest.raises(InputError, match="sample: cannot infer the frequency"):
+        plan_reading(irregular.head(1), source="sample")
+
+
+def test_require_series_false_reads_a_part_whose_series_are_all_empty():
+    empty = pd.DataFrame({"id": ["a", "a"], "ts": ["2024-01-01", "2024-01-02"], "y": [np.nan, np.nan]})
+    with pytest.raises(InputError, match="no series has an observed target value"):
+        load_dataset(empty)
+    dataset = load_dataset(empty, require_series=False)
+    assert dataset.series == [] and dataset.skipped == ["a"]
