@@ -105,8 +105,8 @@ def forecast(
     quantile level. `future_df` (Spark or pandas) holds the known covariates over the horizon.
     `model` is a Hub repo id or a checkpoint folder that every executor can read; `device`
     'auto' takes the task's GPU when Spark assigned one. A long table is spread over
-    `partitions` partitions by id (default: Spark's shuffle partitions); a wide or single-series
-    table is forecast by one task. Bad data raises InputError naming the series.
+    `partitions` partitions by id (default: one per core, `default_partitions`); a wide or
+    single-series table is forecast by one task. Bad data raises InputError naming the series.
     """
     levels = _check_levels(quantile_levels)
     _check_at_least_one(horizon=horizon, num_samples=num_samples, series_per_call=series_per_call)
@@ -292,8 +292,22 @@ def _partitioned(df: "DataFrame", plan: ReadPlan, future_df: Any, partitions: in
         )
     if lay.id_column is None:  # a wide or single table is read whole by one task, as locally
         return rows.repartition(1)
-    by_id = rows.repartition(partitions, _col(lay.id_column)) if partitions else rows.repartition(_col(lay.id_column))
+    by_id = rows.repartition(partitions or default_partitions(df.sparkSession), _col(lay.id_column))
     return by_id.sortWithinPartitions(_col(lay.id_column), _col(lay.timestamp_column))
+
+
+def default_partitions(session: Any) -> int:
+    """One partition per core of the cluster (Spark's default parallelism), else the shuffle partitions.
+
+    Each partition costs a task (tens of milliseconds on a quiet machine, benchmarks/README.md)
+    and a worker forecasts its partition's series in batches, so few, large partitions are best.
+    The number must be set: a cached result keeps its plan's partitions, which adaptive query
+    execution does not merge, and Spark's default of 200 shuffle partitions would cost 200 tasks.
+    """
+    try:
+        return int(session.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no SparkContext
+        return int(session.conf.get("spark.sql.shuffle.partitions"))
 
 
 def _future_rows(df: "DataFrame", future_df: Any, plan: ReadPlan) -> "DataFrame":

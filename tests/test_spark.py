@@ -21,6 +21,12 @@ from moirai_cli.errors import InputError, ModelError
 from moirai_cli.evaluation import evaluate as evaluate_locally
 from moirai_cli.forecasting.pipeline import MoiraiForecaster
 
+# pyspark 4.3 warns that it does not fully support pandas 3, on every conversion; the tests check the results.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+
 CHECKPOINT = str(Path(__file__).resolve().parent / "fixtures" / "tiny-moe")
 OPTIONS = dict(num_samples=10, context_length=64, seed=11, device="cpu")
 
