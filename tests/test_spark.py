@@ -249,3 +249,24 @@ def test_series_chunks_keep_each_series_whole_across_batches():
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), rows)
     whole = list(_series_chunks(iter(batches), None, size=2))  # a wide or single table: one frame
     assert len(whole) == 1 and whole[0].equals(rows)
+
+
+def test_a_task_with_a_gpu_loads_the_model_on_that_gpu(monkeypatch):
+    pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]'")
+    from pyspark.resource import ResourceInformation
+
+    from moirai_cli import spark as moirai_spark
+
+    class TaskWithGpu:
+        def resources(self):
+            return {"gpu": ResourceInformation("gpu", ["3"])}
+
+    devices = []
+    monkeypatch.setattr(moirai_spark, "load_forecaster_once", lambda name, **options: devices.append(options["device"]))
+    spec = lambda device: moirai_spark._ModelSpec(CHECKPOINT, None, None, device, None)  # noqa: E731
+    monkeypatch.setattr(pyspark.TaskContext, "get", classmethod(lambda cls: TaskWithGpu()))
+    for device in ("auto", "cuda", "cpu"):
+        spec(device).load()
+    monkeypatch.setattr(pyspark.TaskContext, "get", classmethod(lambda cls: None))  # no task, or no GPU assigned
+    spec("auto").load()
+    assert devices == ["cuda:3", "cuda:3", "cpu", "auto"]
