@@ -50,7 +50,7 @@ from moirai_cli.evaluation.metrics import DEFAULT_QUANTILE_LEVELS
 from moirai_cli.forecasting.pipeline import (
     DEFAULT_CONTEXT_LENGTH,
     DEFAULT_MODEL,
-    DEFAULT_PATCH_SIZE,
+    DEFAULT_NUM_SAMPLES,
     Forecast,
     MoiraiForecaster,
     load_forecaster_once,
@@ -89,10 +89,10 @@ def forecast(
     cache_dir: str | None = None,
     device: str = "auto",
     dtype: torch.dtype = torch.float32,
-    num_samples: int = 100,
+    num_samples: int | None = None,
     seed: int | None = None,
     context_length: int = DEFAULT_CONTEXT_LENGTH,
-    patch_size: int | Literal["auto"] = DEFAULT_PATCH_SIZE,
+    patch_size: int | Literal["auto"] | None = None,
     batch_size: int = 32,
     decoding: Literal["exact", "cached"] = "exact",
     partitions: int | None = None,
@@ -109,7 +109,7 @@ def forecast(
     single-series table is forecast by one task. Bad data raises InputError naming the series.
     """
     levels = _check_levels(quantile_levels)
-    _check_at_least_one(horizon=horizon, num_samples=num_samples, series_per_call=series_per_call)
+    _check_at_least_one(horizon=horizon, num_samples=1 if num_samples is None else num_samples, series_per_call=series_per_call)
     plan = _plan(df, id_column, timestamp_column, target, freq, past_covariates, known_covariates)
     lay = plan.layout
     if known_covariates and future_df is None:
@@ -162,10 +162,10 @@ def evaluate(
     cache_dir: str | None = None,
     device: str = "auto",
     dtype: torch.dtype = torch.float32,
-    num_samples: int = 100,
+    num_samples: int | None = None,
     seed: int | None = None,
     context_length: int = DEFAULT_CONTEXT_LENGTH,
-    patch_size: int | Literal["auto"] = DEFAULT_PATCH_SIZE,
+    patch_size: int | Literal["auto"] | None = None,
     batch_size: int = 32,
     decoding: Literal["exact", "cached"] = "exact",
     partitions: int | None = None,
@@ -180,7 +180,7 @@ def evaluate(
     """
     levels = _check_levels(quantile_levels)
     stride = horizon if stride is None else stride
-    _check_at_least_one(horizon=horizon, windows=windows, stride=stride, num_samples=num_samples, series_per_call=series_per_call)
+    _check_at_least_one(horizon=horizon, windows=windows, stride=stride, num_samples=1 if num_samples is None else num_samples, series_per_call=series_per_call)
     if season_length is not None:
         _check_at_least_one(season_length=season_length)
     plan = _plan(df, id_column, timestamp_column, target, freq, past_covariates, known_covariates)
@@ -401,7 +401,7 @@ def _schema_records(plan: ReadPlan, job: "_Job", item_id: Hashable) -> list[Seri
 class _ShapeOnlyForecaster:
     """Stands in for the model when the driver backtests a made-up series to learn the output's columns."""
 
-    def predict(self, target: Sequence[np.ndarray], horizon: int, *, num_samples: int = 100, **_: Any) -> Forecast:
+    def predict(self, target: Sequence[np.ndarray], horizon: int, *, num_samples: int = DEFAULT_NUM_SAMPLES, **_: Any) -> Forecast:
         variates = np.asarray(target[0]).reshape(len(target[0]), -1).shape[1]
         return Forecast(np.zeros((len(target), num_samples, horizon, variates), dtype=np.float32))
 
@@ -509,7 +509,7 @@ class _Job:
     seed: int
     model: _ModelSpec
     predict: dict[str, Any] = field(hash=False)
-    num_samples: int
+    num_samples: int | None  # None: the family's default (Moirai 2.0 predicts quantiles, no samples)
     series_per_call: int
     quantile_levels: tuple[float, ...]
     with_future: bool = False
