@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from moirai_cli.data.io import STDIO, read_pieces, read_table
+from moirai_cli.data.io import STDIO, as_source, read_pieces, read_table
+from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
 from moirai_cli.errors import InputError, first_line
 
@@ -145,16 +146,15 @@ def iter_series_chunks(
     series in it was skipped. Raises InputError when an id reappears after other ids (unsorted file).
     """
     check_covariate_options(known_covariates, future, horizon)
-    source = "<stdin>" if str(path) == STDIO else str(path)
+    data = as_source(path)
     future_frame, future_source = _as_frame(future, None) if future is not None else (None, "")
     future_table: pd.DataFrame | None = None  # parsed with the first chunk that has series
     freq = parse_freq(freq) if freq else None
     lay = layout
-    buffer = pd.DataFrame()
     done = SeenIds()
     any_series = False
 
-    def emit(rows: pd.DataFrame) -> SeriesDataset:
+    def emit(rows: pd.DataFrame, source: str) -> SeriesDataset:
         nonlocal freq, any_series, future_table
         dataset = _build(rows, lay, source, freq, horizon)
         freq = dataset.freq
@@ -165,40 +165,46 @@ def iter_series_chunks(
             _attach_future(dataset, future_table, future_source, horizon)
         return dataset
 
-    for piece in read_pieces(path, rows_per_read):
-        buffer = pd.concat([buffer, piece]) if len(buffer) else piece
+    for file in data.files:  # a folder or glob: its files in turn, each chunk from one file
+        source = file.label
+        buffer = pd.DataFrame()
+        for piece in read_pieces(file, rows_per_read, source=data):
+            buffer = pd.concat([buffer, piece]) if len(buffer) else piece
+            if lay is None:
+                lay = detect_layout(
+                    buffer,
+                    source=source,
+                    layout="long",
+                    id_column=id_column,
+                    timestamp_column=timestamp_column,
+                    target=(target,) if isinstance(target, str) else tuple(target),
+                    past_covariates=past_covariates,
+                    known_covariates=known_covariates,
+                )
+            ids = buffer[lay.id_column]
+            order = pd.unique(ids)
+            repeat = done.first_repeat(order)
+            if repeat is not None:
+                again = order[repeat]
+                row = int(buffer.index[(ids == again).to_numpy()][0]) + 1
+                raise InputError(f"{source}: series '{again}' reappears at row {row}; sort the file by id")
+            while len(order) - 1 >= chunk_size:  # the last id may continue in the next piece
+                chosen = order[:chunk_size]
+                mask = ids.isin(chosen).to_numpy()
+                yield emit(buffer[mask], source)
+                done.add(chosen)
+                buffer, ids, order = buffer[~mask], ids[~mask], order[chunk_size:]
         if lay is None:
-            lay = detect_layout(
-                buffer,
-                source=source,
-                layout="long",
-                id_column=id_column,
-                timestamp_column=timestamp_column,
-                target=(target,) if isinstance(target, str) else tuple(target),
-                past_covariates=past_covariates,
-                known_covariates=known_covariates,
-            )
-        ids = buffer[lay.id_column]
+            continue
+        ids = buffer[lay.id_column] if len(buffer) else pd.Series([], dtype=object)
         order = pd.unique(ids)
-        repeat = done.first_repeat(order)
-        if repeat is not None:
-            again = order[repeat]
-            row = int(buffer.index[(ids == again).to_numpy()][0]) + 1
-            raise InputError(f"{source}: series '{again}' reappears at row {row}; sort the file by id")
-        while len(order) - 1 >= chunk_size:  # the last id may continue in the next piece
-            chosen = order[:chunk_size]
-            mask = ids.isin(chosen).to_numpy()
-            yield emit(buffer[mask])
-            done.add(chosen)
-            buffer, ids, order = buffer[~mask], ids[~mask], order[chunk_size:]
+        for start in range(0, len(order), chunk_size):
+            yield emit(buffer[ids.isin(set(order[start : start + chunk_size])).to_numpy()], source)
+        done.add(order)
     if lay is None:
-        raise InputError(f"{source}: no data rows")
-    ids = buffer[lay.id_column]
-    order = pd.unique(ids)
-    for start in range(0, len(order), chunk_size):
-        yield emit(buffer[ids.isin(set(order[start : start + chunk_size])).to_numpy()])
+        raise InputError(f"{data.label}: no data rows")
     if not any_series:
-        raise InputError(f"{source}: no series has an observed target value")
+        raise InputError(f"{data.label}: no series has an observed target value")
 
 
 def rebatch(datasets: Iterable[SeriesDataset], size: int) -> Iterator[SeriesDataset]:
@@ -247,21 +253,51 @@ def peek_layout(
     )
 
 
-def is_grouped_by(path: str | Path, column: str, rows_per_read: int = 65_536) -> bool:
-    """Whether each value of `column` fills one block of rows, as iter_series_chunks needs (reads that column only)."""
+def is_grouped_by(path: str | Path | DataSource, column: str, rows_per_read: int = 65_536) -> bool:
+    """Whether each value of `column` fills one block of rows of one file, as iter_series_chunks needs (reads that column only).
+
+    For a folder or glob: every file is grouped and no value appears in two files, so each file holds whole series.
+    """
+    data = as_source(path)
+    return files_hold_whole_series(scan_series_ids(data, file, column, rows_per_read) for file in data.files)
+
+
+@dataclass
+class SeriesIdScan:
+    """What one pass over a file's id column found: whether its rows are grouped by id, its rows, its ids' hashes."""
+
+    grouped: bool
+    rows: int
+    hashes: np.ndarray  # sorted uint64 hashes of its distinct ids (see SeenIds); complete only when grouped
+
+
+def scan_series_ids(data: DataSource, file: DataFile, column: str, rows_per_read: int = 65_536) -> SeriesIdScan:
+    """Read one file's id column and say whether each id fills one block of rows (stops at the first id that comes back)."""
     seen = SeenIds()
     previous: Hashable = None
-    for piece in read_pieces(path, rows_per_read, columns=[column]):
+    rows = 0
+    for piece in read_pieces(file, rows_per_read, columns=[column], source=data):
         ids = piece[column].to_numpy()
+        rows += len(ids)
         if not len(ids):
             continue
         runs = ids[np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])]  # the id of each block, in order
         if previous is not None and runs[0] == previous:
             runs = runs[1:]  # the block continues from the previous piece
         if len(pd.unique(runs)) < len(runs) or seen.first_repeat(runs) is not None:
-            return False
+            return SeriesIdScan(False, rows, seen.hashes)
         seen.add(runs)
         previous = ids[-1]
+    return SeriesIdScan(True, rows, seen.hashes)
+
+
+def files_hold_whole_series(scans: Iterable[SeriesIdScan]) -> bool:
+    """Whether every scanned file is grouped by id and no id is in two files: each file then holds whole series."""
+    seen = np.empty(0, dtype=np.uint64)
+    for scan in scans:
+        if not scan.grouped or len(np.intersect1d(seen, scan.hashes, assume_unique=True)):
+            return False
+        seen = np.union1d(seen, scan.hashes)
     return True
 
 
@@ -290,6 +326,11 @@ class SeenIds:
 
     def add(self, ids: np.ndarray) -> None:
         self._hashes = np.union1d(self._hashes, self._hash(ids))
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """The sorted hashes of the ids met so far."""
+        return self._hashes
 
 
 def check_covariate_options(known_covariates: Sequence[str], future: object, horizon: int | None) -> None:

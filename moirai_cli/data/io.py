@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import gzip
 import os
+import posixpath
 import sys
 import tempfile
+import uuid
 from pathlib import Path
-from typing import IO, Iterator, Literal
+from typing import IO, Iterator, Literal, Union
 
 import pandas as pd
 
+from moirai_cli.data.sources import STDIO, DataFile, DataSource, filesystem_for, is_uri, resolve_source
 from moirai_cli.errors import InputError, first_line
 
-STDIO = "-"
-"""The path that means standard input (when reading) or standard output (when writing)."""
 
-TableFormat = Literal["csv", "csv.gz", "parquet", "json", "jsonl"]
+TableFormat = Literal["csv", "csv.gz", "parquet", "json", "jsonl", "dataset"]
 
 _READ_SUFFIXES: dict[str, TableFormat] = {
     ".csv": "csv",
@@ -52,21 +54,39 @@ def input_format(path: str | Path) -> TableFormat:
 
 
 def output_format(path: str | Path) -> TableFormat:
-    """The format a result file is written as, from its extension ('-' is CSV on stdout)."""
+    """The format a result is written as: by extension ('-' is CSV on stdout); a folder is a Parquet dataset.
+
+    A path names a folder when it ends with '/', is an existing folder, or has no extension
+    (`-o forecasts/`, `-o s3://bucket/forecasts`).
+    """
     if str(path) == STDIO:
         return "csv"
+    if names_folder(path):
+        return "dataset"
     return _format_from_suffix(path, _WRITE_SUFFIXES, "write")
 
 
+def names_folder(path: str | Path) -> bool:
+    """Whether an output path names a folder (written as a Parquet dataset) rather than one file."""
+    text = str(path)
+    if text.endswith("/") or (not is_uri(text) and Path(text).is_dir()):
+        return True
+    return "." not in posixpath.basename(text)
+
+
 def check_output_path(path: str | Path) -> TableFormat:
-    """Validate an output path before any work: known extension and an existing folder."""
+    """Validate an output path before any work: known extension, an existing folder to write into."""
     fmt = output_format(path)
-    if str(path) != STDIO:
+    if str(path) == STDIO:
+        return fmt
+    if fmt == "dataset":
+        DatasetWriter(path).check()
+    elif is_uri(path):
+        filesystem_for(path)
+    else:
         folder = Path(path).parent
         if not folder.is_dir():
             raise InputError(f"{path}: folder {folder} does not exist")
-        if Path(path).is_dir():
-            raise InputError(f"{path}: is a directory")
     return fmt
 
 
@@ -84,39 +104,112 @@ def check_input_path(path: str | Path) -> str:
     return str(path)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a whole CSV (text columns kept as strings, so ids like '007' survive) or Parquet file."""
-    fmt = input_format(path)
-    label = check_input_path(path)
-    with read_errors(label, fmt):
+Readable = Union[str, Path, DataSource]
+
+
+def as_source(data: Readable) -> DataSource:
+    """A resolved DataSource for a path, folder, glob or URI (an existing DataSource is returned as is)."""
+    return data if isinstance(data, DataSource) else resolve_source(data)
+
+
+def read_table(path: Readable) -> pd.DataFrame:
+    """Read a whole CSV (text columns kept as strings, so ids like '007' survive) or Parquet file, or every file of a dataset.
+
+    The files of a folder or glob are read in sorted order and stacked, with their hive partition
+    values as text columns.
+    """
+    source = as_source(path)
+    frames = [_read_file(source, file) for file in source.files]
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return frame
+
+
+def _read_file(source: DataSource, file: DataFile) -> pd.DataFrame:
+    """One whole data file of a source, with its partition columns."""
+    fmt = input_format(file.path)
+    with read_errors(file.label, fmt):
         if fmt == "parquet":
-            return pd.read_parquet(path)
-        source = sys.stdin if str(path) == STDIO else path
-        return pd.read_csv(source, dtype=str, compression="gzip" if fmt == "csv.gz" else None)
+            frame = pd.read_parquet(file.path, filesystem=_remote(source))
+        else:
+            with _csv_input(source, file) as handle:
+                frame = pd.read_csv(handle, dtype=str, compression="gzip" if fmt == "csv.gz" else None)
+    return _with_partitions(frame, file)
 
 
-def read_pieces(path: str | Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """Consecutive row blocks of a CSV or Parquet file (optionally some columns), indexed by file row number."""
-    fmt = input_format(path)
-    label = check_input_path(path)
-    with read_errors(label, fmt):
+def read_pieces(path: Readable | DataFile, rows: int, columns: list[str] | None = None, *, source: DataSource | None = None) -> Iterator[pd.DataFrame]:
+    """Consecutive row blocks of a CSV or Parquet file (optionally some columns), indexed by file row number.
+
+    Given a folder or glob, the files follow each other in sorted order, each piece from one file
+    and numbered from that file's first row (`piece.attrs["source"]` names the file). Pass a
+    DataFile with the `source` it belongs to, to read that file alone.
+    """
+    if isinstance(path, DataFile):
+        assert source is not None, "a DataFile is read with its source"
+        yield from _file_pieces(source, path, rows, columns)
+        return
+    source = as_source(path)
+    for file in source.files:
+        yield from _file_pieces(source, file, rows, columns)
+
+
+def _file_pieces(source: DataSource, file: DataFile, rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    """read_pieces for one file of a source."""
+    fmt = input_format(file.path)
+    wanted = None if columns is None else [c for c in columns if c not in dict(file.partitions)]
+    with read_errors(file.label, fmt):
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
             offset = 0
             # Without pre-buffering, the reader holds one 1 MiB read buffer per column; with it (pyarrow's
             # default) it kept every row group it had read until the file was closed (85 MiB of a 10M-row file).
-            reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER)
-            for batch in reader.iter_batches(batch_size=rows, columns=columns):
+            reader = pq.ParquetFile(
+                file.path, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER, filesystem=_remote(source)
+            )
+            for batch in reader.iter_batches(batch_size=rows, columns=wanted):
                 piece = batch.to_pandas()
                 piece.index = pd.RangeIndex(offset, offset + len(piece))
                 offset += len(piece)
-                yield piece
+                yield _with_partitions(piece, file, columns)
         else:
-            source = sys.stdin if str(path) == STDIO else path
             compression = "gzip" if fmt == "csv.gz" else None
-            with pd.read_csv(source, dtype=str, chunksize=rows, compression=compression, usecols=columns) as reader:
-                yield from reader
+            with _csv_input(source, file) as handle:
+                with pd.read_csv(handle, dtype=str, chunksize=rows, compression=compression, usecols=wanted) as reader:
+                    for piece in reader:
+                        yield _with_partitions(piece, file, columns)
+
+
+def _remote(source: DataSource):
+    """The filesystem to hand to readers: None for local files (read by path, as before), else the source's."""
+    import pyarrow.fs as pafs
+
+    return None if source.filesystem is None or isinstance(source.filesystem, pafs.LocalFileSystem) else source.filesystem
+
+
+@contextlib.contextmanager
+def _csv_input(source: DataSource, file: DataFile) -> Iterator[object]:
+    """What pandas reads a CSV file from: stdin, a local path, or a stream opened on the source's filesystem."""
+    if file.path == STDIO:
+        yield sys.stdin
+        return
+    remote = _remote(source)
+    if remote is None:
+        check_input_path(file.path)
+        yield file.path
+        return
+    with remote.open_input_stream(file.path, compression=None) as stream:
+        yield stream
+
+
+def _with_partitions(frame: pd.DataFrame, file: DataFile, columns: list[str] | None = None) -> pd.DataFrame:
+    """A file's rows with its hive partition values added as text columns (those in `columns`, when given)."""
+    for key, value in file.partitions:
+        if columns is not None and key not in columns:
+            continue
+        if key in frame.columns:
+            raise InputError(f"{file.label}: column '{key}' is both in the file and a partition folder ({key}={value})")
+        frame[key] = pd.Series(value, index=frame.index, dtype=object)
+    return frame
 
 
 @contextlib.contextmanager
@@ -138,7 +231,14 @@ def read_errors(label: str, fmt: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success move it over `path`, on any failure delete it."""
+    """Yield a temporary path next to `path`; on success move it over `path`, on any failure delete it.
+
+    For a URI (`s3://bucket/out.csv`) the temporary file is local and is uploaded on success.
+    """
+    if is_uri(path):
+        with _uploaded(str(path)) as tmp:
+            yield tmp
+        return
     target = Path(path)
     folder = target.parent  # Path("x.csv").parent is Path(".")
     if not folder.is_dir():
@@ -157,8 +257,157 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def _uploaded(uri: str) -> Iterator[Path]:
+    """A local temporary file that is copied to `uri` when the block succeeds (and deleted either way)."""
+    import pyarrow.fs as pafs
+
+    fs, target = filesystem_for(uri)
+    fd, tmp_name = tempfile.mkstemp(prefix=".moirai-upload.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with _write_errors(uri):
+            pafs.copy_files(str(tmp), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _write_errors(location: str) -> Iterator[None]:
+    """Filesystem errors while writing as one-line InputErrors naming the output."""
+    try:
+        yield
+    except PermissionError:
+        raise InputError(f"{location}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{location}: cannot write here: {first_line(exc)}") from exc
+
+
+class DatasetWriter:
+    """Write DataFrame chunks as a Parquet dataset: `part-00000.parquet`, ... in a folder, local or a URI.
+
+    The parts are written to a hidden folder beside the target and moved in only when the block
+    exits cleanly, replacing the parts of an earlier run; a failed run leaves the target as it was.
+    A target folder that holds anything but such parts is refused, so nothing of the user's is deleted.
+    """
+
+    PART_PATTERN = "part-*.parquet"
+
+    def __init__(self, location: str | Path, rows_per_part: int = 1_000_000) -> None:
+        self.location = str(location).rstrip("/") or str(location)
+        self.rows_per_part = rows_per_part
+        self._fs, self._target = filesystem_for(self.location)
+        self._target = self._target.rstrip("/")
+        parent, name = posixpath.split(self._target)
+        self._tmp = posixpath.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        self._writer = None
+        self._parts = 0
+        self._part_rows = 0
+
+    def _existing(self) -> list[str] | None:
+        """The files now in the target folder (None when there is no folder)."""
+        import pyarrow.fs as pafs
+
+        info = self._fs.get_file_info(self._target)
+        if info.type == pafs.FileType.NotFound:
+            return None
+        if info.type == pafs.FileType.File:
+            raise InputError(f"{self.location}: is a file; give a folder for a Parquet dataset (or a file name with an extension)")
+        infos = self._fs.get_file_info(pafs.FileSelector(self._target, recursive=True))
+        return [i.path for i in infos if i.type == pafs.FileType.File]
+
+    def check(self) -> None:
+        """InputError, before any work, when the folder cannot be written or holds other files."""
+        import pyarrow.fs as pafs
+
+        with _write_errors(self.location):
+            parent = posixpath.dirname(self._target)
+            if isinstance(self._fs, pafs.LocalFileSystem) and self._fs.get_file_info(parent).type != pafs.FileType.Directory:
+                raise InputError(f"{self.location}: folder {parent} does not exist")
+            others = [p for p in self._existing() or [] if not self._is_part(p)]
+            if others:
+                raise InputError(
+                    f"{self.location}: folder holds other files ({posixpath.basename(others[0])}); "
+                    "write the dataset to a new or empty folder"
+                )
+
+    def _is_part(self, path: str) -> bool:
+        return posixpath.dirname(path) == self._target and fnmatch.fnmatchcase(posixpath.basename(path), self.PART_PATTERN)
+
+    def __enter__(self) -> "DatasetWriter":
+        self.check()
+        with _write_errors(self.location):
+            self._fs.create_dir(self._tmp, recursive=True)
+        return self
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append a chunk (same columns as the first); a new part starts every `rows_per_part` rows."""
+        import pyarrow as pa
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is not None and self._part_rows >= self.rows_per_part:
+            self._close_part()
+        if self._writer is None:
+            self._open_part(table.schema)
+        else:
+            table = table.cast(self._schema)
+        self._writer.write_table(table)
+        self._part_rows += len(table)
+
+    def _open_part(self, schema) -> None:
+        import pyarrow.parquet as pq
+
+        self._schema = schema
+        path = posixpath.join(self._tmp, f"part-{self._parts:05d}.parquet")
+        with _write_errors(self.location):
+            self._writer = pq.ParquetWriter(path, schema, filesystem=self._fs)
+        self._parts += 1
+        self._part_rows = 0
+
+    def _close_part(self) -> None:
+        with _write_errors(self.location):
+            self._writer.close()
+        self._writer = None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                if self._writer is None and self._parts == 0:
+                    import pyarrow as pa
+
+                    self._open_part(pa.schema([]))  # an empty dataset is one empty part, as a file would be
+                if self._writer is not None:
+                    self._close_part()
+                self._publish()
+        finally:
+            if self._writer is not None:
+                with contextlib.suppress(Exception):
+                    self._writer.close()
+            with contextlib.suppress(Exception):
+                self._fs.delete_dir(self._tmp)
+        return False
+
+    def _publish(self) -> None:
+        """Replace the target's old parts with the new ones (one rename when the folder is new and local)."""
+        import pyarrow.fs as pafs
+
+        with _write_errors(self.location):
+            existing = self._existing()
+            if existing is None and isinstance(self._fs, pafs.LocalFileSystem):
+                self._fs.move(self._tmp, self._target)
+                return
+            for old in existing or []:
+                self._fs.delete_file(old)
+            self._fs.create_dir(self._target, recursive=True)
+            for part in range(self._parts):
+                name = f"part-{part:05d}.parquet"
+                self._fs.move(posixpath.join(self._tmp, name), posixpath.join(self._target, name))
+
+
 class TableWriter:
-    """Append DataFrame chunks to one CSV / Parquet / JSON file (or CSV on stdout), published atomically.
+    """Append DataFrame chunks to one CSV / Parquet / JSON file, CSV on stdout, or a Parquet dataset folder, published atomically.
 
     Use as a context manager: chunks go to a temporary file that replaces the target only when the
     block exits cleanly, so a failed or interrupted run leaves no partial output. JSON is one array
@@ -174,11 +423,15 @@ class TableWriter:
         self._rows = 0
         self._csv_header_written = False
         self._tmp: Path | None = None
+        self._dataset: DatasetWriter | None = None
 
     def __enter__(self) -> "TableWriter":
         self._stack = contextlib.ExitStack()
         if self.path == STDIO:
             self._stream = sys.stdout
+            return self
+        if self.format == "dataset":
+            self._dataset = self._stack.enter_context(DatasetWriter(self.path))
             return self
         try:
             tmp = self._stack.enter_context(atomic_path(self.path))
@@ -194,7 +447,9 @@ class TableWriter:
 
     def write(self, frame: pd.DataFrame) -> None:
         """Append one chunk; every chunk must have the same columns as the first."""
-        if self.format == "parquet":
+        if self.format == "dataset":
+            self._dataset.write(frame)
+        elif self.format == "parquet":
             self._write_parquet(frame)
         elif self.format in ("csv", "csv.gz"):
             frame.to_csv(self._stream, index=False, header=not self._csv_header_written)

@@ -57,9 +57,10 @@ def test_unreadable_files_name_the_file(tmp_path, name, content, message):
         read_table(path)
 
 
-def test_directory_is_not_a_file(tmp_path):
-    with pytest.raises(InputError, match="is a directory"):
-        (tmp_path / "folder.csv").mkdir()
+def test_folder_without_data_files_is_refused(tmp_path):
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "folder.csv" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="folder.csv: no .csv, .csv.gz, .parquet or .pq file is in this folder"):
         read_table(tmp_path / "folder.csv")
 
 
