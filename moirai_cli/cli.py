@@ -35,6 +35,8 @@ from moirai_cli.data import (
     parse_quantiles,
     peek_layout,
     rebatch,
+    resolve_reading,
+    resolve_source,
     samples_frame,
     write_table,
 )
@@ -44,6 +46,7 @@ from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
 from moirai_cli.runtime import keep_freed_memory_for_reuse
 from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
+from moirai_cli.forecasting.seeding import run_seed
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
 ROWS_PER_READ = 65_536  # rows read at a time from a long file that is streamed
@@ -62,7 +65,12 @@ app = typer.Typer(
 # --- Options shared by the commands that read data or run the model (forecast, evaluate) ---
 
 DataArg = Annotated[
-    str, typer.Argument(metavar="DATA", help="CSV (.csv, .csv.gz) or Parquet file; '-' reads CSV from stdin.")
+    str,
+    typer.Argument(
+        metavar="DATA",
+        help="CSV (.csv, .csv.gz) or Parquet file, a folder or glob of them (hive partitions too), "
+        "or a URI (s3://, gs://, abfs://, file://, fsspec protocols); '-' reads CSV from stdin.",
+    ),
 ]
 LayoutOpt = Annotated[str, typer.Option("--layout", help="Table layout: auto, long, wide or single.")]
 IdColumnOpt = Annotated[Optional[str], typer.Option("--id-column", help="Series id column (long layout).")]
@@ -132,6 +140,18 @@ DecodingOpt = Annotated[
     typer.Option(
         "--decoding", help="exact (the reference's procedure) or cached (faster; scaler frozen at the context)."
     ),
+]
+ENGINES = ("local", "ray")
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="local (this process) or ray (a Ray cluster; needs pip install 'moirai-cli[ray]')."),
+]
+RayAddressOpt = Annotated[
+    Optional[str],
+    typer.Option("--ray-address", help="Ray cluster to join: 'auto' or an address (default: start a local cluster)."),
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", help="Ray workers, each loading the model once (one GPU each with --device cuda).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, notes or summary (warnings stay).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
@@ -441,12 +461,19 @@ def forecast(
     known_covariates: KnownCovariatesOpt = None,
     future: FutureOpt = None,
     output: Annotated[
-        Optional[str], typer.Option("--output", "-o", help="CSV, Parquet, JSON or JSONL file (default: CSV on stdout).")
+        Optional[str],
+        typer.Option(
+            "--output", "-o",
+            help="CSV, Parquet, JSON or JSONL file, or a folder (or URI) for a Parquet dataset (default: CSV on stdout).",
+        ),
     ] = None,
     samples_output: Annotated[
         Optional[str], typer.Option("--samples-output", help="File for the sample paths (one row per sample and step).")
     ] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="PNG with history, median and 80% band.")] = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = 1,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -454,6 +481,10 @@ def forecast(
     with reported_errors(debug):
         if horizon < 1:
             raise InputError(f"--horizon must be at least 1, got {horizon}")
+        if engine not in ENGINES:
+            raise InputError(f"--engine: '{engine}' is not one of {', '.join(ENGINES)}")
+        if workers < 1:
+            raise InputError(f"--workers must be at least 1, got {workers}")
         predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding, tokens_per_pass)
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
@@ -466,6 +497,12 @@ def forecast(
         if samples_output:
             check_output_path(samples_output)
         _check_plot(plot)
+        if engine == "ray":
+            _forecast_on_ray(
+                data_options, model_options, horizon, levels, seed, settings, output, quiet,
+                address=ray_address, workers=workers, unsupported={"--samples-output": samples_output, "--plot": plot, "--future": future},
+            )
+            return
 
         batches = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
@@ -531,6 +568,71 @@ def _run_forecast(
 
             plot_forecasts(*first, plot)
     return forecast_count, skipped_count
+
+
+def _forecast_on_ray(
+    data_options: DataOptions,
+    model_options: ModelOptions,
+    horizon: int,
+    levels: list[float],
+    seed: int | None,
+    settings: dict[str, object],
+    output: str,
+    quiet: bool,
+    *,
+    address: str | None,
+    workers: int,
+    unsupported: dict[str, str | None],
+) -> None:
+    """`forecast --engine ray`: settle columns, frequency and seed here, forecast on the cluster, write here."""
+    from moirai_cli import distributed
+
+    for option, value in unsupported.items():
+        if value:
+            raise InputError(f"{option} is not available with --engine ray; use --engine local")
+    distributed.import_ray()
+    source = resolve_source(data_options.path)
+    if source.is_stdin:
+        raise InputError("--engine ray reads files, folders or URIs, not stdin")
+    reading = resolve_reading(source, layout=data_options.layout, freq=data_options.freq, **data_options.columns())  # type: ignore[arg-type]
+    note(f"{source.label}: {reading.layout.describe()}; frequency {reading.freq}", quiet)
+    started = time.perf_counter()
+    _resolve_model(model_options)  # a missing model fails here, once, not on every worker
+    job = distributed.ForecastJob(
+        horizon, reading, run_seed(seed), model_options.model, model_options.revision, model_options.cache_dir,
+        model_options.device, model_options.dtype, tuple(levels), dict(settings),
+    )
+    forecast_count = skipped_count = 0
+    bar, advance = _progress(quiet, None)
+    with distributed.RayCluster(address, num_cpus=workers + 1 if address is None else None), TableWriter(output) as writer, bar:
+        rows = distributed.forecast_rows(distributed.collect(distributed.forecast_source(source, job, workers=workers)), reading.layout.id_column)
+        for frame, skipped, count in rows:
+            for item_id in skipped:
+                warn(f"skipped series '{item_id}': no observed target value")
+            writer.write(frame)
+            forecast_count += count
+            skipped_count += len(skipped)
+            advance(count)
+    skipped_note = f" ({skipped_count} skipped)" if skipped_count else ""
+    note(
+        f"forecast {forecast_count} series{skipped_note}, horizon {horizon}, model {model_options.model}, "
+        f"engine ray ({workers} worker{'s' if workers > 1 else ''}, device {model_options.device}), "
+        f"{time.perf_counter() - started:.1f}s" + ("" if output == STDIO else f" -> {output}"),
+        quiet,
+    )
+
+
+def _resolve_model(options: ModelOptions) -> Path:
+    """The checkpoint folder (downloaded if needed), or a one-line ModelError, without loading the weights."""
+    try:
+        with _one_line_warnings():
+            return _resolve_checkpoint(options.model, options.revision, options.cache_dir, quiet=options.quiet)
+    except HubError as exc:
+        raise ModelError(exc.message("or pass --model with a local checkpoint folder")) from exc
+    except MoiraiError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load model '{options.model}': {_one_line(exc)}") from exc
 
 
 def _resolve_checkpoint(

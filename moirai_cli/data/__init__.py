@@ -2,8 +2,12 @@
 
 from moirai_cli.data.frames import (
     SeriesDataset,
+    SeriesIdScan,
     SeriesRecord,
+    TableReading,
     check_covariate_options,
+    check_rows,
+    files_hold_whole_series,
     future_index,
     infer_frequency,
     infer_table_frequency,
@@ -13,19 +17,23 @@ from moirai_cli.data.frames import (
     parse_freq,
     peek_layout,
     rebatch,
+    resolve_reading,
+    scan_series_ids,
 )
 from moirai_cli.data.io import (
-    STDIO,
+    DatasetWriter,
     TableWriter,
     atomic_path,
     check_output_path,
     input_format,
     output_format,
+    read_pieces,
     read_table,
     write_table,
 )
 from moirai_cli.data.layout import Layout, detect_layout
 from moirai_cli.data.plan import ReadPlan, plan_reading
+from moirai_cli.data.sources import STDIO, DataFile, DataSource, is_uri, resolve_source
 from moirai_cli.data.output import (
     forecast_frame,
     parse_quantiles,
@@ -35,15 +43,22 @@ from moirai_cli.data.output import (
 
 __all__ = [
     "STDIO",
+    "DataFile",
+    "DataSource",
+    "DatasetWriter",
     "Layout",
     "ReadPlan",
     "SeriesDataset",
+    "SeriesIdScan",
     "SeriesRecord",
+    "TableReading",
     "TableWriter",
     "atomic_path",
     "check_covariate_options",
+    "check_rows",
     "check_output_path",
     "detect_layout",
+    "files_hold_whole_series",
     "forecast_frame",
     "future_index",
     "infer_frequency",
@@ -51,6 +66,7 @@ __all__ = [
     "iter_series_chunks",
     "input_format",
     "is_grouped_by",
+    "is_uri",
     "load_dataset",
     "output_format",
     "parse_freq",
@@ -58,8 +74,12 @@ __all__ = [
     "peek_layout",
     "plan_reading",
     "quantile_column",
+    "read_pieces",
     "read_table",
     "rebatch",
+    "resolve_reading",
+    "resolve_source",
     "samples_frame",
+    "scan_series_ids",
     "write_table",
 ]

@@ -1,0 +1,418 @@
+"""Forecast many series on a Ray cluster: Ray Data moves whole series to a pool of actors, each of which
+loads the model once and runs the same `MoiraiForecaster.predict_dataset` as the local engine.
+
+Two ways to keep every series whole on one worker:
+
+- the input's own partitioning, when each file holds whole series (grouped by id, no id in two files):
+  each file goes to one actor, which streams it with `iter_series_chunks` a chunk of series at a time;
+- otherwise a hash shuffle on the id with Ray Data's operators: rows get a bucket from a stable hash
+  of their id and `groupby(bucket).map_groups` hands each bucket, whole series only, to an actor.
+
+Column roles and frequency are settled once on the driver (`resolve_reading`) and the seed drawn once
+there, so every worker reads the table the same way and a series' samples do not depend on which worker
+forecast it: with a seed, the output equals `--engine local`'s. Ray retries the work of an actor whose
+process dies (actors restart, their tasks are rerun), so no series is lost or written twice.
+
+    >>> import ray
+    >>> from moirai_cli.distributed import forecast_dataset
+    >>> rows = ray.data.read_parquet("s3://bucket/sales/")  # long layout: id, timestamp, target
+    >>> forecasts = forecast_dataset(rows, horizon=24, model="Salesforce/moirai-moe-1.0-R-small", seed=0)
+    >>> forecasts.write_parquet("s3://bucket/forecasts/")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from moirai_cli.data import (
+    DataSource,
+    Layout,
+    check_rows,
+    SeriesDataset,
+    TableReading,
+    files_hold_whole_series,
+    forecast_frame,
+    iter_series_chunks,
+    load_dataset,
+    read_pieces,
+    resolve_reading,
+    scan_series_ids,
+)
+from moirai_cli.errors import InputError, MoiraiError
+from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, shared_forecaster
+from moirai_cli.forecasting.seeding import run_seed
+
+if TYPE_CHECKING:
+    import ray.data
+
+RAY_INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'moirai-cli[ray]'"
+DEFAULT_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+ROWS_PER_BUCKET = 262_144  # rows a shuffled bucket holds on average: what one actor holds in memory at a time
+ROWS_PER_READ = 65_536  # rows read at a time from a file
+SERIES_PER_CHUNK = 1024  # series forecast at a time from a file that holds whole series
+BUCKET_COLUMN = "__moirai_bucket"
+FILE_COLUMN = "__moirai_file"
+SKIPPED_COLUMN = "__moirai_skipped"  # marks the row that reports a series with no observed value
+
+
+def import_ray():
+    """The ray module, or a one-line error naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MoiraiError(RAY_INSTALL_HINT) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class ForecastJob:
+    """Everything a worker needs to forecast a part of a table exactly as the local engine would."""
+
+    horizon: int
+    reading: TableReading
+    seed: int  # drawn once on the driver when the user gave none
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    cache_dir: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    quantile_levels: tuple[float, ...] = DEFAULT_QUANTILES
+    predict_options: dict[str, Any] = field(default_factory=dict)  # num_samples, context_length, batch_size, ...
+
+
+class _Forecasting:
+    """The model of one worker process, loaded once, and the step shared by both ways of splitting the work."""
+
+    def __init__(self, job: ForecastJob) -> None:
+        import torch
+
+        self.job = job
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job.dtype]
+        self.forecaster = shared_forecaster(job.model, revision=job.revision, cache_dir=job.cache_dir, device=job.device, dtype=dtype)
+
+    def forecast(self, dataset: SeriesDataset) -> pd.DataFrame:
+        """Forecast rows of a batch of whole series, then one marker row per skipped series."""
+        job = self.job
+        frames = []
+        if dataset.series:
+            result = self.forecaster.predict_dataset(dataset, job.horizon, seed=job.seed, **job.predict_options)
+            frames.append(forecast_frame(dataset, result, job.quantile_levels).assign(**{SKIPPED_COLUMN: False}))
+        if dataset.skipped:
+            frames.append(pd.DataFrame({dataset.id_column: pd.Series(dataset.skipped, dtype=object), SKIPPED_COLUMN: True}))
+        if not frames:
+            return pd.DataFrame({SKIPPED_COLUMN: pd.Series([], dtype=bool)})
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+class FileForecaster(_Forecasting):
+    """Actor for a file that holds whole series: streams it `SERIES_PER_CHUNK` series at a time, as the local engine does."""
+
+    def __init__(self, job: ForecastJob, source: DataSource) -> None:
+        super().__init__(job)
+        self.source = source
+
+    def __call__(self, batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        reading = self.job.reading
+        for index in batch[FILE_COLUMN].tolist():
+            file = self.source.files[int(index)]
+            chunks = iter_series_chunks(
+                DataSource(self.source.location, [file], self.source.filesystem, True),
+                chunk_size=SERIES_PER_CHUNK,
+                layout=reading.layout,
+                freq=reading.freq,
+                rows_per_read=ROWS_PER_READ,
+            )
+            for chunk in chunks:
+                yield self.forecast(chunk)
+
+
+class BucketForecaster(_Forecasting):
+    """Actor for one shuffled bucket: the rows of whole series, from any files, read as the driver settled."""
+
+    def __init__(self, job: ForecastJob, source_label: str) -> None:
+        super().__init__(job)
+        self.source_label = source_label
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        table = rows.drop(columns=[BUCKET_COLUMN]).reset_index(drop=True)
+        reading = self.job.reading
+        return self.forecast(load_dataset(table, source=self.source_label, layout=reading.layout, freq=reading.freq))
+
+
+def bucket_of(ids: pd.Series, buckets: int) -> np.ndarray:
+    """A stable bucket in [0, buckets) for each series id (the same on every process and run)."""
+    return (pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)) % np.uint64(buckets)).astype(np.int64)
+
+
+class _FileRows:
+    """Ray task: the rows of one file of a source, read and checked by our reader, with the bucket of their series id.
+
+    The values are checked here, where the file and its row numbers are known, so that a bad value
+    gets the one-line error a local read gives, naming the file and row.
+    """
+
+    def __init__(self, source: DataSource, layout: Layout, buckets: int) -> None:
+        self.source, self.layout, self.buckets = source, layout, buckets
+
+    def __call__(self, batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        for index in batch[FILE_COLUMN].tolist():
+            file = self.source.files[int(index)]
+            for piece in read_pieces(file, ROWS_PER_READ, source=self.source):
+                check_rows(piece, self.layout, file.label)
+                bucket = bucket_of(piece[self.layout.id_column], self.buckets)
+                yield piece.assign(**{BUCKET_COLUMN: bucket})
+
+
+def _scan_file(source: DataSource, id_column: str) -> Callable[[dict], dict]:
+    """Ray task body: the id scan of one file (grouped? rows, id hashes), so the driver can choose how to split."""
+
+    def scan(row: dict) -> dict:
+        result = scan_series_ids(source, source.files[int(row[FILE_COLUMN])], id_column, ROWS_PER_READ)
+        return {FILE_COLUMN: row[FILE_COLUMN], "grouped": result.grouped, "rows": result.rows, "hashes": result.hashes}
+
+    return scan
+
+
+def _actor_options(workers: int, device: str) -> dict[str, Any]:
+    """A fixed pool of `workers` actors, one GPU each with device cuda.
+
+    Ray Data's actor pools restart an actor whose process dies and rerun its unfinished tasks
+    (max_restarts and max_task_retries default to -1, unlimited, for them); tests/test_distributed.py
+    kills a worker mid-run to check that no series is lost or written twice.
+    """
+    import ray.data
+
+    options: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=workers), "batch_format": "pandas"}
+    if device.startswith("cuda"):
+        options["num_gpus"] = 1
+    else:
+        options["num_cpus"] = 1
+    return options
+
+
+def _files_dataset(source: DataSource) -> "ray.data.Dataset":
+    """One row per data file (its index in `source.files`), one block each."""
+    import ray.data
+
+    n = len(source.files)
+    return ray.data.from_items([{FILE_COLUMN: i} for i in range(n)], override_num_blocks=n)
+
+
+def plan_buckets(rows: int, workers: int, rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
+    """How many hash buckets a shuffled table of `rows` rows gets: enough to keep each bucket near `rows_per_bucket`."""
+    return max(workers, math.ceil(rows / rows_per_bucket))
+
+
+@dataclass
+class SourcePlan:
+    """How a source is split between workers: by its files, or by a hash shuffle into `buckets` buckets."""
+
+    by_file: bool
+    rows: int
+    buckets: int
+
+
+def plan_source(source: DataSource, id_column: str, workers: int) -> SourcePlan:
+    """Scan the id column of every file (in parallel, on the cluster) and choose how to split the source."""
+    scans = sorted(_files_dataset(source).map(_scan_file(source, id_column)).take_all(), key=lambda r: r[FILE_COLUMN])
+    from moirai_cli.data import SeriesIdScan
+
+    whole = files_hold_whole_series(SeriesIdScan(s["grouped"], s["rows"], np.asarray(s["hashes"], dtype=np.uint64)) for s in scans)
+    rows = sum(int(s["rows"]) for s in scans)
+    return SourcePlan(by_file=whole and len(source.files) >= workers, rows=rows, buckets=plan_buckets(rows, workers))
+
+
+def forecast_source(source: DataSource, job: ForecastJob, *, workers: int = 1, plan: SourcePlan | None = None) -> "ray.data.Dataset":
+    """Forecast rows (with the SKIPPED_COLUMN marker) of every series in a source of files, read by our reader on the cluster."""
+    layout = job.reading.layout
+    if layout.kind != "long":
+        raise InputError(f"{source.label}: the Ray engine needs a long table (an id column); this one is {layout.kind}")
+    plan = plan or plan_source(source, layout.id_column, workers)
+    options = _actor_options(workers, job.device)
+    if plan.by_file:
+        return _files_dataset(source).map_batches(FileForecaster, fn_constructor_args=(job, source), batch_size=1, **options)
+    rows = _files_dataset(source).map_batches(_FileRows(source, layout, plan.buckets), batch_size=1, batch_format="pandas")
+    return _forecast_buckets(rows, job, source.label, plan.buckets, options)
+
+
+def _forecast_buckets(rows: "ray.data.Dataset", job: ForecastJob, label: str, buckets: int, options: dict) -> "ray.data.Dataset":
+    """The hash shuffle: whole buckets of series (never a part of one) to the actor pool."""
+    return rows.groupby(BUCKET_COLUMN, num_partitions=buckets).map_groups(BucketForecaster, fn_constructor_args=(job, label), **options)
+
+
+def forecast_dataset(
+    dataset: "ray.data.Dataset",
+    horizon: int,
+    *,
+    model: str = DEFAULT_MODEL,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    workers: int = 1,
+    seed: int | None = None,
+    quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
+    layout: str = "long",
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    target: Sequence[str] | str = (),
+    freq: str | None = None,
+    past_covariates: Sequence[str] = (),
+    sample_rows: int = 65_536,
+    rows_per_bucket: int = ROWS_PER_BUCKET,
+    **predict_options: Any,
+) -> "ray.data.Dataset":
+    """Forecast every series of a Ray dataset of rows (long layout) into a Ray dataset of forecast rows.
+
+    Columns and frequency are settled once from the first `sample_rows` rows, as the command line reads a
+    table; the series are shuffled into buckets by a hash of their id, so each is forecast whole by one of
+    `workers` actors (one GPU each with device 'cuda'). The rows are those of `moirai forecast`: id,
+    timestamp, `mean` and one column per quantile level. Series with no observed value are left out.
+    `predict_options` go to `MoiraiForecaster.predict` (num_samples, context_length, batch_size, decoding, ...).
+    """
+    import_ray()
+    reading = resolve_reading(
+        dataset.limit(sample_rows).to_pandas(), layout=layout, id_column=id_column, timestamp_column=timestamp_column,
+        target=target, freq=freq, past_covariates=past_covariates, rows=sample_rows,
+    )  # type: ignore[arg-type]
+    if reading.layout.kind != "long":
+        raise InputError("forecast_dataset needs a long table: one row per series and timestamp, with an id column")
+    job = ForecastJob(
+        horizon, reading, run_seed(seed), model, revision, cache_dir, device, dtype, tuple(quantile_levels), dict(predict_options)
+    )
+    id_col = reading.layout.id_column
+    buckets = plan_buckets(dataset.count(), workers, rows_per_bucket)
+    rows = dataset.map_batches(
+        lambda piece: piece.assign(**{BUCKET_COLUMN: bucket_of(piece[id_col], buckets)}), batch_format="pandas"
+    )
+    out = _forecast_buckets(rows, job, "<ray dataset>", buckets, _actor_options(workers, device))
+    return out.filter(lambda row: not row[SKIPPED_COLUMN]).drop_columns([SKIPPED_COLUMN])
+
+
+def raised_moirai_error(exc: BaseException) -> MoiraiError | None:
+    """The MoiraiError (bad input, model failure) that a Ray error wraps, if any, so the driver can report it as locally."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, MoiraiError):
+            return current
+        stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
+    return None
+
+
+@dataclass
+class RayCluster:
+    """A connection to Ray for one run: a new local cluster (address None), 'auto' or an address; quiet unless `verbose`.
+
+    Use as a context manager: a cluster it started is shut down at the end; one it joined is left running.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    verbose: bool = False
+    _started: bool = False
+    _stderr: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def __enter__(self) -> "RayCluster":
+        ray = import_ray()
+        if not self.verbose:
+            self._stderr.enter_context(_native_stderr_to_devnull())
+            for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = self.verbose
+        context.print_on_execution_start = self.verbose
+        context.log_internal_stack_trace = False
+        if not ray.is_initialized():
+            ray.init(
+                address=self.address,
+                num_cpus=self.num_cpus if self.address is None else None,
+                include_dashboard=False,
+                log_to_driver=self.verbose,
+                logging_level=logging.INFO if self.verbose else logging.ERROR,
+                configure_logging=True,
+            )
+            self._started = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            if self._started:
+                import ray
+
+                ray.shutdown()
+        finally:
+            self._stderr.close()
+
+
+@contextlib.contextmanager
+def _native_stderr_to_devnull() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 (Ray's C++ core worker logs) to /dev/null, while Python's
+    sys.stderr keeps writing to the terminal: our warnings, errors and progress bar stay, Ray's log lines go."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    python_stderr = sys.stderr
+    if getattr(sys.stderr, "fileno", None) is not None:
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            if sys.stderr.fileno() == 2:  # a real terminal or file: keep writing to it through a copy of the descriptor
+                sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb", buffering=0), encoding=python_stderr.encoding, errors="backslashreplace", line_buffering=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if sys.stderr is not python_stderr:
+            with contextlib.suppress(Exception):
+                sys.stderr.close()
+            sys.stderr = python_stderr
+
+
+def forecast_rows(frames: Iterator[pd.DataFrame], id_column: str) -> Iterator[tuple[pd.DataFrame, list, int]]:
+    """(forecast rows, skipped ids, series forecast) for each batch that comes back from the cluster."""
+    for frame in frames:
+        if not len(frame):
+            continue
+        skipped_mask = frame[SKIPPED_COLUMN].to_numpy(dtype=bool)
+        skipped = frame.loc[skipped_mask, id_column].tolist()
+        rows = frame.loc[~skipped_mask].drop(columns=[SKIPPED_COLUMN]).reset_index(drop=True)
+        yield rows, skipped, int(rows[id_column].nunique()) if len(rows) else 0
+
+
+def collect(dataset: "ray.data.Dataset") -> Iterator[pd.DataFrame]:
+    """The blocks of a Ray dataset as pandas frames, in the order they finish; Ray errors that wrap ours become ours."""
+    try:
+        for block in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            yield block.to_pandas()  # numpy-backed columns, as the local engine writes them
+    except Exception as exc:
+        ours = raised_moirai_error(exc)
+        if ours is not None:
+            raise ours from None
+        raise
+
+
+__all__ = ["ForecastJob", "RayCluster", "forecast_dataset", "forecast_source", "plan_source"]
