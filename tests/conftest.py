@@ -96,3 +96,46 @@ def hub_env(fake_hub, monkeypatch, tmp_path):
     import os
 
     return {**os.environ, **variables}
+
+
+# --- an S3-compatible server on 127.0.0.1 (moto) ---------------------------------------------
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto) on 127.0.0.1, with the AWS variables that point pyarrow at it.
+
+    Returns its endpoint URL. Skips, saying why, when moto is not installed (`pip install -e ".[dev]"`).
+    """
+    import os
+
+    server_module = pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (pip install -e '.[dev]')")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    settings = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    yield endpoint
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A new, empty bucket on the local S3 server; returns its name."""
+    import pyarrow.fs as pafs
+
+    name = "test-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
+    pafs.S3FileSystem(endpoint_override=s3_server, allow_bucket_creation=True).create_dir(name)
+    return name
