@@ -47,7 +47,7 @@ from moirai_cli.data import (
     resolve_reading,
     scan_series_ids,
 )
-from moirai_cli.errors import InputError, MoiraiError
+from moirai_cli.errors import InputError, MoiraiError, first_line
 from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, shared_forecaster
 from moirai_cli.forecasting.seeding import run_seed
 
@@ -200,10 +200,18 @@ def _actor_options(workers: int, device: str) -> dict[str, Any]:
     return options
 
 
+def _data_context() -> None:
+    """Ray Data settings for our runs: a worker's own exception reaches the driver (not a wrapper holding its traceback as text)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().raise_original_map_exception = True
+
+
 def _files_dataset(source: DataSource) -> "ray.data.Dataset":
     """One row per data file (its index in `source.files`), one block each."""
     import ray.data
 
+    _data_context()
     n = len(source.files)
     return ray.data.from_items([{FILE_COLUMN: i} for i in range(n)], override_num_blocks=n)
 
@@ -291,6 +299,7 @@ def forecast_dataset(
         horizon, reading, run_seed(seed), model, revision, cache_dir, device, dtype, tuple(quantile_levels), dict(predict_options)
     )
     id_col = reading.layout.id_column
+    _data_context()
     buckets = plan_buckets(dataset.count(), workers, rows_per_bucket)
     rows = dataset.map_batches(
         lambda piece: piece.assign(**{BUCKET_COLUMN: bucket_of(piece[id_col], buckets)}), batch_format="pandas"
@@ -300,7 +309,12 @@ def forecast_dataset(
 
 
 def raised_moirai_error(exc: BaseException) -> MoiraiError | None:
-    """The MoiraiError (bad input, model failure) that a Ray error wraps, if any, so the driver can report it as locally."""
+    """The MoiraiError (bad input, model failure) that a Ray error wraps, if any, so the driver can report it as locally.
+
+    With DataContext.raise_original_map_exception (set by `_data_context`), Ray Data raises the worker's
+    own exception, with a note on retries appended to its message; elsewhere it may be the `cause` of a
+    RayTaskError. Our messages are one line: that line is kept.
+    """
     seen: set[int] = set()
     stack = [exc]
     while stack:
@@ -308,9 +322,13 @@ def raised_moirai_error(exc: BaseException) -> MoiraiError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        inner = getattr(current, "cause", None)
+        if isinstance(inner, BaseException):
+            stack.append(inner)
+            continue
         if isinstance(current, MoiraiError):
-            return current
-        stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
+            return type(current)(first_line(current))
+        stack.extend([current.__cause__, current.__context__])
     return None
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from moirai_cli.data.io import STDIO, as_source, read_pieces, read_table
+from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table
 from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
 from moirai_cli.errors import InputError, first_line
@@ -114,6 +114,7 @@ def load_dataset(
         past_covariates=past_covariates,
         known_covariates=known_covariates,
     )
+    _check_each_file(frame, lay)
     dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon)
     if not dataset.series and require_series:
         raise InputError(f"{source}: no series has an observed target value")
@@ -206,6 +207,16 @@ def iter_series_chunks(
         raise InputError(f"{data.label}: no data rows")
     if not any_series:
         raise InputError(f"{data.label}: no series has an observed target value")
+
+
+def _check_each_file(frame: pd.DataFrame, lay: Layout) -> None:
+    """For a table stacked from several files (read_table of a folder or glob): check each file's rows under its
+    own name and row numbers, so that a bad value is reported naming its file, as when the files are streamed."""
+    start = 0
+    for label, rows in frame.attrs.get(FILE_ROWS, []):
+        part = frame.iloc[start : start + rows]
+        check_rows(part.set_axis(pd.RangeIndex(rows), axis=0), lay, label)
+        start += rows
 
 
 def check_rows(frame: pd.DataFrame, layout: Layout, source: str) -> None:

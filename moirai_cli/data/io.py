@@ -33,6 +33,7 @@ _WRITE_SUFFIXES: dict[str, TableFormat] = {
     ".jsonl": "jsonl",
 }
 
+FILE_ROWS = "moirai_file_rows"  # attrs key of a table stacked from several files: [(file label, rows), ...] in order
 PARQUET_READ_BUFFER = 1 << 20  # bytes read at a time per Parquet column
 
 
@@ -120,7 +121,10 @@ def read_table(path: Readable) -> pd.DataFrame:
     """
     source = as_source(path)
     frames = [_read_file(source, file) for file in source.files]
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if len(frames) == 1:
+        return frames[0]
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs[FILE_ROWS] = [(file.label, len(part)) for file, part in zip(source.files, frames)]
     return frame
 
 

@@ -1,0 +1,215 @@
+"""`--engine ray` on a local Ray cluster: the same forecasts as the local engine, whole series, faults, errors, the API."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from moirai_cli.cli import app
+
+ray = pytest.importorskip("ray", reason="the Ray engine tests need ray[data] (pip install -e '.[dev]')")
+
+from moirai_cli import distributed  # noqa: E402
+from moirai_cli.data import resolve_reading, resolve_source  # noqa: E402
+
+CHECKPOINT = str(Path(__file__).parent / "fixtures" / "tiny-moe")
+FAST = ["-H", "4", "--num-samples", "5", "--context-length", "32", "--seed", "11", "--device", "cpu",
+        "--decoding", "cached", "--model", CHECKPOINT]
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """One local Ray cluster for the module (3 logical CPUs: two forecasting actors and the reading tasks).
+
+    The local S3 server starts first when moto is installed, so that the workers inherit its AWS variables.
+    """
+    try:
+        request.getfixturevalue("s3_server")
+    except pytest.skip.Exception:
+        pass
+    with distributed.RayCluster(num_cpus=3):
+        yield
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def sales(n_series: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Daily series of several lengths (several token lengths per batch), one without any observed value."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n_series):
+        length = 20 + 7 * (i % 4)
+        values = (rng.normal(0, 1, length).cumsum() + 40).round(3)
+        if i == 5:
+            values[:] = np.nan
+        frames.append(pd.DataFrame({"item_id": f"sku-{i:03d}", "date": pd.date_range("2024-03-01", periods=length).astype(str), "y": values}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def split_by_series(table: pd.DataFrame, folder: Path, files: int) -> None:
+    """Write the table as `files` Parquet files, each holding whole series."""
+    folder.mkdir()
+    ids = table["item_id"].unique()
+    for k in range(files):
+        table[table["item_id"].isin(ids[k::files])].to_parquet(folder / f"part-{k}.parquet", index=False)
+
+
+def forecast(runner, data, *extra: str) -> tuple[str, str]:
+    """(sorted output CSV text, stderr) of one `moirai forecast` run."""
+    result = runner.invoke(app, ["forecast", str(data), *FAST, *extra])
+    assert result.exit_code == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    return "\n".join([header, *sorted(rows)]), result.stderr
+
+
+@pytest.mark.parametrize("layout", ["files holding whole series", "one file, shuffled by id", "series split across files"])
+def test_ray_output_is_byte_identical_to_local(runner, cluster, tmp_path, layout):
+    table = sales()
+    if layout == "files holding whole series":
+        data = tmp_path / "ds"
+        split_by_series(table, data, files=3)
+    elif layout == "one file, shuffled by id":
+        data = tmp_path / "one.csv"
+        table.to_csv(data, index=False)
+    else:  # a file per stretch of time, each holding a piece of every series: only a shuffle keeps series whole
+        data = tmp_path / "ds"
+        data.mkdir()
+        for k, rows in table.groupby(table.groupby("item_id").cumcount() // 10):
+            rows.to_csv(data / f"days-{k}.csv", index=False)
+    local, local_err = forecast(runner, data)
+    on_ray, ray_err = forecast(runner, data, "--engine", "ray", "--workers", "2")
+    assert on_ray == local
+    assert local.count("\n") == 11 * 4  # 11 series (one skipped) x horizon 4
+    assert "warning: skipped series 'sku-005': no observed target value" in ray_err
+    assert "forecast 11 series (1 skipped)" in ray_err and "engine ray (2 workers, device cpu)" in ray_err
+    if layout == "series split across files":
+        plan = distributed.plan_source(resolve_source(data), "item_id", workers=2)
+        assert not plan.by_file and plan.rows == len(table)
+
+
+def test_each_series_goes_whole_to_one_worker_call(cluster, tmp_path):
+    table = sales(30)
+    table.sample(frac=1, random_state=1).to_parquet(tmp_path / "mixed.parquet", index=False)  # rows in any order
+    source = resolve_source(tmp_path / "mixed.parquet")
+    reading = resolve_reading(source)
+    job = distributed.ForecastJob(4, reading, 11, CHECKPOINT, predict_options={"num_samples": 3, "context_length": 32})
+    plan = distributed.SourcePlan(by_file=False, rows=len(table), buckets=7)
+    frames = list(distributed.collect(distributed.forecast_source(source, job, workers=2, plan=plan)))
+    rows = pd.concat(frames)
+    forecast_rows = rows[~rows[distributed.SKIPPED_COLUMN]]
+    assert forecast_rows.groupby("item_id").size().eq(4).all()  # every series exactly once, all its steps
+    assert sorted(forecast_rows["item_id"].unique()) == sorted(set(table["item_id"]) - {"sku-005"})
+    assert rows.loc[rows[distributed.SKIPPED_COLUMN], "item_id"].tolist() == ["sku-005"]
+    assert all(frame["item_id"].nunique() == frame.groupby("item_id").ngroups for frame in frames)
+
+
+def _forecasting_actor_pids() -> list[int]:
+    """Processes of our forecasting actors, found by the title Ray gives them (ray::MapWorker(...Forecaster...))."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            title = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::") and "Forecaster" in title:
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(runner, cluster, tmp_path):
+    table = sales(24)
+    split_by_series(table, tmp_path / "ds", files=8)
+    local, _ = forecast(runner, tmp_path / "ds")
+    source = resolve_source(tmp_path / "ds")
+    job = distributed.ForecastJob(
+        4, resolve_reading(source), 11, CHECKPOINT, quantile_levels=tuple(np.arange(1, 10) / 10),
+        predict_options={"num_samples": 5, "context_length": 32, "decoding": "cached"},
+    )
+    frames, killed = [], []
+    for frame in distributed.collect(distributed.forecast_source(source, job, workers=1)):
+        frames.append(frame)
+        if not killed:  # the first file is done: kill the worker while the other seven are queued or running
+            pids = _forecasting_actor_pids()
+            assert pids, "no forecasting actor process found"
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            killed.extend(pids)
+    assert killed and len(frames) >= 2
+    assert not set(killed) & set(_forecasting_actor_pids())  # the pool runs on a restarted process
+    rows, skipped, _ = zip(*distributed.forecast_rows(iter(frames), "item_id"))
+    out = pd.concat(rows, ignore_index=True)
+    assert sum(skipped, []) == ["sku-005"]
+    text = out.to_csv(index=False, date_format="%Y-%m-%d").splitlines()
+    assert "\n".join([text[0], *sorted(text[1:])]) == local
+
+
+@pytest.mark.parametrize("split", ["by file", "shuffled"])
+def test_a_bad_value_gives_the_local_error_naming_the_file(runner, cluster, tmp_path, split):
+    table = sales()
+    table["y"] = table["y"].astype(object)
+    bad_row = int(np.flatnonzero(table["item_id"] == "sku-010")[13])
+    table.loc[bad_row, "y"] = "n/a?"
+    data = tmp_path / "ds"
+    if split == "by file":
+        split_by_series(table.astype({"y": str}), data, files=3)
+    else:  # files by stretch of time; the bad value is in the second file, beyond what the driver samples
+        data.mkdir()
+        for k, rows in table.groupby(table.groupby("item_id").cumcount() // 10):
+            rows.to_csv(data / f"days-{k}.csv", index=False)
+    local = runner.invoke(app, ["forecast", str(data), *FAST, "-o", str(tmp_path / "local.csv")])
+    on_ray = runner.invoke(app, ["forecast", str(data), *FAST, "--engine", "ray", "--workers", "2", "-o", str(tmp_path / "ray.csv")])
+    assert local.exit_code == on_ray.exit_code == 2
+    error = local.stderr.strip().splitlines()[-1]
+    assert error == on_ray.stderr.strip().splitlines()[-1]
+    assert "'n/a?' is not a number" in error and ("part-1.parquet" in error if split == "by file" else "days-1.csv, column 'y', row" in error.replace(":", ","))
+    assert "Traceback" not in on_ray.stderr
+    assert not (tmp_path / "ray.csv").exists() and not (tmp_path / "local.csv").exists()
+
+
+def test_ray_engine_refuses_what_it_cannot_do(runner, tmp_path):
+    sales().to_csv(tmp_path / "d.csv", index=False)
+    for extra, message in (
+        (["--plot", str(tmp_path / "p.png")], "--plot is not available with --engine ray"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--engine", "spark-ish"], "--engine: 'spark-ish' is not one of local, ray"),
+    ):
+        args = ["forecast", str(tmp_path / "d.csv"), *FAST, *extra]
+        if "--engine" not in extra:
+            args += ["--engine", "ray"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_forecast_dataset_api_matches_predict_df(cluster, tiny_forecaster):
+    table = sales(9)
+    rows = ray.data.from_pandas(table.drop(index=np.flatnonzero(table["item_id"] == "sku-005")))
+    options = dict(num_samples=5, context_length=32, decoding="cached", seed=4)
+    out = distributed.forecast_dataset(rows, 4, model=CHECKPOINT, workers=2, quantile_levels=(0.1, 0.5, 0.9), **options).to_pandas()
+    expected = tiny_forecaster.predict_df(table[table["item_id"] != "sku-005"], 4, quantile_levels=(0.1, 0.5, 0.9), **options)
+    out = out.sort_values(["item_id", "date"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(out, expected.sort_values(["item_id", "date"]).reset_index(drop=True), check_dtype=False)
+    assert list(out.columns) == ["item_id", "date", "mean", "0.1", "0.5", "0.9"]
+
+
+def test_reading_from_s3_on_the_cluster(runner, cluster, tmp_path, s3_bucket):
+    import pyarrow.fs as pafs
+
+    table = sales()
+    split_by_series(table, tmp_path / "ds", files=3)
+    s3 = pafs.FileSystem.from_uri(f"s3://{s3_bucket}")[0]
+    pafs.copy_files(str(tmp_path / "ds"), f"{s3_bucket}/ds", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
+    local, _ = forecast(runner, tmp_path / "ds")
+    on_ray, _ = forecast(runner, f"s3://{s3_bucket}/ds/", "--engine", "ray", "--workers", "2")
+    assert on_ray == local
