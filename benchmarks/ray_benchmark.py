@@ -118,6 +118,12 @@ def run(command: list[str]) -> dict:
     return {"wall": wall, "peak_mib": {k: v / 1024 for k, v in by_role.items()}, "processes": counts}
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (its memory peaks with it); every wall time kept for the table."""
+    ordered = sorted(runs, key=lambda r: r["wall"])
+    return {**ordered[len(ordered) // 2], "walls": [r["wall"] for r in runs]}
+
+
 def forecast_command(data: Path, engine: str, workers: int, args: argparse.Namespace) -> list[str]:
     out = WORK / f"ray-bench-out-{engine}-{workers}.parquet"
     command = [
@@ -141,14 +147,18 @@ def main() -> None:
     parser.add_argument("--decoding", default="cached")
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
     parser.add_argument("--overhead-series", type=int, default=2_000, help="series of the per-block overhead runs")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of alternated runs (local, ray 1, ray 2, local, ...); medians reported")
     args = parser.parse_args()
 
     data = make_dataset(WORK / f"ray-bench-{args.series}x{args.length}-{args.files}", args.series, args.length, args.files)
-    rows = []
-    for engine, workers in [("local", 1), *(("ray", w) for w in args.workers)]:
-        result = run(forecast_command(data, engine, workers, args))
-        rows.append((engine, workers, result))
-        print(f"{engine} {workers}: {result}", file=sys.stderr)
+    setups = [("local", 1), *(("ray", w) for w in args.workers)]
+    results: dict[tuple[str, int], list[dict]] = {setup: [] for setup in setups}
+    for _ in range(args.repeats):  # alternated, so that a change in the machine's load hits every setup alike
+        for engine, workers in setups:
+            result = run(forecast_command(data, engine, workers, args))
+            results[(engine, workers)].append(result)
+            print(f"{engine} {workers}: {result}", file=sys.stderr)
+    rows = [(engine, workers, _median_run(results[(engine, workers)])) for engine, workers in setups]
 
     tiny = make_dataset(WORK / f"ray-bench-tiny-{args.files}", args.files, args.length, args.files)
     startup = run(forecast_command(tiny, "ray", 1, args))["wall"]
@@ -159,13 +169,14 @@ def main() -> None:
 
     print(f"\n{args.series:,} series x {args.length} hourly values in {args.files} Parquet files, {args.checkpoint.name}, "
           f"context {args.context_length}, horizon {args.horizon}, {args.num_samples} samples, {args.decoding} decoding, CPU; "
-          f"load average before: {os.getloadavg()[0]:.1f} (1 min)\n")
-    print("| engine | workers | wall (s) | series/s | driver peak (MiB) | per-actor peak (MiB) | other Ray workers peak (MiB) | Ray daemons peak (MiB) |")
+          f"{args.repeats} alternated round(s), median; load average at the end: {os.getloadavg()[0]:.1f} (1 min)\n")
+    print("| engine | workers | wall (s), median | series/s | driver peak (MiB) | per-actor peak (MiB) | other Ray workers peak (MiB) | Ray daemons peak (MiB) |")
     print("|---|---|---|---|---|---|---|---|")
     for engine, workers, result in rows:
         peak = result["peak_mib"]
         cell = lambda role: f"{peak[role]:.0f}" if role in peak else "-"  # noqa: E731
-        print(f"| {engine} | {workers if engine == 'ray' else '-'} | {result['wall']:.1f} | {args.series / result['wall']:.0f} | "
+        walls = ", ".join(f"{w:.1f}" for w in result["walls"])
+        print(f"| {engine} | {workers if engine == 'ray' else '-'} | {result['wall']:.1f} ({walls}) | {args.series / result['wall']:.1f} | "
               f"{cell('driver')} | {cell('actor')} | {cell('ray worker')} | {cell('ray daemons')} |")
     ray_rows = [r for r in rows if r[0] == "ray"]
     best = max(ray_rows, key=lambda r: args.series / (r[2]["wall"] - startup)) if ray_rows else None

@@ -305,7 +305,12 @@ def forecast_dataset(
         lambda piece: piece.assign(**{BUCKET_COLUMN: bucket_of(piece[id_col], buckets)}), batch_format="pandas"
     )
     out = _forecast_buckets(rows, job, "<ray dataset>", buckets, _actor_options(workers, device))
-    return out.filter(lambda row: not row[SKIPPED_COLUMN]).drop_columns([SKIPPED_COLUMN])
+    return out.map_batches(_without_skipped, batch_format="pandas")
+
+
+def _without_skipped(frame: pd.DataFrame) -> pd.DataFrame:
+    """Forecast rows only: the rows that report skipped series (and the column that marks them) dropped."""
+    return frame.loc[~frame[SKIPPED_COLUMN].to_numpy(dtype=bool)].drop(columns=[SKIPPED_COLUMN])
 
 
 def raised_moirai_error(exc: BaseException) -> MoiraiError | None:

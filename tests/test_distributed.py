@@ -92,6 +92,8 @@ def test_ray_output_is_byte_identical_to_local(runner, cluster, tmp_path, layout
     assert local.count("\n") == 11 * 4  # 11 series (one skipped) x horizon 4
     assert "warning: skipped series 'sku-005': no observed target value" in ray_err
     assert "forecast 11 series (1 skipped)" in ray_err and "engine ray (2 workers, device cpu)" in ray_err
+    # Our note, warning and summary lines only: none of Ray's log lines or progress bars.
+    assert len(ray_err.splitlines()) == 3 and ray_err.splitlines()[0].startswith(f"{data}: long layout")
     if layout == "series split across files":
         plan = distributed.plan_source(resolve_source(data), "item_id", workers=2)
         assert not plan.by_file and plan.rows == len(table)
