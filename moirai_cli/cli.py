@@ -595,6 +595,7 @@ def _forecast_on_ray(
     if source.is_stdin:
         raise InputError("--engine ray reads files, folders or URIs, not stdin")
     reading = resolve_reading(source, layout=data_options.layout, freq=data_options.freq, **data_options.columns())  # type: ignore[arg-type]
+    distributed.require_long_layout(reading.layout, source.label)
     note(f"{source.label}: {reading.layout.describe()}; frequency {reading.freq}", quiet)
     started = time.perf_counter()
     _resolve_model(model_options)  # a missing model fails here, once, not on every worker

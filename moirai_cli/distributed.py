@@ -240,11 +240,19 @@ def plan_source(source: DataSource, id_column: str, workers: int) -> SourcePlan:
     return SourcePlan(by_file=whole and len(source.files) >= workers, rows=rows, buckets=plan_buckets(rows, workers))
 
 
+def require_long_layout(layout: Layout, label: str) -> None:
+    """InputError unless the table is in the long layout: only an id column lets whole series be moved between workers."""
+    if layout.kind != "long":
+        raise InputError(
+            f"{label}: the Ray engine needs a long table (one row per series and timestamp, with an id column); "
+            f"this one was read as {layout.kind}: use --engine local, or --layout long with --id-column"
+        )
+
+
 def forecast_source(source: DataSource, job: ForecastJob, *, workers: int = 1, plan: SourcePlan | None = None) -> "ray.data.Dataset":
     """Forecast rows (with the SKIPPED_COLUMN marker) of every series in a source of files, read by our reader on the cluster."""
     layout = job.reading.layout
-    if layout.kind != "long":
-        raise InputError(f"{source.label}: the Ray engine needs a long table (an id column); this one is {layout.kind}")
+    require_long_layout(layout, source.label)
     plan = plan or plan_source(source, layout.id_column, workers)
     options = _actor_options(workers, job.device)
     if plan.by_file:
@@ -293,8 +301,7 @@ def forecast_dataset(
         dataset.limit(sample_rows).to_pandas(), layout=layout, id_column=id_column, timestamp_column=timestamp_column,
         target=target, freq=freq, past_covariates=past_covariates, rows=sample_rows,
     )  # type: ignore[arg-type]
-    if reading.layout.kind != "long":
-        raise InputError("forecast_dataset needs a long table: one row per series and timestamp, with an id column")
+    require_long_layout(reading.layout, "<ray dataset>")
     job = ForecastJob(
         horizon, reading, run_seed(seed), model, revision, cache_dir, device, dtype, tuple(quantile_levels), dict(predict_options)
     )

@@ -182,6 +182,11 @@ def test_a_bad_value_gives_the_local_error_naming_the_file(runner, cluster, tmp_
 
 def test_ray_engine_refuses_what_it_cannot_do(runner, tmp_path):
     sales().to_csv(tmp_path / "d.csv", index=False)
+    sales().pivot(index="date", columns="item_id", values="y").reset_index().to_csv(tmp_path / "wide.csv", index=False)
+    wide = runner.invoke(app, ["forecast", str(tmp_path / "wide.csv"), *FAST, "--engine", "ray"])
+    assert wide.exit_code == 2 and "the Ray engine needs a long table" in wide.stderr and "read as wide" in wide.stderr
+    stdin = runner.invoke(app, ["forecast", "-", *FAST, "--engine", "ray"], input="a,b\n")
+    assert stdin.exit_code == 2 and "--engine ray reads files, folders or URIs, not stdin" in stdin.stderr
     for extra, message in (
         (["--plot", str(tmp_path / "p.png")], "--plot is not available with --engine ray"),
         (["--workers", "0"], "--workers must be at least 1"),
