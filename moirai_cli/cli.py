@@ -500,7 +500,7 @@ def forecast(
         if engine == "ray":
             _forecast_on_ray(
                 data_options, model_options, horizon, levels, seed, settings, output, quiet,
-                address=ray_address, workers=workers, unsupported={"--samples-output": samples_output, "--plot": plot, "--future": future},
+                address=ray_address, workers=workers, unsupported={"--samples-output": samples_output, "--plot": plot},
             )
             return
 
@@ -590,6 +590,8 @@ def _forecast_on_ray(
     for option, value in unsupported.items():
         if value:
             raise InputError(f"{option} is not available with --engine ray; use --engine local")
+    known = split_columns(data_options.known_covariates)
+    check_covariate_options(known, data_options.future, horizon if known else None)
     distributed.import_ray()
     source = resolve_source(data_options.path)
     if source.is_stdin:
@@ -601,7 +603,7 @@ def _forecast_on_ray(
     _resolve_model(model_options)  # a missing model fails here, once, not on every worker
     job = distributed.ForecastJob(
         horizon, reading, run_seed(seed), model_options.model, model_options.revision, model_options.cache_dir,
-        model_options.device, model_options.dtype, tuple(levels), dict(settings),
+        model_options.device, model_options.dtype, tuple(levels), dict(settings), data_options.future,
     )
     forecast_count = skipped_count = 0
     bar, advance = _progress(quiet, None)

@@ -88,6 +88,12 @@ class ForecastJob:
     dtype: str = "float32"
     quantile_levels: tuple[float, ...] = DEFAULT_QUANTILES
     predict_options: dict[str, Any] = field(default_factory=dict)  # num_samples, context_length, batch_size, ...
+    future: str | None = None  # file or URI with the known covariates over the horizon (read by each worker)
+
+    def covariate_options(self) -> dict[str, Any]:
+        """The known-covariate arguments of load_dataset / iter_series_chunks for this job."""
+        known = self.reading.layout.known_covariates
+        return {"known_covariates": known, "future": self.future, "horizon": self.horizon if known else None}
 
 
 class _Forecasting:
@@ -131,6 +137,7 @@ class FileForecaster(_Forecasting):
                 layout=reading.layout,
                 freq=reading.freq,
                 rows_per_read=ROWS_PER_READ,
+                **self.job.covariate_options(),
             )
             for chunk in chunks:
                 yield self.forecast(chunk)
@@ -146,7 +153,9 @@ class BucketForecaster(_Forecasting):
     def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
         table = rows.drop(columns=[BUCKET_COLUMN]).reset_index(drop=True)
         reading = self.job.reading
-        return self.forecast(load_dataset(table, source=self.source_label, layout=reading.layout, freq=reading.freq))
+        return self.forecast(
+            load_dataset(table, source=self.source_label, layout=reading.layout, freq=reading.freq, **self.job.covariate_options())
+        )
 
 
 def bucket_of(ids: pd.Series, buckets: int) -> np.ndarray:

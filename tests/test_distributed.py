@@ -99,6 +99,23 @@ def test_ray_output_is_byte_identical_to_local(runner, cluster, tmp_path, layout
         assert not plan.by_file and plan.rows == len(table)
 
 
+def test_known_covariates_from_a_future_file(runner, cluster, tmp_path):
+    table = sales(8)
+    table["promo"] = (pd.to_datetime(table["date"]).dt.day % 3 == 0).astype(int)
+    split_by_series(table, tmp_path / "ds", files=2)
+    last = pd.to_datetime(table.groupby("item_id")["date"].max())
+    future = pd.concat(
+        pd.DataFrame({"item_id": item, "date": pd.date_range(end + pd.Timedelta(days=1), periods=4).astype(str), "promo": [1, 0, 0, 1]})
+        for item, end in last.items()
+    )
+    future.to_csv(tmp_path / "future.csv", index=False)
+    extra = ["--target", "y", "--known-covariates", "promo", "--future", str(tmp_path / "future.csv")]
+    local, _ = forecast(runner, tmp_path / "ds", *extra)
+    on_ray, _ = forecast(runner, tmp_path / "ds", *extra, "--engine", "ray", "--workers", "2")
+    assert on_ray == local and local.count("\n") == 7 * 4
+    assert forecast(runner, tmp_path / "ds", "--target", "y")[0] != local  # the covariate changes the forecast
+
+
 def test_each_series_goes_whole_to_one_worker_call(cluster, tmp_path):
     table = sales(30)
     table.sample(frac=1, random_state=1).to_parquet(tmp_path / "mixed.parquet", index=False)  # rows in any order
@@ -189,6 +206,7 @@ def test_ray_engine_refuses_what_it_cannot_do(runner, tmp_path):
     assert stdin.exit_code == 2 and "--engine ray reads files, folders or URIs, not stdin" in stdin.stderr
     for extra, message in (
         (["--plot", str(tmp_path / "p.png")], "--plot is not available with --engine ray"),
+        (["--future", str(tmp_path / "d.csv")], "--future is only used with --known-covariates"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--engine", "spark-ish"], "--engine: 'spark-ish' is not one of local, ray"),
     ):
