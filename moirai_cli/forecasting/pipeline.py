@@ -476,10 +476,14 @@ def shared_forecaster(
     cache_dir: str | None = None,
     device: str = "auto",
     dtype: torch.dtype = torch.float32,
+    progress: bool = False,
 ) -> MoiraiForecaster:
     """`MoiraiForecaster.from_pretrained`, loaded once per process for the same arguments.
 
     For engines whose workers run many tasks in one process (Ray actors, Spark executors' Python
-    workers): the weights are read once, and every later task reuses them.
+    workers): the weights are read once, and every later task reuses them. No download bars by
+    default: a worker has no terminal.
     """
-    return MoiraiForecaster.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, device=device, dtype=dtype)
+    return MoiraiForecaster.from_pretrained(
+        name_or_path, revision=revision, cache_dir=cache_dir, device=device, dtype=dtype, progress=progress
+    )
