@@ -607,8 +607,9 @@ def _forecast_on_ray(
     )
     forecast_count = skipped_count = 0
     bar, advance = _progress(quiet, None)
-    with distributed.RayCluster(address, num_cpus=workers + 1 if address is None else None), TableWriter(output) as writer, bar:
-        rows = distributed.forecast_rows(distributed.collect(distributed.forecast_source(source, job, workers=workers)), reading.layout.id_column)
+    with distributed.RayCluster(address, workers) as cluster, TableWriter(output) as writer, bar:
+        dataset = distributed.forecast_source(source, job, workers=workers, cpus_per_worker=cluster.cpus_per_worker)
+        rows = distributed.forecast_rows(distributed.collect(dataset), reading.layout.id_column)
         for frame, skipped, count in rows:
             for item_id in skipped:
                 warn(f"skipped series '{item_id}': no observed target value")

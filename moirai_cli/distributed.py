@@ -192,8 +192,10 @@ def _scan_file(source: DataSource, id_column: str) -> Callable[[dict], dict]:
     return scan
 
 
-def _actor_options(workers: int, device: str) -> dict[str, Any]:
-    """A fixed pool of `workers` actors, one GPU each with device cuda.
+def _actor_options(workers: int, device: str, cpus_per_worker: float = 1) -> dict[str, Any]:
+    """A fixed pool of `workers` actors, one GPU each with device cuda, else `cpus_per_worker` CPUs each.
+
+    Ray sets each actor's OMP_NUM_THREADS to its CPUs, so that is the number of threads torch uses.
 
     Ray Data's actor pools restart an actor whose process dies and rerun its unfinished tasks
     (max_restarts and max_task_retries default to -1, unlimited, for them); tests/test_distributed.py
@@ -205,8 +207,15 @@ def _actor_options(workers: int, device: str) -> dict[str, Any]:
     if device.startswith("cuda"):
         options["num_gpus"] = 1
     else:
-        options["num_cpus"] = 1
+        options["num_cpus"] = cpus_per_worker
     return options
+
+
+def local_cluster_cpus(workers: int, cores: int | None = None) -> tuple[int, int]:
+    """(CPUs to give a local cluster, CPUs per worker): the cores shared among the workers, one kept for reading."""
+    cores = cores or os.cpu_count() or 1
+    per_worker = max(1, (cores - 1) // workers)
+    return max(cores, workers * per_worker + 1), per_worker
 
 
 def _data_context() -> None:
@@ -258,12 +267,14 @@ def require_long_layout(layout: Layout, label: str) -> None:
         )
 
 
-def forecast_source(source: DataSource, job: ForecastJob, *, workers: int = 1, plan: SourcePlan | None = None) -> "ray.data.Dataset":
+def forecast_source(
+    source: DataSource, job: ForecastJob, *, workers: int = 1, cpus_per_worker: float = 1, plan: SourcePlan | None = None
+) -> "ray.data.Dataset":
     """Forecast rows (with the SKIPPED_COLUMN marker) of every series in a source of files, read by our reader on the cluster."""
     layout = job.reading.layout
     require_long_layout(layout, source.label)
     plan = plan or plan_source(source, layout.id_column, workers)
-    options = _actor_options(workers, job.device)
+    options = _actor_options(workers, job.device, cpus_per_worker)
     if plan.by_file:
         return _files_dataset(source).map_batches(FileForecaster, fn_constructor_args=(job, source), batch_size=1, **options)
     rows = _files_dataset(source).map_batches(_FileRows(source, layout, plan.buckets), batch_size=1, batch_format="pandas")
@@ -285,6 +296,7 @@ def forecast_dataset(
     device: str = "cpu",
     dtype: str = "float32",
     workers: int = 1,
+    cpus_per_worker: float = 1,
     seed: int | None = None,
     quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
     layout: str = "long",
@@ -301,7 +313,7 @@ def forecast_dataset(
 
     Columns and frequency are settled once from the first `sample_rows` rows, as the command line reads a
     table; the series are shuffled into buckets by a hash of their id, so each is forecast whole by one of
-    `workers` actors (one GPU each with device 'cuda'). The rows are those of `moirai forecast`: id,
+    `workers` actors (one GPU each with device 'cuda', else `cpus_per_worker` CPUs and threads each). The rows are those of `moirai forecast`: id,
     timestamp, `mean` and one column per quantile level. Series with no observed value are left out.
     `predict_options` go to `MoiraiForecaster.predict` (num_samples, context_length, batch_size, decoding, ...).
     """
@@ -320,7 +332,7 @@ def forecast_dataset(
     rows = dataset.map_batches(
         lambda piece: piece.assign(**{BUCKET_COLUMN: bucket_of(piece[id_col], buckets)}), batch_format="pandas"
     )
-    out = _forecast_buckets(rows, job, "<ray dataset>", buckets, _actor_options(workers, device))
+    out = _forecast_buckets(rows, job, "<ray dataset>", buckets, _actor_options(workers, device, cpus_per_worker))
     return out.map_batches(_without_skipped, batch_format="pandas")
 
 
@@ -357,12 +369,17 @@ def raised_moirai_error(exc: BaseException) -> MoiraiError | None:
 class RayCluster:
     """A connection to Ray for one run: a new local cluster (address None), 'auto' or an address; quiet unless `verbose`.
 
-    Use as a context manager: a cluster it started is shut down at the end; one it joined is left running.
+    Use as a context manager: a cluster it started is shut down at the end; one it joined (or that this
+    process had already started) is left running. `cpus_per_worker` is then what each forecasting actor
+    should ask for: on a local cluster it starts, the cores less one shared among `workers` (see
+    `local_cluster_cpus`; `num_cpus` overrides the cluster's size, with one CPU per worker), else one.
     """
 
     address: str | None = None
+    workers: int = 1
     num_cpus: int | None = None
     verbose: bool = False
+    cpus_per_worker: int = 1
     _started: bool = False
     _stderr: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -377,9 +394,14 @@ class RayCluster:
         context.print_on_execution_start = self.verbose
         context.log_internal_stack_trace = False
         if not ray.is_initialized():
+            cluster_cpus = None
+            if self.address is None:
+                cluster_cpus, self.cpus_per_worker = local_cluster_cpus(self.workers)
+                if self.num_cpus is not None:
+                    cluster_cpus, self.cpus_per_worker = self.num_cpus, 1
             ray.init(
                 address=self.address,
-                num_cpus=self.num_cpus if self.address is None else None,
+                num_cpus=cluster_cpus,
                 include_dashboard=False,
                 log_to_driver=self.verbose,
                 logging_level=logging.INFO if self.verbose else logging.ERROR,

@@ -147,6 +147,13 @@ def _forecasting_actor_pids() -> list[int]:
     return pids
 
 
+def test_local_cluster_shares_the_cores_and_keeps_one_for_reading():
+    assert distributed.local_cluster_cpus(1, cores=2) == (2, 1)
+    assert distributed.local_cluster_cpus(2, cores=2) == (3, 1)  # never fewer than one CPU per worker, plus reading
+    assert distributed.local_cluster_cpus(2, cores=16) == (16, 7)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the worker's process through /proc (Linux)")
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(runner, cluster, tmp_path):
     table = sales(24)
     split_by_series(table, tmp_path / "ds", files=8)
