@@ -476,4 +476,15 @@ def collect(dataset: "ray.data.Dataset") -> Iterator[pd.DataFrame]:
         raise
 
 
-__all__ = ["ForecastJob", "RayCluster", "forecast_dataset", "forecast_source", "plan_source"]
+__all__ = [
+    "ForecastJob",
+    "RayCluster",
+    "SourcePlan",
+    "collect",
+    "forecast_dataset",
+    "forecast_rows",
+    "forecast_source",
+    "local_cluster_cpus",
+    "plan_source",
+    "require_long_layout",
+]
