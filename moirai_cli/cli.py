@@ -422,9 +422,13 @@ def _root(
     """Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai models (1.x, MoE, 2.0)."""
 
 
-def _input_note(dataset: SeriesDataset) -> str:
-    """One line saying how the input was read (layout, columns, frequency), for the user to check."""
-    return f"{dataset.source}: {dataset.layout.describe()}; frequency {dataset.freq}"
+def _input_note(dataset: SeriesDataset, data: str | None = None) -> str:
+    """One line saying how the input was read (layout, columns, frequency), for the user to check.
+
+    `data` names the whole input (a folder or glob streamed file by file: not just the first batch's file).
+    """
+    source = dataset.source if data is None or data == STDIO else data
+    return f"{source}: {dataset.layout.describe()}; frequency {dataset.freq}"
 
 
 def _check_plot(plot: str | None) -> None:
@@ -506,7 +510,7 @@ def forecast(
 
         batches = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
-        note(_input_note(first), quiet)
+        note(_input_note(first, data), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, samples_output, quiet)

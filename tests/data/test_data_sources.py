@@ -94,6 +94,8 @@ def test_forecast_of_a_dataset_equals_the_forecast_of_one_file(runner, tiny_chec
     model = ["--model", str(tiny_checkpoint), *FAST]
     from_dataset = forecast_frame_of(runner, str(tmp_path / "sales"), *model)
     pd.testing.assert_frame_equal(from_dataset, forecast_frame_of(runner, str(tmp_path / "all.csv"), *model))
+    noted = runner.invoke(app, ["forecast", str(tmp_path / "sales"), *[a for a in model if a != "-q"]])
+    assert noted.stderr.startswith(f"{tmp_path / 'sales'}: long layout")  # the input note names the dataset
 
 
 def test_output_folder_is_a_parquet_dataset_replaced_whole(runner, tiny_checkpoint, tmp_path):
