@@ -35,7 +35,7 @@ from moirai_cli.data import (
     parse_quantiles,
     peek_layout,
     rebatch,
-    resolve_reading,
+    plan_file_reading,
     resolve_source,
     samples_frame,
     write_table,
@@ -600,7 +600,7 @@ def _forecast_on_ray(
     source = resolve_source(data_options.path)
     if source.is_stdin:
         raise InputError("--engine ray reads files, folders or URIs, not stdin")
-    reading = resolve_reading(source, layout=data_options.layout, freq=data_options.freq, **data_options.columns())  # type: ignore[arg-type]
+    reading = plan_file_reading(source, layout=data_options.layout, freq=data_options.freq, **data_options.columns())
     distributed.require_long_layout(reading.layout, source.label)
     note(f"{source.label}: {reading.layout.describe()}; frequency {reading.freq}", quiet)
     started = time.perf_counter()
@@ -621,6 +621,8 @@ def _forecast_on_ray(
             forecast_count += count
             skipped_count += len(skipped)
             advance(count)
+        if not forecast_count:  # as a local read says it (the output is then not published)
+            raise InputError(f"{source.label}: no series has an observed target value")
     skipped_note = f" ({skipped_count} skipped)" if skipped_count else ""
     note(
         f"forecast {forecast_count} series{skipped_note}, horizon {horizon}, model {model_options.model}, "

@@ -8,7 +8,7 @@ Two ways to keep every series whole on one worker:
 - otherwise a hash shuffle on the id with Ray Data's operators: rows get a bucket from a stable hash
   of their id and `groupby(bucket).map_groups` hands each bucket, whole series only, to an actor.
 
-Column roles and frequency are settled once on the driver (`resolve_reading`) and the seed drawn once
+Column roles and frequency are settled once on the driver (`plan_reading`) and the seed drawn once
 there, so every worker reads the table the same way and a series' samples do not depend on which worker
 forecast it: with a seed, the output equals `--engine local`'s. Ray retries the work of an actor whose
 process dies (actors restart, their tasks are rerun), so no series is lost or written twice.
@@ -35,20 +35,20 @@ import pandas as pd
 
 from moirai_cli.data import (
     DataSource,
+    ReadPlan,
     Layout,
     check_rows,
     SeriesDataset,
-    TableReading,
     files_hold_whole_series,
     forecast_frame,
     iter_series_chunks,
     load_dataset,
     read_pieces,
-    resolve_reading,
+    plan_reading,
     scan_series_ids,
 )
 from moirai_cli.errors import InputError, MoiraiError, first_line
-from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, shared_forecaster
+from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, load_forecaster_once
 from moirai_cli.forecasting.seeding import run_seed
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class ForecastJob:
     """Everything a worker needs to forecast a part of a table exactly as the local engine would."""
 
     horizon: int
-    reading: TableReading
+    reading: ReadPlan  # the columns' roles and the frequency, settled on the driver
     seed: int  # drawn once on the driver when the user gave none
     model: str = DEFAULT_MODEL
     revision: str | None = None
@@ -90,10 +90,9 @@ class ForecastJob:
     predict_options: dict[str, Any] = field(default_factory=dict)  # num_samples, context_length, batch_size, ...
     future: str | None = None  # file or URI with the known covariates over the horizon (read by each worker)
 
-    def covariate_options(self) -> dict[str, Any]:
-        """The known-covariate arguments of load_dataset / iter_series_chunks for this job."""
-        known = self.reading.layout.known_covariates
-        return {"known_covariates": known, "future": self.future, "horizon": self.horizon if known else None}
+    def future_options(self) -> dict[str, Any]:
+        """The future file and the horizon it covers, as arguments of load_dataset / iter_series_chunks."""
+        return {"future": self.future, "horizon": self.horizon if self.reading.layout.known_covariates else None}
 
 
 class _Forecasting:
@@ -104,7 +103,7 @@ class _Forecasting:
 
         self.job = job
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job.dtype]
-        self.forecaster = shared_forecaster(job.model, revision=job.revision, cache_dir=job.cache_dir, device=job.device, dtype=dtype)
+        self.forecaster = load_forecaster_once(job.model, revision=job.revision, cache_dir=job.cache_dir, device=job.device, dtype=dtype)
 
     def forecast(self, dataset: SeriesDataset) -> pd.DataFrame:
         """Forecast rows of a batch of whole series, then one marker row per skipped series."""
@@ -136,8 +135,10 @@ class FileForecaster(_Forecasting):
                 chunk_size=SERIES_PER_CHUNK,
                 layout=reading.layout,
                 freq=reading.freq,
+                known_covariates=reading.layout.known_covariates,
                 rows_per_read=ROWS_PER_READ,
-                **self.job.covariate_options(),
+                require_series=False,  # a file of series with no observed value: the driver decides
+                **self.job.future_options(),
             )
             for chunk in chunks:
                 yield self.forecast(chunk)
@@ -153,9 +154,10 @@ class BucketForecaster(_Forecasting):
     def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
         table = rows.drop(columns=[BUCKET_COLUMN]).reset_index(drop=True)
         reading = self.job.reading
-        return self.forecast(
-            load_dataset(table, source=self.source_label, layout=reading.layout, freq=reading.freq, **self.job.covariate_options())
+        dataset = load_dataset(
+            table, source=self.source_label, require_series=False, **reading.read_options(), **self.job.future_options()
         )
+        return self.forecast(dataset)
 
 
 def bucket_of(ids: pd.Series, buckets: int) -> np.ndarray:
@@ -318,9 +320,9 @@ def forecast_dataset(
     `predict_options` go to `MoiraiForecaster.predict` (num_samples, context_length, batch_size, decoding, ...).
     """
     import_ray()
-    reading = resolve_reading(
-        dataset.limit(sample_rows).to_pandas(), layout=layout, id_column=id_column, timestamp_column=timestamp_column,
-        target=target, freq=freq, past_covariates=past_covariates, rows=sample_rows,
+    reading = plan_reading(
+        dataset.limit(sample_rows).to_pandas(), source="<ray dataset>", layout=layout, id_column=id_column,
+        timestamp_column=timestamp_column, target=target, freq=freq, past_covariates=past_covariates,
     )  # type: ignore[arg-type]
     require_long_layout(reading.layout, "<ray dataset>")
     job = ForecastJob(

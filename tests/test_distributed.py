@@ -16,7 +16,7 @@ from moirai_cli.cli import app
 ray = pytest.importorskip("ray", reason="the Ray engine tests need ray[data] (pip install -e '.[dev]')")
 
 from moirai_cli import distributed  # noqa: E402
-from moirai_cli.data import resolve_reading, resolve_source  # noqa: E402
+from moirai_cli.data import plan_file_reading, resolve_source  # noqa: E402
 
 CHECKPOINT = str(Path(__file__).parent / "fixtures" / "tiny-moe")
 FAST = ["-H", "4", "--num-samples", "5", "--context-length", "32", "--seed", "11", "--device", "cpu",
@@ -98,6 +98,21 @@ def test_ray_output_is_byte_identical_to_local(runner, cluster, tmp_path, layout
         assert not plan.by_file and plan.rows == len(table)
 
 
+def test_a_file_of_series_without_observed_values(runner, cluster, tmp_path):
+    table = sales(6)
+    empty = table["item_id"] == "sku-005"
+    (tmp_path / "ds").mkdir()
+    table[~empty].to_parquet(tmp_path / "ds" / "part-0.parquet", index=False)
+    table[empty].to_parquet(tmp_path / "ds" / "part-1.parquet", index=False)  # this file has nothing to forecast
+    local, _ = forecast(runner, tmp_path / "ds")
+    on_ray, ray_err = forecast(runner, tmp_path / "ds", "--engine", "ray", "--workers", "2")
+    assert on_ray == local and "warning: skipped series 'sku-005'" in ray_err
+    (tmp_path / "ds" / "part-0.parquet").unlink()  # now no series has an observed value: the same error
+    results = [runner.invoke(app, ["forecast", str(tmp_path / "ds"), *FAST, *engine]) for engine in ([], ["--engine", "ray"])]
+    assert [r.exit_code for r in results] == [2, 2]
+    assert {r.stderr.strip().splitlines()[-1] for r in results} == {f"error: {tmp_path / 'ds'}: no series has an observed target value"}
+
+
 def test_known_covariates_from_a_future_file(runner, cluster, tmp_path):
     table = sales(8)
     table["promo"] = (pd.to_datetime(table["date"]).dt.day % 3 == 0).astype(int)
@@ -119,7 +134,7 @@ def test_each_series_goes_whole_to_one_worker_call(cluster, tmp_path):
     table = sales(30)
     table.sample(frac=1, random_state=1).to_parquet(tmp_path / "mixed.parquet", index=False)  # rows in any order
     source = resolve_source(tmp_path / "mixed.parquet")
-    reading = resolve_reading(source)
+    reading = plan_file_reading(source)
     job = distributed.ForecastJob(4, reading, 11, CHECKPOINT, predict_options={"num_samples": 3, "context_length": 32})
     plan = distributed.SourcePlan(by_file=False, rows=len(table), buckets=7)
     frames = list(distributed.collect(distributed.forecast_source(source, job, workers=2, plan=plan)))
@@ -159,7 +174,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(runner, cluster, t
     local, _ = forecast(runner, tmp_path / "ds")
     source = resolve_source(tmp_path / "ds")
     job = distributed.ForecastJob(
-        4, resolve_reading(source), 11, CHECKPOINT, quantile_levels=tuple(np.arange(1, 10) / 10),
+        4, plan_file_reading(source), 11, CHECKPOINT, quantile_levels=tuple(np.arange(1, 10) / 10),
         predict_options={"num_samples": 5, "context_length": 32, "decoding": "cached"},
     )
     frames, killed = [], []

@@ -4,7 +4,6 @@ from moirai_cli.data.frames import (
     SeriesDataset,
     SeriesIdScan,
     SeriesRecord,
-    TableReading,
     check_covariate_options,
     check_rows,
     files_hold_whole_series,
@@ -17,7 +16,6 @@ from moirai_cli.data.frames import (
     parse_freq,
     peek_layout,
     rebatch,
-    resolve_reading,
     scan_series_ids,
 )
 from moirai_cli.data.io import (
@@ -32,7 +30,7 @@ from moirai_cli.data.io import (
     write_table,
 )
 from moirai_cli.data.layout import Layout, detect_layout
-from moirai_cli.data.plan import ReadPlan, plan_reading
+from moirai_cli.data.plan import ReadPlan, plan_file_reading, plan_reading
 from moirai_cli.data.sources import STDIO, DataFile, DataSource, is_uri, resolve_source
 from moirai_cli.data.output import (
     forecast_frame,
@@ -51,7 +49,6 @@ __all__ = [
     "SeriesDataset",
     "SeriesIdScan",
     "SeriesRecord",
-    "TableReading",
     "TableWriter",
     "atomic_path",
     "check_covariate_options",
@@ -72,12 +69,12 @@ __all__ = [
     "parse_freq",
     "parse_quantiles",
     "peek_layout",
+    "plan_file_reading",
     "plan_reading",
     "quantile_column",
     "read_pieces",
     "read_table",
     "rebatch",
-    "resolve_reading",
     "resolve_source",
     "samples_frame",
     "scan_series_ids",

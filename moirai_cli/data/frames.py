@@ -81,7 +81,7 @@ def load_dataset(
     data: str | Path | pd.DataFrame,
     *,
     source: str | None = None,
-    layout: LayoutChoice | Layout = "auto",
+    layout: LayoutChoice = "auto",
     id_column: str | None = None,
     timestamp_column: str | None = None,
     target: Sequence[str] | str = (),
@@ -96,7 +96,6 @@ def load_dataset(
 
     To forecast, known covariates need `future` (same layout, covering the `horizon` steps after each
     series) and `horizon`; without both they cover the history only, which is what a backtest needs.
-    `layout` may also be a Layout settled beforehand (see `resolve_reading`): the column options are then not used.
     Raises InputError, naming file, column, series or row, for any bad input, and when no series has
     an observed value unless `require_series` is False (an engine reading one part of a table).
     """
@@ -104,7 +103,7 @@ def load_dataset(
     frame, source = _as_frame(data, source)
     if frame.shape[1] == 0 or len(frame) == 0:
         raise InputError(f"{source}: no data rows")
-    lay = _check_roles(frame, layout, source) if isinstance(layout, Layout) else detect_layout(
+    lay = detect_layout(
         frame,
         source=source,
         layout=layout,
@@ -138,6 +137,7 @@ def iter_series_chunks(
     horizon: int | None = None,
     rows_per_read: int = 65_536,
     layout: Layout | None = None,
+    require_series: bool = True,
 ) -> Iterator[SeriesDataset]:
     """Yield datasets of at most `chunk_size` series from a long-format file whose rows are grouped by id.
 
@@ -145,7 +145,8 @@ def iter_series_chunks(
     (the future file, if any, is read and parsed once, whole). The layout is detected on the first
     rows (or given: a long `layout` from `peek_layout` with the same column choices) and the
     frequency inferred from the first chunk, then kept. A chunk's `series` can be empty when every
-    series in it was skipped. Raises InputError when an id reappears after other ids (unsorted file).
+    series in it was skipped. Raises InputError when an id reappears after other ids (unsorted file),
+    and when no series has an observed value unless `require_series` is False (an engine reading one part).
     """
     check_covariate_options(known_covariates, future, horizon)
     data = as_source(path)
@@ -205,7 +206,7 @@ def iter_series_chunks(
         done.add(order)
     if lay is None:
         raise InputError(f"{data.label}: no data rows")
-    if not any_series:
+    if not any_series and require_series:
         raise InputError(f"{data.label}: no series has an observed target value")
 
 
@@ -226,67 +227,6 @@ def check_rows(frame: pd.DataFrame, layout: Layout, source: str) -> None:
     row (ids, timestamps, numbers, repeated timestamps within the rows) is checked where the file is known.
     """
     _canonical(frame, layout, source)
-
-
-def _check_roles(frame: pd.DataFrame, lay: Layout, source: str) -> Layout:
-    """A layout settled elsewhere, after checking that the table has each column it names."""
-    roles = [lay.timestamp_column, *lay.targets, *lay.past_covariates, *lay.known_covariates]
-    if lay.id_column is not None:
-        roles.insert(0, lay.id_column)
-    columns = {str(c) for c in frame.columns}
-    for column in roles:
-        if column not in columns:
-            raise InputError(f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})")
-    return lay
-
-
-@dataclass(frozen=True)
-class TableReading:
-    """How a table is read: its column roles and frequency, settled once so that every reader of its parts agrees.
-
-    An engine that splits a dataset between processes settles this on the driver (`resolve_reading`)
-    and hands it to each worker, which passes `layout` and `freq` to `load_dataset` or `iter_series_chunks`.
-    """
-
-    layout: Layout
-    freq: str
-
-
-def resolve_reading(
-    data: str | Path | DataSource | pd.DataFrame,
-    *,
-    layout: LayoutChoice = "auto",
-    id_column: str | None = None,
-    timestamp_column: str | None = None,
-    target: Sequence[str] | str = (),
-    freq: str | None = None,
-    past_covariates: Sequence[str] = (),
-    known_covariates: Sequence[str] = (),
-    rows: int = 65_536,
-) -> TableReading:
-    """Column roles and frequency from a sample: the first `rows` rows of a table's first file (or of a DataFrame).
-
-    The frequency is inferred, unless given, from the series in the sample as `load_dataset` does
-    (a series cut at the end of the sample still shows its step). Raises InputError as a local read would.
-    """
-    if isinstance(data, pd.DataFrame):
-        head, source = data.head(rows), "<data>"
-    else:
-        files = as_source(data)
-        head, source = next(read_pieces(files.files[0], rows, source=files), None), files.files[0].label
-    if head is None or head.shape[1] == 0 or len(head) == 0:
-        raise InputError(f"{source}: no data rows")
-    lay = detect_layout(
-        head,
-        source=source,
-        layout=layout,
-        id_column=id_column,
-        timestamp_column=timestamp_column,
-        target=(target,) if isinstance(target, str) else tuple(target),
-        past_covariates=past_covariates,
-        known_covariates=known_covariates,
-    )
-    return TableReading(lay, parse_freq(freq) if freq else _build(head, lay, source, None, None).freq)
 
 
 def rebatch(datasets: Iterable[SeriesDataset], size: int) -> Iterator[SeriesDataset]:

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from moirai_cli.data.frames import infer_table_frequency, parse_freq
+from moirai_cli.data.io import Readable, as_source, read_pieces
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout
 from moirai_cli.errors import InputError
 
@@ -80,3 +81,18 @@ def plan_reading(
         return ReadPlan(lay, parse_freq(freq))
     rows = series_rows(lay) if series_rows is not None else sample
     return ReadPlan(lay, infer_table_frequency(rows, lay, source))
+
+
+def plan_file_reading(data: Readable, *, rows: int = 65_536, **options) -> ReadPlan:
+    """`plan_reading` on the first `rows` rows of a table's first file (a file, folder, glob or URI).
+
+    The frequency comes from the series in those rows (the last one may be cut short; its step shows all
+    the same): a folder whose first file does not show it needs an explicit `freq`. `options` are
+    plan_reading's column options. Raises InputError naming the file, as a local read would.
+    """
+    files = as_source(data)
+    first = files.files[0]
+    head = next(read_pieces(first, rows, source=files), None)
+    if head is None:
+        raise InputError(f"{first.label}: no data rows")
+    return plan_reading(head, source=first.label, **options)

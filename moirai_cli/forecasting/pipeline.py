@@ -15,7 +15,6 @@ future patch from one pass, Moirai 2.0 predicts quantiles. Sampling families ret
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable, Iterator, Literal, Sequence
@@ -467,23 +466,3 @@ class MoiraiForecaster:
             scores[rows] = per_variate.sum(-1).double().cpu().numpy()
         return scores
 
-
-@functools.lru_cache(maxsize=2)
-def shared_forecaster(
-    name_or_path: str = DEFAULT_MODEL,
-    *,
-    revision: str | None = None,
-    cache_dir: str | None = None,
-    device: str = "auto",
-    dtype: torch.dtype = torch.float32,
-    progress: bool = False,
-) -> MoiraiForecaster:
-    """`MoiraiForecaster.from_pretrained`, loaded once per process for the same arguments.
-
-    For engines whose workers run many tasks in one process (Ray actors, Spark executors' Python
-    workers): the weights are read once, and every later task reuses them. No download bars by
-    default: a worker has no terminal.
-    """
-    return MoiraiForecaster.from_pretrained(
-        name_or_path, revision=revision, cache_dir=cache_dir, device=device, dtype=dtype, progress=progress
-    )
