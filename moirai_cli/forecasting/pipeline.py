@@ -465,4 +465,3 @@ class MoiraiForecaster:
             per_variate = nll.sum(dim=(-1, -2)) / count.clamp_min(1)  # (B, V)
             scores[rows] = per_variate.sum(-1).double().cpu().numpy()
         return scores
-
