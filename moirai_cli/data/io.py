@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -136,19 +137,49 @@ def read_errors(label: str, fmt: str) -> Iterator[None]:
         raise InputError(f"{label}: cannot read {fmt} file: {first_line(exc)}") from exc
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where Linux allows (/proc/self/status)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (briefly) and put it back
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(target: Path) -> int:
+    """The permissions `open(target, "w")` would leave: an existing file's own, else 0666 less the umask."""
+    with contextlib.suppress(OSError):
+        info = target.stat()
+        if stat.S_ISREG(info.st_mode):
+            return stat.S_IMODE(info.st_mode)
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success move it over `path`, on any failure delete it."""
+    """Yield a temporary path next to `path`; on success move it over `path`, on any failure delete it.
+
+    The file ends up with the permissions a plain `open(path, "w")` gives (see new_file_mode).
+    """
     target = Path(path)
     folder = target.parent  # Path("x.csv").parent is Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
+    mode = new_file_mode(target)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
         raise InputError(f"{path}: cannot write here: {exc.strerror or exc}") from exc
-    os.close(fd)
     tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
+    except OSError:
+        pass  # a file system without modes (e.g. a FAT mount) keeps what it has
+    finally:
+        os.close(fd)
     try:
         yield tmp
         os.replace(tmp, target)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,17 @@ def test_chunks_and_plot(runner, fake_model, tmp_path, monkeypatch):
 def test_version(runner):
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("moirai-cli ")
+
+
+def test_output_files_and_plot_get_normal_permissions(runner, fake_model, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        out, samples, png = tmp_path / "o.parquet", tmp_path / "s.csv", tmp_path / "p.png"
+        args = ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "-q", "-o", str(out), "--samples-output", str(samples)]
+        result = runner.invoke(app, [*args, "--plot", str(png)])
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.stderr
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {
+        "o.parquet": 0o644, "s.csv": 0o644, "p.png": 0o644
+    }
