@@ -18,6 +18,7 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import torch
 import typer
+from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 
 from moirai_cli import __version__
@@ -42,7 +43,7 @@ from moirai_cli.errors import InputError, ModelError, MoiraiError
 from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
-from moirai_cli.runtime import keep_freed_memory_for_reuse
+from moirai_cli.runtime import interruption, keep_freed_memory_for_reuse, stop_cleanly_on_signals, use_threads
 from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
@@ -52,7 +53,27 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DECODINGS = ("exact", "cached")
 LAYOUTS = ("auto", "long", "wide", "single")
 
+class _FlagsWithoutType:
+    """Help without a value type (`<bool>`) next to flags, which take no value (recent Typer prints one)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Group(_FlagsWithoutType, TyperGroup):
+    """The `moirai` command group."""
+
+
+class _Command(_FlagsWithoutType, TyperCommand):
+    """One `moirai` subcommand."""
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -131,6 +152,15 @@ DecodingOpt = Annotated[
     str,
     typer.Option(
         "--decoding", help="exact (the reference's procedure) or cached (faster; scaler frozen at the context)."
+    ),
+]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        help="CPU threads for the model (default: $MOIRAI_NUM_THREADS, else the CPUs this process may use, "
+        "from its affinity and cgroup quota).",
+        show_default=False,
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, notes or summary (warnings stay).")]
@@ -342,16 +372,29 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a download (exit code 143)
-        typer.echo("error: interrupted", err=True)
-        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
-    except BrokenPipeError:  # stdout closed early (`| head`): Typer exits quietly
-        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (runtime.stop_cleanly_on_signals)
+        message, code = interruption(exc)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code) from None
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as other command-line tools do
+        raise typer.Exit(stdout_closed()) from None
     except Exception as exc:
         if debug:
             raise
         typer.echo(f"error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)", err=True)
         raise typer.Exit(1) from None
+
+
+def stdout_closed() -> int:
+    """Exit status after the reader of stdout went away: 141 (128 + SIGPIPE), as a shell reports `yes | head`.
+
+    stdout is pointed at /dev/null so that nothing left in its buffer fails again at exit.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 141
 
 
 def _parse_patch_size(text: str) -> int | str:
@@ -415,7 +458,7 @@ def _check_plot(plot: str | None) -> None:
         check_plot_path(plot)
 
 
-@app.command()
+@app.command(cls=_Command)
 def forecast(
     data: DataArg,
     horizon: HorizonOpt,
@@ -428,6 +471,7 @@ def forecast(
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    threads: ThreadsOpt = None,
     batch_size: BatchSizeOpt = None,
     tokens_per_pass: TokensPerPassOpt = None,
     patch_size: PatchSizeOpt = None,
@@ -467,6 +511,7 @@ def forecast(
             check_output_path(samples_output)
         _check_plot(plot)
 
+        use_threads(threads)
         batches = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
         note(_input_note(first), quiet)
@@ -542,7 +587,7 @@ def _resolve_checkpoint(
     return resolve_checkpoint(name_or_path, revision, cache_dir, force_download=force, verify=True, progress=not quiet)
 
 
-@app.command()
+@app.command(cls=_Command)
 def download(
     model: Annotated[
         str, typer.Argument(metavar="MODEL", help="Hugging Face repo id or local folder.")
@@ -591,7 +636,7 @@ mean over series of model / baseline (per-series values clipped to 0.01..100; be
 """
 
 
-@app.command(epilog=METRICS_HELP)
+@app.command(cls=_Command, epilog=METRICS_HELP)
 def evaluate(
     data: DataArg,
     horizon: HorizonOpt,
@@ -614,6 +659,7 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    threads: ThreadsOpt = None,
     batch_size: BatchSizeOpt = None,
     tokens_per_pass: TokensPerPassOpt = None,
     patch_size: PatchSizeOpt = None,
@@ -663,6 +709,7 @@ def evaluate(
             check_output_path(output)
         _check_plot(plot)
 
+        use_threads(threads)
         dataset = data_options.load()
         note(_input_note(dataset), quiet)
         for item_id in dataset.skipped:
@@ -722,21 +769,30 @@ def main(argv: list[str] | None = None) -> int:
         else:
             typer.echo(f"error: {message}", err=True)
         return exc.exit_code
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # a signal while the options were being parsed
+            message, code = interruption(exc.__cause__)
+            typer.echo(f"error: {message}", err=True)
+            return code
         typer.echo("error: aborted", err=True)
         return 1
     return code if isinstance(code, int) else 0
 
 
 def run() -> None:
-    """The `moirai` executable: `main`, then exit without tearing the interpreter down.
+    """The `moirai` executable: `main` with clean stops on SIGTERM/SIGHUP, then exit without tearing the interpreter down.
 
     By then every output file is written and closed; freeing the model and unloading
     torch would only add about half a second to each command.
     """
+    stop_cleanly_on_signals()
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = stdout_closed()
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
     os._exit(code)
 
 

@@ -175,12 +175,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise InputError(f"{path}: cannot write here: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
-    except OSError:
-        pass  # a file system without modes (e.g. a FAT mount) keeps what it has
-    finally:
-        os.close(fd)
-    try:
+        try:
+            os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
+        except OSError:
+            pass  # a file system without modes (e.g. a FAT mount) keeps what it has
+        finally:
+            os.close(fd)
         yield tmp
         os.replace(tmp, target)
     except BaseException:
