@@ -210,3 +210,25 @@ def test_output_files_and_plot_get_normal_permissions(runner, fake_model, tmp_pa
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {
         "o.parquet": 0o644, "s.csv": 0o644, "p.png": 0o644
     }
+
+
+@pytest.mark.parametrize("args, env, expected", [(["--threads", "3"], "2", 3), ([], "2", 2)])
+def test_threads_option_and_environment(runner, fake_model, monkeypatch, args, env, expected):
+    before = torch.get_num_threads()
+    seen = []
+    predict = fake_model.predict
+    monkeypatch.setattr(fake_model, "predict", lambda *a, **k: seen.append(torch.get_num_threads()) or predict(*a, **k))
+    monkeypatch.setenv("MOIRAI_NUM_THREADS", env)
+    try:
+        result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "-q", *args])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.stderr
+    assert seen == [expected]
+
+
+def test_bad_thread_count_is_refused_before_reading(runner, fake_model, monkeypatch, one_line_error):
+    monkeypatch.setenv("MOIRAI_NUM_THREADS", "many")
+    result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2"])
+    one_line_error(result, 2, "MOIRAI_NUM_THREADS: 'many' is not a whole number")
+    assert fake_model.calls == []
