@@ -130,6 +130,13 @@ SeedOpt = Annotated[
         "a series gets the same samples whatever else is in the file, its position, the batch size or the engine.",
     ),
 ]
+EvaluateSeedOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seed",
+        help="Random seed: the same seed gives the same samples for a series, whatever else is in the file.",
+    ),
+]
 BatchSizeOpt = Annotated[
     Optional[int], typer.Option("--batch-size", help="Series per model batch (default: 32 on a CPU, 256 on a GPU).")
 ]
@@ -653,7 +660,7 @@ def evaluate(
     context_length: ContextLengthOpt = None,
     num_samples: NumSamplesOpt = None,
     quantiles: QuantilesOpt = DEFAULT_QUANTILES,
-    seed: SeedOpt = None,
+    seed: EvaluateSeedOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -682,6 +689,13 @@ def evaluate(
             help="Per-window metrics: CSV, Parquet, JSON or JSONL ('-': CSV on stdout, table on stderr).",
         ),
     ] = None,
+    forecasts_output: Annotated[
+        Optional[str],
+        typer.Option(
+            "--forecasts-output",
+            help="Per-window forecasts (one row per series, window and step: actual, means, quantiles), same formats.",
+        ),
+    ] = None,
     plot: Annotated[
         Optional[str], typer.Option("--plot", help="PNG of the best and worst series (by MASE) in the last window.")
     ] = None,
@@ -705,19 +719,24 @@ def evaluate(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
         )
         model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
-        if output:
-            check_output_path(output)
+        for path in (output, forecasts_output):
+            if path:
+                check_output_path(path)
+        if output == STDIO and forecasts_output == STDIO:
+            raise InputError("-o - and --forecasts-output - would write two tables to stdout; send one of them to a file")
         _check_plot(plot)
 
         use_threads(threads)
         dataset = data_options.load()
         note(_input_note(dataset), quiet)
+        if output or forecasts_output:
+            check_backtest_id_column(dataset.id_column)
         for item_id in dataset.skipped:
             warn(f"skipped series '{item_id}': no observed target value")
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, quiet=quiet)
-        bar, advance = _progress(quiet, None, "evaluating")
+        bar, advance = _progress(quiet, len(dataset.series) * windows, "evaluating")
         with bar:
             result = evaluate_backtest(
                 forecaster,
@@ -733,18 +752,44 @@ def evaluate(
                 progress=advance,
                 **settings,
             )
+        for item_id in result.skipped:
+            warn(
+                f"skipped series '{item_id}': too short for {windows} window(s) of {horizon} steps "
+                f"{result.stride} apart (it needs more than {horizon + (windows - 1) * result.stride} rows, "
+                "with an observed value before the first window)"
+            )
         if output:
-            write_table(result.per_window, output)
+            write_table(with_id_column(result.per_window, dataset.id_column), output)
+        if forecasts_output:
+            write_table(with_id_column(result.forecasts, dataset.id_column), forecasts_output)
         if plot:
             plot_best_worst(result, plot)
-        if output != STDIO or not quiet:
-            Console(stderr=output == STDIO).print(render_summary(result))
+        on_stdout = STDIO in (output, forecasts_output)
+        if not on_stdout or not quiet:
+            Console(stderr=on_stdout).print(render_summary(result))
         note(
             f"evaluated {result.n_series} series, {len(result.skipped)} skipped as too short, {windows} window(s) "
             f"of {horizon} steps, model {model}, device {getattr(forecaster, 'device', device)}, "
-            f"{time.perf_counter() - started:.1f}s" + (f" -> {output}" if output and output != STDIO else ""),
+            f"{time.perf_counter() - started:.1f}s"
+            + "".join(f" -> {path}" for path in (output, forecasts_output) if path and path != STDIO),
             quiet,
         )
+
+
+BACKTEST_COLUMNS = ("window", "cutoff", "window_start_row", "forecast_start", "target", "step", "timestamp", "actual")
+
+
+def check_backtest_id_column(id_column: str) -> None:
+    """InputError when the input's id column would clash with a column of the backtest's output tables."""
+    if id_column in BACKTEST_COLUMNS or id_column.startswith(("model_", "baseline_", "n_", "seasonal_", "sum_")):
+        raise InputError(
+            f"id column '{id_column}': the backtest's output has a column of that name; rename it in the input"
+        )
+
+
+def with_id_column(frame, id_column: str):
+    """A backtest table with its `item_id` column named like the input's id column, as `forecast` writes it."""
+    return frame if id_column == "item_id" else frame.rename(columns={"item_id": id_column})
 
 
 # Click's exception classes, reached through Typer's public BadParameter: older Typer releases use the
