@@ -16,6 +16,7 @@ from typing import Annotated, Iterator, Optional
 # series (benchmarks/README.md). Arrow reads this once, when pyarrow is first imported (with pandas, below).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
+import numpy as np
 import torch
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -44,7 +45,7 @@ from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
 from moirai_cli.runtime import interruption, keep_freed_memory_for_reuse, stop_cleanly_on_signals, use_threads
-from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
+from moirai_cli.forecasting.pipeline import DEFAULT_CONTEXT_LENGTH, DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
 ROWS_PER_READ = 65_536  # rows read at a time from a long file that is streamed
@@ -221,13 +222,17 @@ class DataOptions:
             **self.columns(),
         )
 
-    def batches(self, horizon: int, size: int, quiet: bool = False) -> Iterator[SeriesDataset]:
-        """Batches of `size` series in file order; a long file grouped by id is streamed, so memory stays flat."""
+    def batches(self, horizon: int, size: int, quiet: bool = False) -> tuple[Iterator[SeriesDataset], int | None]:
+        """Batches of `size` series in file order, and their number of series (None when not known up front).
+
+        A long file grouped by id is streamed, so memory stays flat (and the count is not known).
+        """
         known = split_columns(self.known_covariates)
         check_covariate_options(known, self.future, horizon if known else None)
         layout = self._streamable_layout(quiet)
         if layout is None:
-            return rebatch([self.load(horizon)], size)
+            dataset = self.load(horizon)
+            return rebatch([dataset], size), len(dataset.series)
         chunks = iter_series_chunks(
             self.path,
             chunk_size=size,
@@ -238,7 +243,7 @@ class DataOptions:
             layout=layout,
             **self.columns(),
         )
-        return rebatch(chunks, size)
+        return rebatch(chunks, size), None
 
     def _streamable_layout(self, quiet: bool) -> Layout | None:
         """The layout of a long-format file whose rows are grouped by series id; None for any other input."""
@@ -426,7 +431,7 @@ def _progress(quiet: bool, total: int | None, label: str = "forecasting"):
     bar = Progress(
         TextColumn(label),
         BarColumn(),
-        MofNCompleteColumn(),
+        MofNCompleteColumn() if total is not None else TextColumn("{task.completed} series"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -450,6 +455,32 @@ def _root(
     ] = False,
 ) -> None:
     """Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai models (1.x, MoE, 2.0)."""
+
+
+def check_context_length(
+    forecaster: MoiraiForecaster, dataset: SeriesDataset, settings: dict[str, object], horizon: int, requested: int | None
+) -> None:
+    """Warn when the context (as long as the data allows) exceeds what the checkpoint saw in training."""
+    config = getattr(getattr(forecaster, "model", None), "config", None)
+    if config is None or not dataset.series:
+        return
+    record = dataset.series[0]
+    tokens_per_step = sum(
+        0 if values is None else np.asarray(values).reshape(len(values), -1).shape[1]
+        for values in (record.target, record.past_covariates, record.known_covariates)
+    )
+    patch_size = settings.get("patch_size", forecaster.default_patch_size)
+    smallest = min(config.patch_sizes) if patch_size == "auto" else int(patch_size)
+    context = settings.get("context_length", DEFAULT_CONTEXT_LENGTH)
+    used = min(context, max(len(r.target) for r in dataset.series))
+    longest = config.longest_context(horizon, smallest, tokens_per_step)
+    if used > longest:
+        option = f"--context-length {context}" if requested is not None else f"the default context of {context} steps"
+        warn(
+            f"{option} gives sequences longer than this checkpoint's {config.max_seq_len} tokens "
+            f"(at most {longest} steps of context with horizon {horizon}, patch size {smallest} and "
+            f"{tokens_per_step} token(s) per step); forecasts may degrade: use a shorter --context-length"
+        )
 
 
 def _input_note(dataset: SeriesDataset) -> str:
@@ -516,15 +547,21 @@ def forecast(
         check_output_path(output)
         if samples_output:
             check_output_path(samples_output)
+        if samples_output == STDIO and output == STDIO:
+            raise InputError(
+                "--samples-output -: stdout already carries the forecast table; "
+                "write the samples to a file, or the forecast to one with -o"
+            )
         _check_plot(plot)
 
         use_threads(threads)
-        batches = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
+        batches, total = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
         note(_input_note(first), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, samples_output, quiet)
+        check_context_length(forecaster, first, settings, horizon, context_length)
         counts = _run_forecast(
             itertools.chain([first], batches),
             forecaster,
@@ -536,6 +573,7 @@ def forecast(
             samples_output,
             plot,
             quiet,
+            total,
         )
         used = getattr(forecaster, "device", device)
         skipped = f" ({counts[1]} skipped)" if counts[1] else ""
@@ -557,9 +595,10 @@ def _run_forecast(
     samples_output: str | None,
     plot: str | None,
     quiet: bool,
+    total: int | None = None,
 ) -> tuple[int, int]:
     """Forecast each batch and stream rows to the atomic outputs; returns (series forecast, skipped)."""
-    bar, advance = _progress(quiet, None)
+    bar, advance = _progress(quiet, total)
     forecast_count = skipped_count = 0
     first: tuple[SeriesDataset, Forecast | DirectQuantileForecast] | None = None  # what the plot shows
     with contextlib.ExitStack() as stack:
@@ -736,6 +775,7 @@ def evaluate(
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, quiet=quiet)
+        check_context_length(forecaster, dataset, settings, horizon, context_length)
         bar, advance = _progress(quiet, len(dataset.series) * windows, "evaluating")
         with bar:
             result = evaluate_backtest(

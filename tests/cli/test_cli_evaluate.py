@@ -198,3 +198,10 @@ def test_an_id_column_named_like_an_output_column_is_refused(runner, tiny_checkp
 def test_evaluate_seed_help_speaks_of_series(runner):
     result = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
     assert "the same seed gives the same samples for a series, whatever else is in the file" in " ".join(result.stdout.split())
+
+
+def test_evaluate_progress_counts_series_times_windows(runner, tiny_checkpoint):
+    args = ["evaluate", str(SAMPLES / "stocks.csv"), "-H", "2", "--windows", "2", "--model", str(tiny_checkpoint), *FAST]
+    result = runner.invoke(app, args, env={"FORCE_COLOR": "1", "COLUMNS": "100"})
+    assert result.exit_code == 0, result.stderr
+    assert "10/10" in [line for line in result.stderr.split("\r") if "evaluating" in line][-1]

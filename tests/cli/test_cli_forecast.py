@@ -232,3 +232,24 @@ def test_bad_thread_count_is_refused_before_reading(runner, fake_model, monkeypa
     result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2"])
     one_line_error(result, 2, "MOIRAI_NUM_THREADS: 'many' is not a whole number")
     assert fake_model.calls == []
+
+
+@pytest.mark.parametrize(
+    "name, shown, hidden",
+    [("us_employment.csv", "22/22", "/?"), ("stocks.csv", "5 series", "/")],  # wide: read whole; long: streamed
+)
+def test_progress_shows_the_total_when_it_is_known(runner, fake_model, name, shown, hidden):
+    result = runner.invoke(app, ["forecast", str(SAMPLES / name), "-H", "2"], env={"FORCE_COLOR": "1", "COLUMNS": "100"})
+    assert result.exit_code == 0, result.stderr
+    bar = [line for line in result.stderr.split("\r") if "forecasting" in line][-1]
+    assert shown in bar and hidden not in bar.replace("\x1b[", "")
+
+
+def test_samples_and_forecast_both_on_stdout_are_refused(runner, fake_model, tmp_path, one_line_error):
+    result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "--samples-output", "-"])
+    one_line_error(result, 2, "--samples-output -", "stdout already carries the forecast table")
+    assert fake_model.calls == []
+    out = tmp_path / "f.csv"
+    result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "-q", "-o", str(out), "--samples-output", "-"])
+    assert result.exit_code == 0, result.stderr
+    assert list(read_stdout(result.stdout).columns) == ["symbol", "date", "sample", "value"] and out.exists()
