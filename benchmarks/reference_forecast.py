@@ -1,6 +1,6 @@
 """Forecast a long-format CSV with the reference implementation (uni2ts 2.0.0), for benchmarks.
 
-Runs in the reference's virtual environment only (see ../shared/reference/make-venv.sh):
+Runs in the reference's virtual environment only (built by scripts/make-reference-venv.sh):
 
     REF/bin/python benchmarks/reference_forecast.py DATA.csv CHECKPOINT OUT.csv --horizon 48 \
         --context-length 512 --num-samples 100 --batch-size 32 [--family moirai-moe] [--patch-size auto]
