@@ -52,7 +52,28 @@ def glibc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "mallopt") else None
 
 
-# --- How many threads ---
+# --- How many threads, and how they wait ---
+
+WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def let_idle_threads_sleep() -> bool:
+    """Make idle OpenMP threads sleep at once instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the user chose.
+
+    torch's CPU thread pool is GNU OpenMP, whose threads spin (for milliseconds) after each
+    parallel region, waiting for the next. Alone on the machine that saves a wake-up of a few
+    microseconds; when another process is busy on the same cores, the spinning threads take CPU
+    time from the one thread still computing, which then waits for the scheduler at every one
+    of the thousands of regions of a forecast (benchmarks/README.md: a parity test went from
+    39 s to 297 s). libgomp reads the setting when torch loads it, so this only takes effect
+    before torch is imported; returns whether it did. Setting OMP_WAIT_POLICY or GOMP_SPINCOUNT
+    yourself keeps your choice.
+    """
+    if "torch" in sys.modules or any(os.environ.get(name) for name in WAIT_SETTINGS):
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
 
 
 def usable_cpus(root: Path = Path("/")) -> int:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import moirai_cli  # noqa: F401  first: idle OpenMP threads sleep (runtime.let_idle_threads_sleep), CI machines are shared
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

@@ -121,3 +121,21 @@ def test_bad_thread_counts_are_input_errors(monkeypatch, env, requested, message
         monkeypatch.setenv(THREADS_ENV, env)
     with pytest.raises(InputError, match=message):
         threads_to_use(requested)
+
+
+@pytest.mark.parametrize(
+    "env, first, expected",
+    [
+        ({}, "moirai_cli", "PASSIVE"),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, "moirai_cli", "ACTIVE"),  # the user's choice stays
+        ({"GOMP_SPINCOUNT": "300000"}, "moirai_cli", "None"),  # so does a spin count
+        ({}, "torch", "None"),  # too late once torch (and OpenMP) is loaded: nothing changed
+    ],
+)
+def test_idle_openmp_threads_sleep_unless_the_user_chose(env, first, expected):
+    probe = f"import os, {first}, moirai_cli; print(os.environ.get('OMP_WAIT_POLICY'))"
+    clean = {k: v for k, v in os.environ.items() if k not in runtime.WAIT_SETTINGS}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env={**clean, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == expected
