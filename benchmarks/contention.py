@@ -18,6 +18,7 @@ Markdown table of medians and the slowdown under load (busy / quiet) of each com
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from run_benchmark import WORK, make_series_file_apart
 
@@ -62,13 +64,15 @@ def timed_run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def with_competitor(run, busy: bool):
-    """Call run() while one busy process runs (busy=True), or on its own."""
+@contextlib.contextmanager
+def competing_process(busy: bool) -> Iterator[subprocess.Popen | None]:
+    """One process spinning on a core for the duration of the block (busy=True), or none."""
     if not busy:
-        return run()
+        yield None
+        return
     competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     try:
-        return run()
+        yield competitor
     finally:
         competitor.kill()
         competitor.wait()
@@ -137,7 +141,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         for busy in (False, True):
             for name, (command, env) in runs.items():
-                wall, cpu = with_competitor(lambda: timed_run(command, env), busy)
+                with competing_process(busy):
+                    wall, cpu = timed_run(command, env)
                 results[name][busy].append((wall, cpu))
                 load = "1 busy process" if busy else "quiet"
                 print(f"repeat {repeat + 1}, {load}: {name}: {wall:.1f} s wall, {cpu:.1f} s CPU", file=sys.stderr, flush=True)

@@ -38,22 +38,18 @@ def test_variants_are_parsed_and_malformed_ones_refused(contention):
         contention.parse_variants([["broken", "MOIRAI_NUM_THREADS"]])
 
 
-def test_a_busy_run_has_a_competitor_that_is_gone_afterwards(contention):
-    def busy_loops() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if "while True" in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                        found.append(int(entry.name))
-                except OSError:
-                    pass
-        return found
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    if not Path("/proc/self/cmdline").exists():
-        pytest.skip("needs /proc")
-    before = set(busy_loops())
-    during = contention.with_competitor(lambda: set(busy_loops()) - before, busy=True)
-    assert len(during) == 1
-    assert not (set(busy_loops()) & during)
-    assert contention.with_competitor(lambda: set(busy_loops()) - before, busy=False) == set()
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_busy_run_has_a_spinning_competitor_that_is_gone_afterwards(contention):
+    with contention.competing_process(busy=True) as competitor:
+        while cpu_seconds(competitor.pid) < 0.05:  # it computes (a process that had died would fail below)
+            assert competitor.poll() is None, f"the competitor ended with {competitor.returncode}"
+        assert "while True" in Path(f"/proc/{competitor.pid}/cmdline").read_text()
+    assert competitor.returncode is not None  # killed and reaped when the block ends
+    with contention.competing_process(busy=False) as nothing:
+        assert nothing is None
