@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,29 +27,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from run_benchmark import WORK, make_series_file_apart
+from run_benchmark import WORK, machine, make_series_file_apart, parse_variants
 
 HERE = Path(__file__).resolve().parent
 BUSY_LOOP = "while True:\n    pass\n"
-
-
-def machine() -> str:
-    """The CPU (model name, widest vector instructions), the CPUs this process may use, and the linear-layer kernels."""
-    from moirai_cli.model.kernels import cpu_vendor_and_flags, prefer_onednn
-    from moirai_cli.runtime import usable_cpus
-
-    name = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    _, flags = cpu_vendor_and_flags()
-    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    kernels = "oneDNN" if prefer_onednn() else "torch's BLAS"
-    return f"{name} ({vectors}), {usable_cpus()} CPUs usable, linear layers by {kernels}"
 
 
 def timed_run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -76,17 +56,6 @@ def competing_process(busy: bool) -> Iterator[subprocess.Popen | None]:
     finally:
         competitor.kill()
         competitor.wait()
-
-
-def parse_variants(items: list[list[str]]) -> dict[str, dict[str, str]]:
-    """--variant NAME ENV=VALUE ... into {name: {ENV: VALUE}}."""
-    variants = {}
-    for name, *settings in items:
-        pairs = [setting.split("=", 1) for setting in settings]
-        if any(len(pair) != 2 for pair in pairs):
-            raise SystemExit(f"--variant {name}: settings must look like NAME=VALUE")
-        variants[name] = dict(pairs)
-    return variants
 
 
 def table(results: dict[str, dict[bool, list[tuple[float, float]]]]) -> list[str]:
