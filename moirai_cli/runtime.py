@@ -186,19 +186,47 @@ class StopSignal(KeyboardInterrupt):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class _Held:
+    """Stop signals held back: how deep in held sections the program is, and the first signal that came."""
+
+    depth = 0
+    pending: int | None = None
+
+
+def hold_stop_signals() -> None:
+    """Start a section in which the handlers of stop_cleanly_on_signals only note a signal.
+
+    For the few steps between creating a temporary file and arming its clean-up. Sections nest;
+    each must end with release_stop_signals.
+    """
+    _Held.depth += 1
+
+
+def release_stop_signals() -> None:
+    """End a held section; at the outermost end, raise StopSignal for a signal that came meanwhile."""
+    _Held.depth = max(0, _Held.depth - 1)
+    if _Held.depth == 0 and _Held.pending is not None:
+        signum, _Held.pending = _Held.pending, None
+        raise StopSignal(signum)
+
+
 def stop_cleanly_on_signals() -> None:
     """Make SIGINT, SIGTERM and SIGHUP raise StopSignal in the main thread.
 
     `timeout`, `docker stop`, Slurm and CI cancellation send SIGTERM, a closed terminal SIGHUP;
     by default either kills the process on the spot and leaves temporary files behind. After
     the first signal the others are ignored, so the clean-up itself cannot be cut short. A
-    signal that was ignored when the process started (e.g. SIGHUP under `nohup`) stays ignored.
+    signal that was ignored when the process started (e.g. SIGHUP under `nohup`) stays ignored,
+    and one that comes inside hold_stop_signals is raised when the section ends.
     """
 
     def stop(signum: int, frame: FrameType | None) -> None:
         for number in STOP_SIGNALS:
             if signal.getsignal(number) is stop:
                 signal.signal(number, signal.SIG_IGN)
+        if _Held.depth:
+            _Held.pending = signum  # raised by release_stop_signals
+            return
         raise StopSignal(signum)
 
     for number in STOP_SIGNALS:

@@ -14,6 +14,7 @@ from typing import IO, Iterator, Literal
 import pandas as pd
 
 from moirai_cli.errors import InputError, first_line
+from moirai_cli.runtime import hold_stop_signals, release_stop_signals
 
 STDIO = "-"
 """The path that means standard input (when reading) or standard output (when writing)."""
@@ -169,18 +170,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
     mode = new_file_mode(target)
+    # A stop signal between creating the file and entering the `try` below would leave it behind:
+    # the command line's handler holds it back until then (runtime.hold_stop_signals).
+    hold_stop_signals()
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
+        release_stop_signals()
         raise InputError(f"{path}: cannot write here: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
         try:
-            os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
-        except OSError:
-            pass  # a file system without modes (e.g. a FAT mount) keeps what it has
+            with contextlib.suppress(OSError):  # a file system without modes (e.g. FAT) keeps what it has
+                os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
         finally:
-            os.close(fd)
+            try:
+                os.close(fd)
+            finally:
+                release_stop_signals()  # a signal that came meanwhile is raised here, and the file is removed
         yield tmp
         os.replace(tmp, target)
     except BaseException:

@@ -6,7 +6,9 @@ import gzip
 import io
 import json
 import os
+import signal
 import stat
+import tempfile
 
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from moirai_cli.data import TableWriter, check_output_path, output_format, read_table, write_table
 from moirai_cli.data.io import current_umask
 from moirai_cli.errors import InputError
+from moirai_cli.runtime import STOP_SIGNALS, StopSignal, stop_cleanly_on_signals
 
 FRAME = pd.DataFrame(
     {"item_id": ["007", "008"], "timestamp": pd.to_datetime(["2020-01-01", "2020-01-02"]), "y": [1.5, None]}
@@ -166,3 +169,24 @@ def test_umask_is_read_without_changing_it(umask):
     umask(0o027)
     assert current_umask() == 0o027
     assert os.umask(0o027) == 0o027  # still in place
+
+
+def test_a_stop_signal_while_the_temporary_file_is_created_leaves_nothing(tmp_path, monkeypatch):
+    """SIGTERM at the worst moment (the file exists, its clean-up is not armed yet) waits, then cleans up."""
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        created = real_mkstemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler right after this call returns
+        return created
+
+    saved = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    try:
+        stop_cleanly_on_signals()  # the command line's handlers
+        with pytest.raises(StopSignal) as stopped:
+            write_table(FRAME, tmp_path / "out.csv")
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+    assert stopped.value.signum == signal.SIGTERM and list(tmp_path.iterdir()) == []

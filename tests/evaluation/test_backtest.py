@@ -271,7 +271,7 @@ def test_actuals_and_metrics_keep_float64_precision():
     """Values a float32 would round (1e8 + fractions) are scored exactly, and ties at an interval bound hold."""
     base = 1e8
     series = [base + np.arange(40) % 4 * 0.25]  # float64: 1e8, 1e8 + 0.25, ...; float32 holds only 1e8
-    constant = lambda contexts, horizon: np.full((len(contexts), 5, horizon, 1), base)  # noqa: E731
+    constant = lambda contexts, horizon, **_: np.full((len(contexts), 5, horizon, 1), base)  # noqa: E731
     result = run_backtest(series, 4, constant, season_length=4)
     rows = result.forecasts
     np.testing.assert_array_equal(rows["actual"], series[0][-4:])
