@@ -14,6 +14,9 @@ step, like `moirai forecast`.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -56,8 +59,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--family", choices=["moirai-1", "moirai-moe", "moirai-2"], default="moirai-moe")
     parser.add_argument("--patch-size", help="a patch size or auto (default: the wrapper's, 16 for MoE, auto for 1.x)")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
+    parser.add_argument("--series", type=int, help="forecast only the first N series")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     frame = pd.read_csv(args.data, parse_dates=["timestamp"])
     dataset = [
@@ -65,8 +72,14 @@ def main() -> None:
         for item, group in frame.groupby("item_id", sort=False)
     ]
     predictor = reference_wrapper(args).create_predictor(batch_size=args.batch_size, device="cpu")
+    dataset = dataset[: args.series]
     rows = []
-    for entry, forecast in zip(dataset, predictor.predict(dataset)):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    forecasts = list(predictor.predict(dataset))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    print(f"reference: {len(dataset)} series, {torch.get_num_threads()} thread(s): forecast {seconds:.1f} s, "
+          f"{cpu:.1f} s CPU; load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    for entry, forecast in zip(dataset, forecasts):
         index = pd.period_range(forecast.start_date, periods=args.horizon, freq="h").to_timestamp()
         if hasattr(forecast, "samples"):  # a SampleForecast: (S, H)
             mean, quantiles = forecast.samples.mean(0), np.quantile(forecast.samples, LEVELS, axis=0)
