@@ -44,7 +44,14 @@ from moirai_cli.errors import InputError, ModelError, MoiraiError
 from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
-from moirai_cli.runtime import interruption, keep_freed_memory_for_reuse, stop_cleanly_on_signals, use_threads
+from moirai_cli.runtime import (
+    hold_stop_signals,
+    interruption,
+    keep_freed_memory_for_reuse,
+    release_stop_signals,
+    stop_cleanly_on_signals,
+    use_threads,
+)
 from moirai_cli.forecasting.pipeline import DEFAULT_CONTEXT_LENGTH, DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
@@ -602,8 +609,12 @@ def _run_forecast(
     forecast_count = skipped_count = 0
     first: tuple[SeriesDataset, Forecast | DirectQuantileForecast] | None = None  # what the plot shows
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(TableWriter(output))
-        sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
+        hold_stop_signals()  # until the stack owns both writers' temporary files
+        try:
+            writer = stack.enter_context(TableWriter(output))
+            sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
+        finally:
+            release_stop_signals()
         stack.enter_context(bar)
         for batch in batches:
             for item_id in batch.skipped:
