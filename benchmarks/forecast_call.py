@@ -8,7 +8,8 @@ command with PYTHONPATH pointing at a checkout of it (`git worktree add /tmp/old
 
 CPU time (user + system) is printed beside the wall time: with `--threads 1` it measures the work
 itself, even on a machine that other jobs keep busy. `--count-flops` adds the floating-point
-operations of the matrix products (counted by torch, with torch's own BLAS kernels).
+operations of the matrix products (counted by torch, with torch's own BLAS kernels); `--profile`
+prints the operators that took the most time (torch.profiler).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 import moirai_cli  # first: it sets how idle threads wait before torch is loaded
 from moirai_cli.forecasting.pipeline import MoiraiForecaster
 from moirai_cli.runtime import use_threads
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 WORK = Path(__file__).resolve().parent / "work"
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--decoding", default="cached")
     parser.add_argument("--threads", type=int, help="CPU threads (default: as the command line chooses)")
     parser.add_argument("--count-flops", action="store_true")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if args.count_flops:
         os.environ["MOIRAI_CPU_MATMUL"] = "blas"  # torch's counter sees aten products, not oneDNN's
@@ -52,8 +55,9 @@ def main() -> None:
     series = [group["target"].to_numpy(np.float32) for _, group in table.groupby("item_id")][: args.series]
     forecaster = MoiraiForecaster.from_pretrained(args.checkpoint, device="cpu")
     counter = FlopCounterMode(display=False) if args.count_flops else contextlib.nullcontext()
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile else None
     start, cpu_start = time.perf_counter(), time.process_time()
-    with counter:
+    with counter, profiler or contextlib.nullcontext():
         forecaster.predict(
             series, args.horizon, context_length=args.context_length, num_samples=args.num_samples,
             batch_size=args.batch_size, decoding=args.decoding, seed=0,
@@ -63,6 +67,8 @@ def main() -> None:
     flops = f", {counter.get_total_flops() / 1e12:.3f} TFLOP" if args.count_flops else ""
     print(f"{moirai_cli.__file__}: {len(series)} series, horizon {args.horizon}, {args.decoding}, {threads} thread(s): "
           f"{seconds:.1f} s, {cpu:.1f} s CPU, peak {peak:.2f} GiB{flops}; load average {os.getloadavg()[0]:.2f}")
+    if profiler is not None:
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 if __name__ == "__main__":

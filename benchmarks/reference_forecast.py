@@ -14,6 +14,7 @@ step, like `moirai forecast`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from uni2ts.model.moirai import MoiraiForecast, MoiraiModule
 from uni2ts.model.moirai2 import Moirai2Forecast, Moirai2Module
 from uni2ts.model.moirai_moe import MoiraiMoEForecast, MoiraiMoEModule
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--patch-size", help="a patch size or auto (default: the wrapper's, 16 for MoE, auto for 1.x)")
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
     parser.add_argument("--series", type=int, help="forecast only the first N series")
+    parser.add_argument("--count-flops", action="store_true", help="count the matrix products' operations")
+    parser.add_argument("--profile", action="store_true", help="print the operators that took the most time")
     args = parser.parse_args()
 
     if args.threads:
@@ -74,11 +78,17 @@ def main() -> None:
     predictor = reference_wrapper(args).create_predictor(batch_size=args.batch_size, device="cpu")
     dataset = dataset[: args.series]
     rows = []
+    counter = FlopCounterMode(display=False) if args.count_flops else contextlib.nullcontext()
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile else None
     start, cpu_start = time.perf_counter(), time.process_time()
-    forecasts = list(predictor.predict(dataset))
+    with counter, profiler or contextlib.nullcontext():
+        forecasts = list(predictor.predict(dataset))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    flops = f", {counter.get_total_flops() / 1e12:.3f} TFLOP" if args.count_flops else ""
     print(f"reference: {len(dataset)} series, {torch.get_num_threads()} thread(s): forecast {seconds:.1f} s, "
-          f"{cpu:.1f} s CPU; load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+          f"{cpu:.1f} s CPU{flops}; load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    if profiler is not None:
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
     for entry, forecast in zip(dataset, forecasts):
         index = pd.period_range(forecast.start_date, periods=args.horizon, freq="h").to_timestamp()
         if hasattr(forecast, "samples"):  # a SampleForecast: (S, H)
