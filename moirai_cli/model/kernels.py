@@ -59,6 +59,21 @@ def prefer_onednn(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(vendor) and vendor != "GenuineIntel" and "avx512f" in flags
 
 
+def padded_rows(rows: int) -> int:
+    """`rows` rounded up to a quarter-octave step: 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, ...
+
+    oneDNN compiles, and keeps, a kernel for every matrix shape it meets. The experts of exact
+    decoding see a new row count at almost every call, and each kernel kept 0.4-0.8 MiB: memory
+    grew by about 1 GiB over 1,000 shapes. Padded to these steps, a layer meets at most 36 shapes
+    up to 16,384 rows, for 8% more rows on average (measured: faster than unpadded, whose kernels
+    kept being evicted and compiled again).
+    """
+    if rows <= 64:
+        return max(16, -(-rows // 16) * 16)
+    step = 1 << (rows.bit_length() - 3)
+    return -(-rows // step) * step
+
+
 class OneDnnLinear(nn.Linear):
     """nn.Linear computed by oneDNN; same parameters (and state-dict names) as the layer it replaces."""
 
@@ -74,7 +89,13 @@ class OneDnnLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32:
             return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        rows = x.reshape(-1, self.in_features)  # (N, in)
+        count = rows.shape[0]
+        padded = padded_rows(count)
+        if padded > count:  # zero rows: each row's result depends on that row only
+            rows = torch.cat([rows, rows.new_zeros(padded - count, self.in_features)])
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")  # (padded, out)
+        return out[:count].reshape(*x.shape[:-1], self.out_features)
 
 
 def use_onednn_linear_layers(model: nn.Module) -> int:

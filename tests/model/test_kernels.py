@@ -93,3 +93,23 @@ def test_the_model_gives_the_same_distribution_with_either_kernel(tiny_checkpoin
         results[choice] = (distribution.mean, distribution.logits, distribution.loc)
     for blas, onednn in zip(results["blas"], results["onednn"]):
         torch.testing.assert_close(onednn, blas, rtol=1e-5, atol=1e-5)
+
+
+def test_row_counts_are_padded_to_few_shapes():
+    padded = [kernels.padded_rows(rows) for rows in range(1, 16_385)]
+    assert all(p >= r for p, r in zip(padded, range(1, 16_385)))
+    assert all(p % 16 == 0 for p in padded)
+    assert len(set(padded)) <= 36
+    assert max(kernels.padded_rows(rows) / rows for rows in range(65, 16_385)) < 1.25  # beyond 64 rows
+    assert [kernels.padded_rows(r) for r in (1, 16, 17, 64, 65, 129, 8192, 8193)] == [16, 16, 32, 64, 80, 160, 8192, 10240]
+
+
+@needs_onednn
+def test_padding_does_not_change_a_rows_result():
+    """Rows are computed alike whatever else is in the call: the batch-invariance the forecasts rely on."""
+    torch.manual_seed(1)
+    layer = OneDnnLinear.replacing(nn.Linear(384, 512, bias=False))
+    x = torch.randn(300, 384)
+    whole = layer(x)
+    for count in (1, 17, 100, 299):
+        assert torch.equal(layer(x[:count]), whole[:count])
