@@ -26,7 +26,8 @@ import pandas as pd
 
 import moirai_cli  # first: it sets how idle threads wait before torch is loaded
 from moirai_cli.forecasting.pipeline import MoiraiForecaster
-from moirai_cli.runtime import use_threads
+from moirai_cli.forecasting import pipeline
+from moirai_cli.runtime import keep_freed_memory_for_reuse, use_threads
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -46,10 +47,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: as the command line chooses)")
     parser.add_argument("--count-flops", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--token-budget", type=int, help="tokens per forward chunk of exact decoding (default: the engine's)")
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="leave glibc's malloc as it is (the command line tells it to keep freed buffers)")
     args = parser.parse_args()
     if args.count_flops:
         os.environ["MOIRAI_CPU_MATMUL"] = "blas"  # torch's counter sees aten products, not oneDNN's
     threads = use_threads(args.threads)
+    if not args.glibc_default:
+        keep_freed_memory_for_reuse()
+    if args.token_budget:
+        pipeline.DEFAULT_TOKEN_BUDGET = args.token_budget
 
     table = pd.read_csv(args.data)
     series = [group["target"].to_numpy(np.float32) for _, group in table.groupby("item_id")][: args.series]
