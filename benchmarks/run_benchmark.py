@@ -163,6 +163,7 @@ def compare(args: argparse.Namespace, checkpoint: str, expected_family: str | No
         common += ["--patch-size", args.patch_size]
     samples = [] if family == "moirai-2" else ["--num-samples", str(args.num_samples)]  # 2.0 predicts quantiles
     runs: dict[str, list[str]] = {}
+    envs: dict[str, dict[str, str]] = {}  # the --variant runs' environments
     moirai = [sys.executable, "-m", "moirai_cli.cli", "forecast", str(data), *common, *samples,
               "--batch-size", str(args.batch_size), "--model", checkpoint, "--device", args.device, "--quiet", "--seed", "0"]
     if args.dtype != "float32":
@@ -192,7 +193,8 @@ def compare(args: argparse.Namespace, checkpoint: str, expected_family: str | No
     samples_note = "quantiles" if family == "moirai-2" else f"{args.num_samples} samples"
     print(f"\n{family} ({Path(checkpoint).name}), {args.series} series x {args.length} values, context {args.context_length}, "
           f"horizon {horizon}, {samples_note}, patch size {args.patch_size or 'default'}, batch {args.batch_size}, "
-          f"device {args.device}, {args.dtype}, {args.repeats} run(s) each, median:\n")
+          f"device {args.device}, {args.dtype}, {args.repeats} run(s) each, median; "
+          f"load average after: {os.getloadavg()[0]:.2f}\n")
     print(f"series per second: " + ", ".join(
         f"{name} {args.series / statistics.median(t for t, _ in values):.2f}" for name, values in results.items()) + "\n")
     print("| run | wall time (s) | peak memory (GiB) | speed-up vs reference | memory vs reference |")
