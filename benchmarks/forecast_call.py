@@ -26,7 +26,6 @@ import pandas as pd
 
 import moirai_cli  # first: it sets how idle threads wait before torch is loaded
 from moirai_cli.forecasting.pipeline import MoiraiForecaster
-from moirai_cli.forecasting import pipeline
 from moirai_cli.runtime import keep_freed_memory_for_reuse, use_threads
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -47,7 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: as the command line chooses)")
     parser.add_argument("--count-flops", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--token-budget", type=int, help="tokens per forward chunk of exact decoding (default: the engine's)")
+    parser.add_argument("--token-budget", type=int, help="tokens per forward pass (default: the engine's, as --tokens-per-pass)")
     parser.add_argument("--glibc-default", action="store_true",
                         help="leave glibc's malloc as it is (the command line tells it to keep freed buffers)")
     args = parser.parse_args()
@@ -56,8 +55,6 @@ def main() -> None:
     threads = use_threads(args.threads)
     if not args.glibc_default:
         keep_freed_memory_for_reuse()
-    if args.token_budget:
-        pipeline.DEFAULT_TOKEN_BUDGET = args.token_budget
 
     table = pd.read_csv(args.data)
     series = [group["target"].to_numpy(np.float32) for _, group in table.groupby("item_id")][: args.series]
@@ -68,7 +65,7 @@ def main() -> None:
     with counter, profiler or contextlib.nullcontext():
         forecaster.predict(
             series, args.horizon, context_length=args.context_length, num_samples=args.num_samples,
-            batch_size=args.batch_size, decoding=args.decoding, seed=0,
+            batch_size=args.batch_size, decoding=args.decoding, seed=0, token_budget=args.token_budget,
         )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
