@@ -199,10 +199,12 @@ def subprocess_env(hub_env: dict[str, str]) -> dict[str, str]:
 @pytest.mark.parametrize(
     "signum, code, message", [(signal.SIGTERM, 143, "error: stopped by SIGTERM"), (signal.SIGINT, 130, "error: interrupted")]
 )
-def test_a_signal_ends_a_download_and_leaves_no_partial_file(signum, code, message, hub_env, fake_hub, snapshot):
+def test_a_signal_ends_a_download_and_leaves_no_partial_file(
+    signum, code, message, hub_env, fake_hub, snapshot, moirai_command
+):
     fake_hub.set_fault("slow")  # the weights trickle in for about five seconds
     process = subprocess.Popen(
-        [sys.executable, "-m", "moirai_cli.cli", "download", HUB_REPO],
+        moirai_command("download", HUB_REPO),  # SIGINT at its default even when the tests run in the background
         env=subprocess_env(hub_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

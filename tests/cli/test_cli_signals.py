@@ -15,18 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny-moe"
 
-# Starts the command line the way the `moirai` executable does, with the given signals' dispositions
-# set first: a test runner started in the background may pass SIGINT on ignored, and `nohup` ignores SIGHUP.
-LAUNCHER = """
-import runpy, signal, sys
-for name, how in zip(sys.argv[1].split(","), sys.argv[2].split(",")):
-    signal.signal(getattr(signal, name), getattr(signal, how))
-sys.argv = ["moirai", *sys.argv[3:]]
-runpy.run_module("moirai_cli.cli", run_name="__main__")
-"""
-DEFAULTS = ("SIGINT,SIGTERM,SIGHUP", "SIG_DFL,SIG_DFL,SIG_DFL")
-
-
 @pytest.fixture(scope="module")
 def many_series(tmp_path_factory) -> Path:
     """1024 series: the tiny model takes seconds on them, long after the output's temporary file appears."""
@@ -42,10 +30,9 @@ def many_series(tmp_path_factory) -> Path:
     return path
 
 
-def start(args: list[str], dispositions: tuple[str, str] = DEFAULTS, **popen) -> subprocess.Popen:
+def start(command: list[str], **popen) -> subprocess.Popen:
     """A `moirai` process on the working tree's package."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-c", LAUNCHER, *dispositions, *args]
     return subprocess.Popen(command, env=env, stdout=popen.pop("stdout", subprocess.PIPE), stderr=subprocess.PIPE, **popen)
 
 
@@ -70,10 +57,10 @@ def forecast_args(data: Path, out: Path) -> list[str]:
         (signal.SIGINT, 130, "error: interrupted"),
     ],
 )
-def test_signal_stops_the_run_cleanly(tmp_path, many_series, signum, code, message):
+def test_signal_stops_the_run_cleanly(tmp_path, many_series, moirai_command, signum, code, message):
     out = tmp_path / "out.csv"
     out.write_text("an older result\n")
-    process = start(forecast_args(many_series, out))
+    process = start(moirai_command(*forecast_args(many_series, out)))
     try:
         temporary = wait_for_temporary_file(tmp_path, process)
         process.send_signal(signum)
@@ -87,10 +74,10 @@ def test_signal_stops_the_run_cleanly(tmp_path, many_series, signum, code, messa
     assert out.read_text() == "an older result\n"
 
 
-def test_hangup_ignored_at_start_stays_ignored(tmp_path, many_series):
+def test_hangup_ignored_at_start_stays_ignored(tmp_path, many_series, moirai_command):
     """Under `nohup` a closed terminal must not stop the run; SIGTERM still does, cleanly."""
     out = tmp_path / "out.csv"
-    process = start(forecast_args(many_series, out), ("SIGHUP,SIGTERM", "SIG_IGN,SIG_DFL"))
+    process = start(moirai_command(*forecast_args(many_series, out), dispositions={"SIGHUP": "SIG_IGN"}))
     try:
         wait_for_temporary_file(tmp_path, process)
         process.send_signal(signal.SIGHUP)
@@ -103,12 +90,12 @@ def test_hangup_ignored_at_start_stays_ignored(tmp_path, many_series):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_reader_closing_stdout_ends_quietly_with_141():
+def test_reader_closing_stdout_ends_quietly_with_141(moirai_command):
     """`moirai forecast ... | head`: exit status 141 (128 + SIGPIPE, like any command whose reader left), no message."""
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first line is written
     data = ROOT / "sample_data" / "stocks.csv"
-    process = start(["forecast", str(data), "-H", "3", "--model", str(TINY), "--device", "cpu", "-q"], stdout=write_end)
+    process = start(moirai_command("forecast", str(data), "-H", "3", "--model", str(TINY), "--device", "cpu", "-q"), stdout=write_end)
     os.close(write_end)
     _, stderr = process.communicate()
     assert process.returncode == 141 and stderr.decode() == ""
