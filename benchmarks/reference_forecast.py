@@ -1,6 +1,6 @@
 """Forecast a long-format CSV with the reference implementation (uni2ts 2.0.0), for benchmarks.
 
-Runs in the reference's virtual environment only (see ../shared/reference/make-venv.sh):
+Runs in the reference's virtual environment only (built by scripts/make-reference-venv.sh):
 
     REF/bin/python benchmarks/reference_forecast.py DATA.csv CHECKPOINT OUT.csv --horizon 48 \
         --context-length 512 --num-samples 100 --batch-size 32 [--family moirai-moe] [--patch-size auto]
@@ -14,10 +14,15 @@ step, like `moirai forecast`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from uni2ts.model.moirai import MoiraiForecast, MoiraiModule
 from uni2ts.model.moirai2 import Moirai2Forecast, Moirai2Module
 from uni2ts.model.moirai_moe import MoiraiMoEForecast, MoiraiMoEModule
@@ -56,8 +61,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--family", choices=["moirai-1", "moirai-moe", "moirai-2"], default="moirai-moe")
     parser.add_argument("--patch-size", help="a patch size or auto (default: the wrapper's, 16 for MoE, auto for 1.x)")
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
+    parser.add_argument("--series", type=int, help="forecast only the first N series")
+    parser.add_argument("--count-flops", action="store_true", help="count the matrix products' operations")
+    parser.add_argument("--profile", action="store_true", help="print the operators that took the most time")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     frame = pd.read_csv(args.data, parse_dates=["timestamp"])
     dataset = [
@@ -65,8 +76,20 @@ def main() -> None:
         for item, group in frame.groupby("item_id", sort=False)
     ]
     predictor = reference_wrapper(args).create_predictor(batch_size=args.batch_size, device="cpu")
+    dataset = dataset[: args.series]
     rows = []
-    for entry, forecast in zip(dataset, predictor.predict(dataset)):
+    counter = FlopCounterMode(display=False) if args.count_flops else contextlib.nullcontext()
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile else None
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with counter, profiler or contextlib.nullcontext():
+        forecasts = list(predictor.predict(dataset))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    flops = f", {counter.get_total_flops() / 1e12:.3f} TFLOP" if args.count_flops else ""
+    print(f"reference: {len(dataset)} series, {torch.get_num_threads()} thread(s): forecast {seconds:.1f} s, "
+          f"{cpu:.1f} s CPU{flops}; load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    if profiler is not None:
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+    for entry, forecast in zip(dataset, forecasts):
         index = pd.period_range(forecast.start_date, periods=args.horizon, freq="h").to_timestamp()
         if hasattr(forecast, "samples"):  # a SampleForecast: (S, H)
             mean, quantiles = forecast.samples.mean(0), np.quantile(forecast.samples, LEVELS, axis=0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,25 @@ from moirai_cli.model.config import MOIRAI_MOE, load_config
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
+
+
+def machine() -> str:
+    """The CPU (model name, widest vector instructions), the CPUs this process may use, and the linear-layer kernels."""
+    from moirai_cli.model.kernels import cpu_vendor_and_flags, prefer_onednn
+    from moirai_cli.runtime import usable_cpus
+
+    name = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    _, flags = cpu_vendor_and_flags()
+    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    kernels = "oneDNN" if prefer_onednn() else "torch's BLAS"
+    return f"{name} ({vectors}), {usable_cpus()} CPUs usable, linear layers by {kernels}"
 
 
 def make_series_file(path: Path, num_series: int, length: int, seed: int = 0) -> Path:
@@ -67,15 +87,26 @@ def make_series_file_apart(path: Path, num_series: int, length: int) -> Path:
         return pool.submit(make_series_file, path, num_series, length).result()
 
 
-def measure(command: list[str]) -> tuple[float, float]:
+def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak resident memory (GiB) of one child process (see make_series_file_apart)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(command)}")
     return elapsed, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def parse_variants(items: list[list[str]]) -> dict[str, dict[str, str]]:
+    """--variant NAME ENV=VALUE ... into {name: {ENV: VALUE}}."""
+    variants = {}
+    for name, *settings in items:
+        pairs = [setting.split("=", 1) for setting in settings]
+        if any(len(pair) != 2 for pair in pairs):
+            raise SystemExit(f"--variant {name}: settings must look like NAME=VALUE")
+        variants[name] = dict(pairs)
+    return variants
 
 
 def main() -> None:
@@ -98,6 +129,8 @@ def main() -> None:
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--device", default="cpu", help="moirai-cli's device (the reference always runs on the CPU)")
     parser.add_argument("--dtype", default="float32", help="moirai-cli's weights dtype: float32 or bfloat16")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "ENV=VALUE"),
+                        help="extra moirai-cli runs with these environment settings, e.g. 'blas' MOIRAI_CPU_MATMUL=blas")
     args = parser.parse_args()
 
     if args.checkpoint and len(args.family or [None]) > 1:
@@ -130,22 +163,27 @@ def compare(args: argparse.Namespace, checkpoint: str, expected_family: str | No
         common += ["--patch-size", args.patch_size]
     samples = [] if family == "moirai-2" else ["--num-samples", str(args.num_samples)]  # 2.0 predicts quantiles
     runs: dict[str, list[str]] = {}
+    envs: dict[str, dict[str, str]] = {}  # the --variant runs' environments
     moirai = [sys.executable, "-m", "moirai_cli.cli", "forecast", str(data), *common, *samples,
               "--batch-size", str(args.batch_size), "--model", checkpoint, "--device", args.device, "--quiet", "--seed", "0"]
     if args.dtype != "float32":
         moirai += ["--dtype", args.dtype]
     for decoding in decodings.split(","):
         runs[f"moirai-cli {decoding}"] = [*moirai, "--decoding", decoding, "--output", str(WORK / f"out_{decoding}.csv")]
+        for name, settings in parse_variants(args.variant).items():
+            runs[f"moirai-cli {decoding}, {name}"] = runs[f"moirai-cli {decoding}"]
+            envs[f"moirai-cli {decoding}, {name}"] = {**os.environ, **settings}
     if args.reference_venv:
         runs["reference (uni2ts 2.0.0)"] = [
             str(Path(args.reference_venv) / "bin" / "python"), str(HERE / "reference_forecast.py"), str(data), checkpoint,
             str(WORK / "out_reference.csv"), *common, "--num-samples", str(args.num_samples), "--batch-size", str(args.batch_size),
             "--family", family,
         ]
+    print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}", flush=True)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for repeat in range(args.repeats):
         for name, command in runs.items():  # alternate: one run of each per repeat
-            seconds, memory = measure(command)
+            seconds, memory = measure(command, envs.get(name))
             results[name].append((seconds, memory))
             print(f"repeat {repeat + 1}: {family} horizon {horizon}: {name}: {seconds:.1f} s, {memory:.2f} GiB", file=sys.stderr, flush=True)
 
@@ -155,7 +193,8 @@ def compare(args: argparse.Namespace, checkpoint: str, expected_family: str | No
     samples_note = "quantiles" if family == "moirai-2" else f"{args.num_samples} samples"
     print(f"\n{family} ({Path(checkpoint).name}), {args.series} series x {args.length} values, context {args.context_length}, "
           f"horizon {horizon}, {samples_note}, patch size {args.patch_size or 'default'}, batch {args.batch_size}, "
-          f"device {args.device}, {args.dtype}, {args.repeats} run(s) each, median:\n")
+          f"device {args.device}, {args.dtype}, {args.repeats} run(s) each, median; "
+          f"load average after: {os.getloadavg()[0]:.2f}\n")
     print(f"series per second: " + ", ".join(
         f"{name} {args.series / statistics.median(t for t, _ in values):.2f}" for name, values in results.items()) + "\n")
     print("| run | wall time (s) | peak memory (GiB) | speed-up vs reference | memory vs reference |")

@@ -16,8 +16,10 @@ from typing import Annotated, Iterator, Optional
 # series (benchmarks/README.md). Arrow reads this once, when pyarrow is first imported (with pandas, below).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
+import numpy as np
 import torch
 import typer
+from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 
 from moirai_cli import __version__
@@ -44,8 +46,15 @@ from moirai_cli.errors import InputError, ModelError, MoiraiError
 from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_summary
-from moirai_cli.runtime import keep_freed_memory_for_reuse
-from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
+from moirai_cli.runtime import (
+    hold_stop_signals,
+    interruption,
+    keep_freed_memory_for_reuse,
+    release_stop_signals,
+    stop_cleanly_on_signals,
+    use_threads,
+)
+from moirai_cli.forecasting.pipeline import DEFAULT_CONTEXT_LENGTH, DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
 from moirai_cli.forecasting.seeding import run_seed
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
@@ -55,7 +64,27 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DECODINGS = ("exact", "cached")
 LAYOUTS = ("auto", "long", "wide", "single")
 
+class _FlagsWithoutType:
+    """Help without a value type (`<bool>`) next to flags, which take no value (recent Typer prints one)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Group(_FlagsWithoutType, TyperGroup):
+    """The `moirai` command group."""
+
+
+class _Command(_FlagsWithoutType, TyperCommand):
+    """One `moirai` subcommand."""
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -117,6 +146,13 @@ SeedOpt = Annotated[
         "a series gets the same samples whatever else is in the file, its position, the batch size or the engine.",
     ),
 ]
+EvaluateSeedOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seed",
+        help="Random seed: the same seed gives the same samples for a series, whatever else is in the file.",
+    ),
+]
 BatchSizeOpt = Annotated[
     Optional[int], typer.Option("--batch-size", help="Series per model batch (default: 32 on a CPU, 256 on a GPU).")
 ]
@@ -152,6 +188,15 @@ RayAddressOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int, typer.Option("--workers", help="Ray workers, each loading the model once (one GPU each with --device cuda).")
+]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        help="CPU threads for the model (default: $MOIRAI_NUM_THREADS, else the CPUs this process may use, "
+        "from its affinity and cgroup quota).",
+        show_default=False,
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, notes or summary (warnings stay).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
@@ -204,13 +249,17 @@ class DataOptions:
             **self.columns(),
         )
 
-    def batches(self, horizon: int, size: int, quiet: bool = False) -> Iterator[SeriesDataset]:
-        """Batches of `size` series in file order; a long file grouped by id is streamed, so memory stays flat."""
+    def batches(self, horizon: int, size: int, quiet: bool = False) -> tuple[Iterator[SeriesDataset], int | None]:
+        """Batches of `size` series in file order, and their number of series (None when not known up front).
+
+        A long file grouped by id is streamed, so memory stays flat (and the count is not known).
+        """
         known = split_columns(self.known_covariates)
         check_covariate_options(known, self.future, horizon if known else None)
         layout = self._streamable_layout(quiet)
         if layout is None:
-            return rebatch([self.load(horizon)], size)
+            dataset = self.load(horizon)
+            return rebatch([dataset], size), len(dataset.series)
         chunks = iter_series_chunks(
             self.path,
             chunk_size=size,
@@ -221,7 +270,7 @@ class DataOptions:
             layout=layout,
             **self.columns(),
         )
-        return rebatch(chunks, size)
+        return rebatch(chunks, size), None
 
     def _streamable_layout(self, quiet: bool) -> Layout | None:
         """The layout of a long-format file whose rows are grouped by series id; None for any other input."""
@@ -362,16 +411,29 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a download (exit code 143)
-        typer.echo("error: interrupted", err=True)
-        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
-    except BrokenPipeError:  # stdout closed early (`| head`): Typer exits quietly
-        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (runtime.stop_cleanly_on_signals)
+        message, code = interruption(exc)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code) from None
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as other command-line tools do
+        raise typer.Exit(stdout_closed()) from None
     except Exception as exc:
         if debug:
             raise
         typer.echo(f"error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)", err=True)
         raise typer.Exit(1) from None
+
+
+def stdout_closed() -> int:
+    """Exit status after the reader of stdout went away: 141 (128 + SIGPIPE), as a shell reports `yes | head`.
+
+    stdout is pointed at /dev/null so that nothing left in its buffer fails again at exit.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 141
 
 
 def _parse_patch_size(text: str) -> int | str:
@@ -396,7 +458,7 @@ def _progress(quiet: bool, total: int | None, label: str = "forecasting"):
     bar = Progress(
         TextColumn(label),
         BarColumn(),
-        MofNCompleteColumn(),
+        MofNCompleteColumn() if total is not None else TextColumn("{task.completed} series"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -422,6 +484,32 @@ def _root(
     """Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai models (1.x, MoE, 2.0)."""
 
 
+def check_context_length(
+    forecaster: MoiraiForecaster, dataset: SeriesDataset, settings: dict[str, object], horizon: int, requested: int | None
+) -> None:
+    """Warn when the context (as long as the data allows) exceeds what the checkpoint saw in training."""
+    config = getattr(getattr(forecaster, "model", None), "config", None)
+    if config is None or not dataset.series:
+        return
+    record = dataset.series[0]
+    tokens_per_step = sum(
+        0 if values is None else np.asarray(values).reshape(len(values), -1).shape[1]
+        for values in (record.target, record.past_covariates, record.known_covariates)
+    )
+    patch_size = settings.get("patch_size", forecaster.default_patch_size)
+    smallest = min(config.patch_sizes) if patch_size == "auto" else int(patch_size)
+    context = settings.get("context_length", DEFAULT_CONTEXT_LENGTH)
+    used = min(context, max(len(r.target) for r in dataset.series))
+    longest = config.longest_context(horizon, smallest, tokens_per_step)
+    if used > longest:
+        option = f"--context-length {context}" if requested is not None else f"the default context of {context} steps"
+        warn(
+            f"{option} gives sequences longer than this checkpoint's {config.max_seq_len} tokens "
+            f"(at most {longest} steps of context with horizon {horizon}, patch size {smallest} and "
+            f"{tokens_per_step} token(s) per step); forecasts may degrade: use a shorter --context-length"
+        )
+
+
 def _input_note(dataset: SeriesDataset, data: str | None = None) -> str:
     """One line saying how the input was read (layout, columns, frequency), for the user to check.
 
@@ -439,7 +527,7 @@ def _check_plot(plot: str | None) -> None:
         check_plot_path(plot)
 
 
-@app.command()
+@app.command(cls=_Command)
 def forecast(
     data: DataArg,
     horizon: HorizonOpt,
@@ -452,6 +540,7 @@ def forecast(
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    threads: ThreadsOpt = None,
     batch_size: BatchSizeOpt = None,
     tokens_per_pass: TokensPerPassOpt = None,
     patch_size: PatchSizeOpt = None,
@@ -500,6 +589,11 @@ def forecast(
         check_output_path(output)
         if samples_output:
             check_output_path(samples_output)
+        if samples_output == STDIO and output == STDIO:
+            raise InputError(
+                "--samples-output -: stdout already carries the forecast table; "
+                "write the samples to a file, or the forecast to one with -o"
+            )
         _check_plot(plot)
         if engine == "ray":
             _forecast_on_ray(
@@ -508,12 +602,14 @@ def forecast(
             )
             return
 
-        batches = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
+        use_threads(threads)
+        batches, total = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
         note(_input_note(first, data), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, samples_output, quiet)
+        check_context_length(forecaster, first, settings, horizon, context_length)
         counts = _run_forecast(
             itertools.chain([first], batches),
             forecaster,
@@ -525,6 +621,7 @@ def forecast(
             samples_output,
             plot,
             quiet,
+            total,
         )
         used = getattr(forecaster, "device", device)
         skipped = f" ({counts[1]} skipped)" if counts[1] else ""
@@ -546,14 +643,19 @@ def _run_forecast(
     samples_output: str | None,
     plot: str | None,
     quiet: bool,
+    total: int | None = None,
 ) -> tuple[int, int]:
     """Forecast each batch and stream rows to the atomic outputs; returns (series forecast, skipped)."""
-    bar, advance = _progress(quiet, None)
+    bar, advance = _progress(quiet, total)
     forecast_count = skipped_count = 0
     first: tuple[SeriesDataset, Forecast | DirectQuantileForecast] | None = None  # what the plot shows
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(TableWriter(output))
-        sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
+        hold_stop_signals()  # until the stack owns both writers' temporary files
+        try:
+            writer = stack.enter_context(TableWriter(output))
+            sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
+        finally:
+            release_stop_signals()
         stack.enter_context(bar)
         for batch in batches:
             for item_id in batch.skipped:
@@ -654,7 +756,7 @@ def _resolve_checkpoint(
     return resolve_checkpoint(name_or_path, revision, cache_dir, force_download=force, verify=True, progress=not quiet)
 
 
-@app.command()
+@app.command(cls=_Command)
 def download(
     model: Annotated[
         str, typer.Argument(metavar="MODEL", help="Hugging Face repo id or local folder.")
@@ -703,7 +805,7 @@ mean over series of model / baseline (per-series values clipped to 0.01..100; be
 """
 
 
-@app.command(epilog=METRICS_HELP)
+@app.command(cls=_Command, epilog=METRICS_HELP)
 def evaluate(
     data: DataArg,
     horizon: HorizonOpt,
@@ -720,12 +822,13 @@ def evaluate(
     context_length: ContextLengthOpt = None,
     num_samples: NumSamplesOpt = None,
     quantiles: QuantilesOpt = DEFAULT_QUANTILES,
-    seed: SeedOpt = None,
+    seed: EvaluateSeedOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    threads: ThreadsOpt = None,
     batch_size: BatchSizeOpt = None,
     tokens_per_pass: TokensPerPassOpt = None,
     patch_size: PatchSizeOpt = None,
@@ -746,6 +849,13 @@ def evaluate(
             "--output",
             "-o",
             help="Per-window metrics: CSV, Parquet, JSON or JSONL ('-': CSV on stdout, table on stderr).",
+        ),
+    ] = None,
+    forecasts_output: Annotated[
+        Optional[str],
+        typer.Option(
+            "--forecasts-output",
+            help="Per-window forecasts (one row per series, window and step: actual, means, quantiles), same formats.",
         ),
     ] = None,
     plot: Annotated[
@@ -771,18 +881,25 @@ def evaluate(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
         )
         model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
-        if output:
-            check_output_path(output)
+        for path in (output, forecasts_output):
+            if path:
+                check_output_path(path)
+        if output == STDIO and forecasts_output == STDIO:
+            raise InputError("-o - and --forecasts-output - would write two tables to stdout; send one of them to a file")
         _check_plot(plot)
 
+        use_threads(threads)
         dataset = data_options.load()
         note(_input_note(dataset), quiet)
+        if output or forecasts_output:
+            check_backtest_id_column(dataset.id_column)
         for item_id in dataset.skipped:
             warn(f"skipped series '{item_id}': no observed target value")
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, quiet=quiet)
-        bar, advance = _progress(quiet, None, "evaluating")
+        check_context_length(forecaster, dataset, settings, horizon, context_length)
+        bar, advance = _progress(quiet, len(dataset.series) * windows, "evaluating")
         with bar:
             result = evaluate_backtest(
                 forecaster,
@@ -798,18 +915,44 @@ def evaluate(
                 progress=advance,
                 **settings,
             )
+        for item_id in result.skipped:
+            warn(
+                f"skipped series '{item_id}': too short for {windows} window(s) of {horizon} steps "
+                f"{result.stride} apart (it needs more than {horizon + (windows - 1) * result.stride} rows, "
+                "with an observed value before the first window)"
+            )
         if output:
-            write_table(result.per_window, output)
+            write_table(with_id_column(result.per_window, dataset.id_column), output)
+        if forecasts_output:
+            write_table(with_id_column(result.forecasts, dataset.id_column), forecasts_output)
         if plot:
             plot_best_worst(result, plot)
-        if output != STDIO or not quiet:
-            Console(stderr=output == STDIO).print(render_summary(result))
+        on_stdout = STDIO in (output, forecasts_output)
+        if not on_stdout or not quiet:
+            Console(stderr=on_stdout).print(render_summary(result))
         note(
             f"evaluated {result.n_series} series, {len(result.skipped)} skipped as too short, {windows} window(s) "
             f"of {horizon} steps, model {model}, device {getattr(forecaster, 'device', device)}, "
-            f"{time.perf_counter() - started:.1f}s" + (f" -> {output}" if output and output != STDIO else ""),
+            f"{time.perf_counter() - started:.1f}s"
+            + "".join(f" -> {path}" for path in (output, forecasts_output) if path and path != STDIO),
             quiet,
         )
+
+
+BACKTEST_COLUMNS = ("window", "cutoff", "window_start_row", "forecast_start", "target", "step", "timestamp", "actual")
+
+
+def check_backtest_id_column(id_column: str) -> None:
+    """InputError when the input's id column would clash with a column of the backtest's output tables."""
+    if id_column in BACKTEST_COLUMNS or id_column.startswith(("model_", "baseline_", "n_", "seasonal_", "sum_")):
+        raise InputError(
+            f"id column '{id_column}': the backtest's output has a column of that name; rename it in the input"
+        )
+
+
+def with_id_column(frame, id_column: str):
+    """A backtest table with its `item_id` column named like the input's id column, as `forecast` writes it."""
+    return frame if id_column == "item_id" else frame.rename(columns={"item_id": id_column})
 
 
 # Click's exception classes, reached through Typer's public BadParameter: older Typer releases use the
@@ -834,21 +977,30 @@ def main(argv: list[str] | None = None) -> int:
         else:
             typer.echo(f"error: {message}", err=True)
         return exc.exit_code
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # a signal while the options were being parsed
+            message, code = interruption(exc.__cause__)
+            typer.echo(f"error: {message}", err=True)
+            return code
         typer.echo("error: aborted", err=True)
         return 1
     return code if isinstance(code, int) else 0
 
 
 def run() -> None:
-    """The `moirai` executable: `main`, then exit without tearing the interpreter down.
+    """The `moirai` executable: `main` with clean stops on SIGTERM/SIGHUP, then exit without tearing the interpreter down.
 
     By then every output file is written and closed; freeing the model and unloading
     torch would only add about half a second to each command.
     """
+    stop_cleanly_on_signals()
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = stdout_closed()
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
     os._exit(code)
 
 

@@ -9,7 +9,7 @@ from moirai_cli.data.io import atomic_path
 from moirai_cli.data.output import ForecastLike
 from moirai_cli.errors import InputError, MoiraiError
 
-PLOT_INSTALL_HINT = "plotting needs matplotlib: pip install 'moirai-cli[plot]'"
+PLOT_INSTALL_HINT = "plotting needs matplotlib: pip install matplotlib (in a clone of moirai-cli: pip install -e '.[plot]')"
 
 
 def check_plot_path(path: str | Path) -> None:

@@ -2,7 +2,7 @@
 
 Run by hand, never by CI, in the reference's own virtual environment:
 
-    bash ../shared/reference/make-venv.sh /tmp/moirai-ref
+    bash scripts/make-reference-venv.sh /tmp/moirai-ref
     /tmp/moirai-ref/bin/python scripts/make_parity_fixtures.py [--family moe moirai-1 moirai-2]
 
 For each family (all by default) it writes tiny random-initialised checkpoints in the Hub

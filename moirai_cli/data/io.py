@@ -7,6 +7,7 @@ import fnmatch
 import gzip
 import os
 import posixpath
+import stat
 import sys
 import tempfile
 import uuid
@@ -17,6 +18,7 @@ import pandas as pd
 
 from moirai_cli.data.sources import STDIO, DataFile, DataSource, filesystem_for, is_uri, resolve_source
 from moirai_cli.errors import InputError, first_line
+from moirai_cli.runtime import hold_stop_signals, release_stop_signals
 
 
 TableFormat = Literal["csv", "csv.gz", "parquet", "json", "jsonl", "dataset"]
@@ -233,11 +235,33 @@ def read_errors(label: str, fmt: str) -> Iterator[None]:
         raise InputError(f"{label}: cannot read {fmt} file: {first_line(exc)}") from exc
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where Linux allows (/proc/self/status)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (briefly) and put it back
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(target: Path) -> int:
+    """The permissions `open(target, "w")` would leave: an existing file's own, else 0666 less the umask."""
+    with contextlib.suppress(OSError):
+        info = target.stat()
+        if stat.S_ISREG(info.st_mode):
+            return stat.S_IMODE(info.st_mode)
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success move it over `path`, on any failure delete it.
 
-    For a URI (`s3://bucket/out.csv`) the temporary file is local and is uploaded on success.
+    The file ends up with the permissions a plain `open(path, "w")` gives (see new_file_mode). For a URI
+    (`s3://bucket/out.csv`) the temporary file is local and is uploaded on success.
     """
     if is_uri(path):
         with _uploaded(str(path)) as tmp:
@@ -247,13 +271,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     folder = target.parent  # Path("x.csv").parent is Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
+    mode = new_file_mode(target)
+    # A stop signal between creating the file and entering the `try` below would leave it behind:
+    # the command line's handler holds it back until then (runtime.hold_stop_signals).
+    hold_stop_signals()
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
+        release_stop_signals()
         raise InputError(f"{path}: cannot write here: {exc.strerror or exc}") from exc
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
+        try:
+            with contextlib.suppress(OSError):  # a file system without modes (e.g. FAT) keeps what it has
+                os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
+        finally:
+            try:
+                os.close(fd)
+            finally:
+                release_stop_signals()  # a signal that came meanwhile is raised here, and the file is removed
         yield tmp
         os.replace(tmp, target)
     except BaseException:
@@ -267,10 +303,18 @@ def _uploaded(uri: str) -> Iterator[Path]:
     import pyarrow.fs as pafs
 
     fs, target = filesystem_for(uri)
-    fd, tmp_name = tempfile.mkstemp(prefix=".moirai-upload.", suffix=".tmp")
-    os.close(fd)
+    hold_stop_signals()  # as in atomic_path: no stop between creating the file and arming its removal
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=".moirai-upload.", suffix=".tmp")
+    except OSError as exc:
+        release_stop_signals()
+        raise InputError(f"{uri}: cannot make a local temporary file: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
+        try:
+            os.close(fd)
+        finally:
+            release_stop_signals()
         yield tmp
         with _write_errors(uri):
             pafs.copy_files(str(tmp), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)

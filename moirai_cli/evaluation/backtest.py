@@ -1,9 +1,11 @@
 """Rolling-origin backtests: forecast the last windows of each series and score them.
 
-Window k of K (k = 0 is the oldest) of a series with T rows starts at the cutoff
+Window k of K (k = 0 is the oldest) of a series with T rows starts at row
 c_k = T - H - (K - 1 - k) * S: it is forecast from rows [0, c_k) and scored on rows
-[c_k, c_k + H). A series whose first context would be empty or entirely missing is skipped.
-The scoring of one window and its aggregation are described in ``metrics``.
+[c_k, c_k + H). Its cutoff, the forecast origin, is the last row before it (c_k - 1): its
+timestamp when the series have timestamps. A series whose first context would be empty or
+entirely missing is skipped. Actuals and metrics are float64 throughout. The scoring of one
+window and its aggregation are described in ``metrics``.
 """
 
 from __future__ import annotations
@@ -291,7 +293,12 @@ def run_backtest(
             for v in range(n_variates):
                 y_true = actual[n, :, v]  # (H,)
                 scale = seasonal_error(contexts[n][:, v], season_length)
-                row: dict[str, Any] = {"item_id": inputs.ids[i], "window": window, "cutoff": cutoff}
+                row: dict[str, Any] = {
+                    "item_id": inputs.ids[i],
+                    "window": window,
+                    "cutoff": cutoff - 1 if timestamps is None else timestamps[i][cutoff - 1],  # the forecast origin
+                    "window_start_row": cutoff,  # 0-based row of the window's first step = rows of history
+                }
                 if timestamps is not None:
                     row["forecast_start"] = timestamps[i][cutoff]
                 if row_names is not None:

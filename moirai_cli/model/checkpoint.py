@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from moirai_cli.errors import ModelError
 from moirai_cli.model.config import FAMILY_TITLES, FamilyConfig, load_config
 from moirai_cli.model.hub import download_files, refetch_command
+from moirai_cli.model.kernels import prefer_onednn, use_onednn_linear_layers
 from moirai_cli.model.layers import grouped_products_work
 from moirai_cli.model.network import MoiraiNetwork, build_network
 
@@ -115,6 +116,8 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
     device = torch.device(device)
     if device.type == "cuda" and grouped_products_work(device, dtype):
         model.use_grouped_experts()
+    if device.type == "cpu" and dtype == torch.float32 and prefer_onednn():
+        use_onednn_linear_layers(model)  # see kernels.py: MKL leaves AVX-512 unused on AMD CPUs
     return model
 
 

@@ -152,6 +152,14 @@ class ConfigFields:
     def max_patch_size(self) -> int:
         return max(self.patch_sizes)
 
+    def longest_context(self, horizon: int, patch_size: int, tokens_per_step: int = 1) -> int:
+        """The most context steps that fit, with the horizon, in max_seq_len tokens (the longest sequence trained on).
+
+        Every target variate and covariate takes one token per patch of `patch_size` steps.
+        """
+        patches = self.max_seq_len // max(1, tokens_per_step) - -(-horizon // patch_size)  # type: ignore[attr-defined]
+        return max(0, patches) * patch_size
+
 
 @dataclass(frozen=True)
 class MoiraiMoEConfig(ConfigFields):

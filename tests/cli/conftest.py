@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,3 +98,25 @@ def _assert_one_line_error(result, code: int, *fragments: str) -> None:
 def one_line_error() -> Callable[..., None]:
     """The check that a failed run printed one `error:` line, exited with `code` and wrote nothing to stdout."""
     return _assert_one_line_error
+
+
+# Starts the command line the way the `moirai` executable does, with the given signals' dispositions set
+# first: a test runner started in the background passes SIGINT on ignored, and `nohup` ignores SIGHUP.
+LAUNCHER = """
+import runpy, signal, sys
+for name, how in zip(sys.argv[1].split(","), sys.argv[2].split(",")):
+    signal.signal(getattr(signal, name), getattr(signal, how))
+sys.argv = ["moirai", *sys.argv[3:]]
+runpy.run_module("moirai_cli.cli", run_name="__main__")
+"""
+
+
+@pytest.fixture
+def moirai_command() -> Callable[..., list[str]]:
+    """argv of a `moirai` process whose SIGINT, SIGTERM and SIGHUP start at their defaults (or as `dispositions` say)."""
+
+    def command(*args: str, dispositions: dict[str, str] | None = None) -> list[str]:
+        settings = {"SIGINT": "SIG_DFL", "SIGTERM": "SIG_DFL", "SIGHUP": "SIG_DFL", **(dispositions or {})}
+        return [sys.executable, "-c", LAUNCHER, ",".join(settings), ",".join(settings.values()), *args]
+
+    return command

@@ -112,3 +112,16 @@ def test_bfloat16_weights_give_a_close_forecast_and_bad_dtypes_are_refused(runne
     assert (frames["float32"]["0.5"] - frames["bfloat16"]["0.5"]).abs().mean() < 0.5 * scale
     result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "3", "--model", checkpoint, "--dtype", "float16"])
     assert result.exit_code == 2 and "--dtype" in result.stderr
+
+
+def test_context_beyond_the_checkpoints_sequence_length_is_warned(runner, checkpoint):
+    base = ["forecast", str(SAMPLES / "seattle_temps.csv"), "-H", "2", "--model", checkpoint, "--num-samples", "4", "-q"]
+    long = runner.invoke(app, [*base, "--context-length", "9000"])  # the file has 8,759 hourly values
+    assert long.exit_code == 0, long.stderr
+    assert long.stderr == (
+        "warning: --context-length 9000 gives sequences longer than this checkpoint's 512 tokens (at most 8176 steps "
+        "of context with horizon 2, patch size 16 and 1 token(s) per step); forecasts may degrade: use a shorter "
+        "--context-length\n"
+    )
+    fits = runner.invoke(app, [*base, "--context-length", "8176"])
+    assert fits.exit_code == 0 and fits.stderr == ""

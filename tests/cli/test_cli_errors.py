@@ -113,4 +113,4 @@ def test_missing_matplotlib_is_explained(runner, fake_model, tmp_path, monkeypat
     data = tmp_path / "d.csv"
     data.write_text(GOOD)
     result = runner.invoke(app, ["forecast", str(data), "-H", "2", "--plot", str(tmp_path / "p.png")])
-    one_line_error(result, 1, "matplotlib", "moirai-cli[plot]")
+    one_line_error(result, 1, "matplotlib", "pip install matplotlib")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,60 @@ def test_chunks_and_plot(runner, fake_model, tmp_path, monkeypatch):
 def test_version(runner):
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("moirai-cli ")
+
+
+def test_output_files_and_plot_get_normal_permissions(runner, fake_model, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        out, samples, png = tmp_path / "o.parquet", tmp_path / "s.csv", tmp_path / "p.png"
+        args = ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "-q", "-o", str(out), "--samples-output", str(samples)]
+        result = runner.invoke(app, [*args, "--plot", str(png)])
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.stderr
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {
+        "o.parquet": 0o644, "s.csv": 0o644, "p.png": 0o644
+    }
+
+
+@pytest.mark.parametrize("args, env, expected", [(["--threads", "3"], "2", 3), ([], "2", 2)])
+def test_threads_option_and_environment(runner, fake_model, monkeypatch, args, env, expected):
+    before = torch.get_num_threads()
+    seen = []
+    predict = fake_model.predict
+    monkeypatch.setattr(fake_model, "predict", lambda *a, **k: seen.append(torch.get_num_threads()) or predict(*a, **k))
+    monkeypatch.setenv("MOIRAI_NUM_THREADS", env)
+    try:
+        result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "-q", *args])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.stderr
+    assert seen == [expected]
+
+
+def test_bad_thread_count_is_refused_before_reading(runner, fake_model, monkeypatch, one_line_error):
+    monkeypatch.setenv("MOIRAI_NUM_THREADS", "many")
+    result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2"])
+    one_line_error(result, 2, "MOIRAI_NUM_THREADS: 'many' is not a whole number")
+    assert fake_model.calls == []
+
+
+@pytest.mark.parametrize(
+    "name, shown, hidden",
+    [("us_employment.csv", "22/22", "/?"), ("stocks.csv", "5 series", "/")],  # wide: read whole; long: streamed
+)
+def test_progress_shows_the_total_when_it_is_known(runner, fake_model, name, shown, hidden):
+    result = runner.invoke(app, ["forecast", str(SAMPLES / name), "-H", "2"], env={"FORCE_COLOR": "1", "COLUMNS": "100"})
+    assert result.exit_code == 0, result.stderr
+    bar = [line for line in result.stderr.split("\r") if "forecasting" in line][-1]
+    assert shown in bar and hidden not in bar.replace("\x1b[", "")
+
+
+def test_samples_and_forecast_both_on_stdout_are_refused(runner, fake_model, tmp_path, one_line_error):
+    result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "--samples-output", "-"])
+    one_line_error(result, 2, "--samples-output -", "stdout already carries the forecast table")
+    assert fake_model.calls == []
+    out = tmp_path / "f.csv"
+    result = runner.invoke(app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "-q", "-o", str(out), "--samples-output", "-"])
+    assert result.exit_code == 0, result.stderr
+    assert list(read_stdout(result.stdout).columns) == ["symbol", "date", "sample", "value"] and out.exists()

@@ -39,3 +39,12 @@ def test_help_version_and_bare_command(capsys):
 def test_command_errors_keep_their_exit_code(capsys, tmp_path):
     assert main(["forecast", str(tmp_path / "missing.csv"), "-H", "2"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'missing.csv'}: no such file\n"
+
+
+@pytest.mark.parametrize("command", [[], ["forecast"], ["evaluate"], ["download"]])
+def test_help_shows_no_value_type_after_flags(capsys, command):
+    assert main([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--help" in text and "<bool>" not in text
+    if command[:1] in (["forecast"], ["evaluate"]):
+        assert "--quiet" in text and "--threads" in text

@@ -5,12 +5,18 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import signal
+import stat
+import tempfile
 
 import pandas as pd
 import pytest
 
 from moirai_cli.data import TableWriter, check_output_path, output_format, read_table, write_table
+from moirai_cli.data.io import current_umask
 from moirai_cli.errors import InputError
+from moirai_cli.runtime import STOP_SIGNALS, StopSignal, stop_cleanly_on_signals
 
 FRAME = pd.DataFrame(
     {"item_id": ["007", "008"], "timestamp": pd.to_datetime(["2020-01-01", "2020-01-02"]), "y": [1.5, None]}
@@ -130,3 +136,58 @@ def test_output_checks(tmp_path):
         check_output_path(tmp_path / "x.txt")
     with pytest.raises(InputError, match="does not exist"):
         check_output_path(tmp_path / "nope" / "x.csv")
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and put the old one back."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet", ".jsonl"])
+def test_new_output_gets_the_permissions_of_a_normally_created_file(tmp_path, umask, mask, expected, suffix):
+    umask(mask)
+    path = tmp_path / f"out{suffix}"
+    write_table(FRAME, path)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # what open() gives under the same umask
+    assert stat.S_IMODE(path.stat().st_mode) == expected == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_overwritten_output_keeps_its_permissions(tmp_path, umask):
+    umask(0o022)
+    path = tmp_path / "out.csv"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    write_table(FRAME, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_text().startswith("item_id")
+
+
+def test_umask_is_read_without_changing_it(umask):
+    umask(0o027)
+    assert current_umask() == 0o027
+    assert os.umask(0o027) == 0o027  # still in place
+
+
+def test_a_stop_signal_while_the_temporary_file_is_created_leaves_nothing(tmp_path, monkeypatch):
+    """SIGTERM at the worst moment (the file exists, its clean-up is not armed yet) waits, then cleans up."""
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        created = real_mkstemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler right after this call returns
+        return created
+
+    saved = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    try:
+        stop_cleanly_on_signals()  # the command line's handlers
+        with pytest.raises(StopSignal) as stopped:
+            write_table(FRAME, tmp_path / "out.csv")
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+    assert stopped.value.signum == signal.SIGTERM and list(tmp_path.iterdir()) == []

@@ -50,9 +50,10 @@ def test_windows_are_cut_from_the_end_with_stride():
         assert [len(c) for c in call["known_covariates"]] == [c + 4 for c in cutoffs]
         np.testing.assert_array_equal(call["contexts"][0], series[0][: cutoffs[0]])
     per_window = result.per_window
-    assert list(per_window[["item_id", "window", "cutoff"]].itertuples(index=False, name=None)) == [
+    assert list(per_window[["item_id", "window", "window_start_row"]].itertuples(index=False, name=None)) == [
         ("a", 0, 22), ("b", 0, 17), ("a", 1, 24), ("b", 1, 19), ("a", 2, 26), ("b", 2, 21)
     ]  # fmt: skip
+    assert (per_window["cutoff"] == per_window["window_start_row"] - 1).all()  # no timestamps: the origin's row
     assert result.forecasts.shape[0] == 2 * 3 * 4
     last = result.forecasts[(result.forecasts["item_id"] == "a") & (result.forecasts["window"] == 2)]
     np.testing.assert_array_equal(last["actual"], series[0][26:30, 0])
@@ -138,6 +139,8 @@ def test_multivariate_rows_per_target_and_timestamps():
     per_window = result.per_window
     assert per_window[["item_id", "target"]].values.tolist() == [["0", "x"], ["0", "y"], ["1", "x"], ["1", "y"]]
     assert per_window.loc[0, "forecast_start"] == pd.Timestamp("2024-01-20")
+    assert per_window.loc[0, "cutoff"] == pd.Timestamp("2024-01-19")  # the last day the forecast saw
+    assert per_window.loc[0, "window_start_row"] == 19
     rows = result.forecasts[(result.forecasts["item_id"] == "1") & (result.forecasts["target"] == "y")]
     np.testing.assert_array_equal(rows["actual"], series[1][25:, 1])
     assert rows["timestamp"].iloc[0] == pd.Timestamp("2024-01-26")
@@ -262,3 +265,17 @@ def test_a_forecast_object_of_the_wrong_shape_is_refused():
 
     with pytest.raises(ValueError, match="expected"):
         run_backtest(noisy_series([20]), 3, forecast_fn)
+
+
+def test_actuals_and_metrics_keep_float64_precision():
+    """Values a float32 would round (1e8 + fractions) are scored exactly, and ties at an interval bound hold."""
+    base = 1e8
+    series = [base + np.arange(40) % 4 * 0.25]  # float64: 1e8, 1e8 + 0.25, ...; float32 holds only 1e8
+    constant = lambda contexts, horizon, **_: np.full((len(contexts), 5, horizon, 1), base)  # noqa: E731
+    result = run_backtest(series, 4, constant, season_length=4)
+    rows = result.forecasts
+    np.testing.assert_array_equal(rows["actual"], series[0][-4:])
+    assert result.per_window.loc[0, "model_mae"] == pytest.approx(np.mean(series[0][-4:] - base), rel=1e-12)
+    assert result.per_window.loc[0, "model_mae"] == 0.375
+    # Only the actual equal to the (constant) forecast lies inside the degenerate interval [1e8, 1e8].
+    assert result.per_window.loc[0, "model_coverage"] == 0.25

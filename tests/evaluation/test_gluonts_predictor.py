@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.gluonts
 pytest.importorskip("gluonts")
 warnings.filterwarnings("ignore", message="Using `json`-module", category=UserWarning)
 

@@ -157,6 +157,7 @@ def gluonts_metrics(case: dict, axis: int | None) -> pd.DataFrame:
         return evaluate_forecasts(forecasts, test_data=test_data, metrics=metrics, axis=axis, seasonality=SEASON)
 
 
+@pytest.mark.gluonts
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "missing-values"])
 def test_metrics_match_gluonts_per_series(missing: bool):
     case = make_case(seed=2, missing=missing)
@@ -174,6 +175,7 @@ def test_metrics_match_gluonts_per_series(missing: bool):
     np.testing.assert_allclose(ours["coverage"], theirs["coverage[0.9]"] - theirs["coverage[0.1]"], rtol=RTOL)
 
 
+@pytest.mark.gluonts
 def test_aggregation_matches_gluonts_dataset_level():
     case = make_case(seed=3)
     ours = aggregate_metrics(our_metrics(case)).iloc[0]
@@ -233,6 +235,7 @@ def test_season_length_from_freq(freq, expected):
     assert season_length_from_freq(freq) == expected
 
 
+@pytest.mark.gluonts
 def test_season_length_agrees_with_gluonts_where_documented():
     seasonality = pytest.importorskip("gluonts.time_feature.seasonality")
     for freq in ["h", "2h", "ME", "QE", "B"]:

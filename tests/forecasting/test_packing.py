@@ -95,6 +95,7 @@ def test_causal_mean_impute_matches_the_plain_rule(seed):
         assert not np.isnan(out).any()
 
 
+@pytest.mark.gluonts
 def test_causal_mean_impute_agrees_with_gluonts():
     feature = pytest.importorskip("gluonts.transform.feature")
     rng = np.random.default_rng(42)

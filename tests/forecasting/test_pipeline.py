@@ -392,6 +392,7 @@ def test_moirai_2_has_one_patch_size(family_forecasters):
     assert family_forecasters["moirai-2"].predict(make_series(1), 5, patch_size="auto").patch_sizes.tolist() == [16]
 
 
+@pytest.mark.gluonts
 def test_direct_quantiles_follow_gluonts_quantile_forecast():
     """Levels between the model's interpolate linearly, levels beyond them follow GluonTS's exponential tails."""
     gluonts_forecast = pytest.importorskip("gluonts.model.forecast")

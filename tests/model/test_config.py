@@ -441,3 +441,11 @@ def test_moirai_1_needs_its_mixture():
     del raw["distr_output"]
     with pytest.raises(ModelError, match="missing key.*distr_output"):
         parse_config(raw)
+
+
+def test_longest_context_leaves_room_for_the_horizon_and_every_variate():
+    config = MoiraiMoEConfig(d_model=128, d_ff=8, num_layers=1, patch_sizes=(8, 16), max_seq_len=512)
+    assert config.longest_context(horizon=48, patch_size=16) == (512 - 3) * 16
+    assert config.longest_context(horizon=49, patch_size=16) == (512 - 4) * 16  # a started patch counts
+    assert config.longest_context(horizon=48, patch_size=16, tokens_per_step=3) == (170 - 3) * 16
+    assert config.longest_context(horizon=10_000, patch_size=8) == 0
