@@ -100,6 +100,7 @@ ModelsOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--model",
+        metavar="MODEL",
         help=f"Hugging Face repo id or local checkpoint folder (default {DEFAULT_MODEL}); "
         "repeat to rank several models on the same windows in one leaderboard.",
     ),
@@ -744,8 +745,7 @@ def evaluate(
 ) -> None:
     """Backtest the model on the last windows of every series in DATA and compare it with a seasonal-naive baseline.
 
-    With several --model, every model is backtested on the same windows, one after the other, and ranked in one
-    leaderboard with the baseline.
+    With several --model, every model is backtested on the same windows, one after the other, and ranked in one leaderboard with the baseline.
     """
     with reported_errors(debug):
         for option, value in (
