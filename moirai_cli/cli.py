@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import itertools
+import json
 import sys
 import time
 import warnings
@@ -21,6 +23,7 @@ import torch
 import typer
 from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
+from rich.table import Table
 
 from moirai_cli import __version__
 from moirai_cli.data import (
@@ -44,8 +47,9 @@ from moirai_cli.data import (
 )
 from moirai_cli.errors import InputError, ModelError, MoiraiError
 from moirai_cli.model.hub import HubError
+from moirai_cli.evaluation import compare as compare_models
 from moirai_cli.evaluation import evaluate as evaluate_backtest
-from moirai_cli.evaluation import plot_best_worst, render_summary
+from moirai_cli.evaluation import plot_best_worst, render_leaderboard, render_summary
 from moirai_cli.runtime import (
     hold_stop_signals,
     interruption,
@@ -54,7 +58,15 @@ from moirai_cli.runtime import (
     stop_cleanly_on_signals,
     use_threads,
 )
-from moirai_cli.forecasting.pipeline import DEFAULT_CONTEXT_LENGTH, DEFAULT_MODEL, DirectQuantileForecast, Forecast, MoiraiForecaster
+from moirai_cli.forecasting.pipeline import (
+    DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_MODEL,
+    CheckpointTraits,
+    DirectQuantileForecast,
+    Forecast,
+    MoiraiForecaster,
+    pick_device,
+)
 from moirai_cli.forecasting.seeding import run_seed
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
@@ -122,6 +134,15 @@ FutureOpt = Annotated[
     Optional[str], typer.Option("--future", help="File with the known covariates over the horizon (same layout).")
 ]
 ModelOpt = Annotated[str, typer.Option("--model", help="Hugging Face repo id or local checkpoint folder.")]
+ModelsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--model",
+        metavar="MODEL",
+        help=f"Hugging Face repo id or local checkpoint folder (default {DEFAULT_MODEL}); "
+        "repeat to rank several models on the same windows in one leaderboard.",
+    ),
+]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of the model repo.")]
 CacheDirOpt = Annotated[Optional[str], typer.Option("--cache-dir", help="Hugging Face cache folder.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
@@ -308,22 +329,37 @@ class ModelOptions:
 
     def load(self) -> MoiraiForecaster:
         """Load the forecaster; any failure becomes a one-line ModelError."""
+        with self._one_line_errors("load"):
+            forecaster = MoiraiForecaster.from_pretrained(
+                self.model,
+                revision=self.revision,
+                cache_dir=self.cache_dir,
+                device=self.device,
+                dtype=DTYPES[self.dtype],
+                progress=not self.quiet,
+            )
+        return forecaster
+
+    def resolve(self) -> Path:
+        """The checkpoint's local folder, downloading it first if needed; any failure becomes a one-line ModelError."""
+        from moirai_cli.model.checkpoint import resolve_checkpoint
+
+        with self._one_line_errors("fetch"):
+            folder = resolve_checkpoint(self.model, self.revision, self.cache_dir, progress=not self.quiet)
+        return folder
+
+    @contextlib.contextmanager
+    def _one_line_errors(self, action: str) -> Iterator[None]:
+        """Hub failures, and anything unexpected, as one-line ModelErrors naming the model; warnings as lines."""
         try:
             with _one_line_warnings():
-                return MoiraiForecaster.from_pretrained(
-                    self.model,
-                    revision=self.revision,
-                    cache_dir=self.cache_dir,
-                    device=self.device,
-                    dtype=DTYPES[self.dtype],
-                    progress=not self.quiet,
-                )
+                yield
         except HubError as exc:
             raise ModelError(exc.message("or pass --model with a local checkpoint folder")) from exc
         except MoiraiError:
             raise
         except Exception as exc:
-            raise ModelError(f"cannot load model '{self.model}': {_one_line(exc)}") from exc
+            raise ModelError(f"cannot {action} model '{self.model}': {_one_line(exc)}") from exc
 
 
 @dataclass
@@ -358,18 +394,40 @@ class PredictOptions:
             **({"token_budget": self.tokens_per_pass} if self.tokens_per_pass is not None else {}),
         }
 
-    def check_model(self, forecaster: MoiraiForecaster, samples_output: str | None = None, quiet: bool = False) -> None:
-        """Refuse what the loaded model's family cannot do, before any output is written; note what it ignores."""
+    def check_model(
+        self,
+        forecaster: MoiraiForecaster | CheckpointTraits,
+        samples_output: str | None = None,
+        quiet: bool = False,
+        label: str | None = None,
+    ) -> None:
+        """Refuse what the model's family cannot do, before any output is written; note what it ignores.
+
+        label names the model among several (a leaderboard).
+        """
         title, offered = forecaster.family_title, forecaster.decodings
         if self.decoding not in offered:
-            raise InputError(f"--decoding {self.decoding}: {title} checkpoints offer only {' or '.join(offered)}")
+            which = f"{title} checkpoints offer" if label is None else f"'{label}' is a {title} checkpoint and offers"
+            raise InputError(f"--decoding {self.decoding}: {which} only {' or '.join(offered)}")
         if forecaster.output_kind == "quantiles":
             if samples_output:
                 raise InputError(
                     f"--samples-output: {title} predicts quantiles, not sample paths; leave --samples-output out"
                 )
             if self.num_samples is not None:
-                note(f"note: {title} predicts quantiles directly; --num-samples does not apply", quiet)
+                which = title if label is None else f"'{label}' ({title})"
+                note(f"note: {which} predicts quantiles directly; --num-samples does not apply", quiet)
+
+    def check_models(self, checkpoints: dict[str, CheckpointTraits], quiet: bool = False) -> None:
+        """check_model for each of several checkpoints, and that each has the --patch-size asked for, before any runs."""
+        for label, traits in checkpoints.items():
+            self.check_model(traits, quiet=quiet, label=label)
+            size = None if self.patch_size is None else _parse_patch_size(self.patch_size)
+            if size not in (None, "auto") and size not in traits.patch_sizes:
+                raise InputError(
+                    f"--patch-size {size} is not one of the sizes of '{label}' ({traits.family_title}): "
+                    f"{list(traits.patch_sizes)}; leave --patch-size out to use each model's default"
+                )
 
 
 # --- Output helpers ---
@@ -784,6 +842,50 @@ def download(
         typer.echo(str(path))
 
 
+MODEL_LIST_FORMATS = ("table", "csv", "json")
+
+
+@app.command()
+def models(
+    cache_dir: CacheDirOpt = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="First ask the Hub for each listed model's card, for its licence (waits bounded like downloads).",
+        ),
+    ] = False,
+    output_format: Annotated[
+        Optional[str],
+        typer.Option("--format", help="table, csv or json (default: a table on a terminal, CSV otherwise)."),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the known Moirai checkpoints: family, size, parameters, patch sizes, licence, and which are cached.
+
+    Reads only the local cache (no network) unless --refresh is given.
+    """
+    from moirai_cli.model.hub import is_offline
+    from moirai_cli.model.inventory import list_models, models_frame, models_records, refresh_model_cards, render_models
+
+    with reported_errors(debug):
+        chosen = output_format or ("table" if sys.stdout.isatty() else "csv")
+        if chosen not in MODEL_LIST_FORMATS:
+            raise InputError(f"--format: '{chosen}' is not one of {', '.join(MODEL_LIST_FORMATS)}")
+        if refresh:
+            if is_offline():
+                raise InputError("--refresh asks the Hub, but offline mode is on (HF_HUB_OFFLINE); unset it or leave --refresh out")
+            with _one_line_warnings():
+                refresh_model_cards([entry.repo_id for entry in list_models(cache_dir)], cache_dir)
+        entries = list_models(cache_dir)
+        if chosen == "table":
+            _print_table(render_models(entries, cache_dir))
+        elif chosen == "csv":
+            write_table(models_frame(entries), STDIO)
+        else:
+            typer.echo(json.dumps(models_records(entries), indent=2))
+
+
 METRICS_HELP = """\
 Metrics, per series and window (a multivariate target: per variate), over the window's observed steps; \
 MAE, MASE, sMAPE and MAPE score the forecast median, RMSE the mean.
@@ -823,7 +925,7 @@ def evaluate(
     num_samples: NumSamplesOpt = None,
     quantiles: QuantilesOpt = DEFAULT_QUANTILES,
     seed: EvaluateSeedOpt = None,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: ModelsOpt = None,
     revision: RevisionOpt = None,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
@@ -864,7 +966,10 @@ def evaluate(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Backtest the model on the last windows of every series in DATA and compare it with a seasonal-naive baseline."""
+    """Backtest the model on the last windows of every series in DATA and compare it with a seasonal-naive baseline.
+
+    With several --model, every model is backtested on the same windows, one after the other, and ranked in one leaderboard with the baseline.
+    """
     with reported_errors(debug):
         for option, value in (
             ("--horizon", horizon),
@@ -880,22 +985,31 @@ def evaluate(
         data_options = DataOptions(
             data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
         )
-        model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
+        models = model or [DEFAULT_MODEL]
+        model_options = ModelOptions(models[0], revision, cache_dir, device, dtype, quiet)
         for path in (output, forecasts_output):
             if path:
                 check_output_path(path)
         if output == STDIO and forecasts_output == STDIO:
             raise InputError("-o - and --forecasts-output - would write two tables to stdout; send one of them to a file")
         _check_plot(plot)
+        if len(models) > 1:
+            _check_leaderboard_options(models, plot)
 
         use_threads(threads)
         dataset = data_options.load()
         note(_input_note(dataset), quiet)
         if output or forecasts_output:
-            check_backtest_id_column(dataset.id_column)
+            check_backtest_id_column(dataset.id_column, leaderboard=len(models) > 1)
         for item_id in dataset.skipped:
             warn(f"skipped series '{item_id}': no observed target value")
         started = time.perf_counter()
+        if len(models) > 1:
+            _evaluate_leaderboard(
+                models, model_options, predict_options, dataset, horizon, windows, stride, season_length, levels, seed,
+                output, forecasts_output,
+            )
+            return
         forecaster = model_options.load()
         predict_options.check_model(forecaster, quiet=quiet)
         check_context_length(forecaster, dataset, settings, horizon, context_length)
@@ -915,16 +1029,8 @@ def evaluate(
                 progress=advance,
                 **settings,
             )
-        for item_id in result.skipped:
-            warn(
-                f"skipped series '{item_id}': too short for {windows} window(s) of {horizon} steps "
-                f"{result.stride} apart (it needs more than {horizon + (windows - 1) * result.stride} rows, "
-                "with an observed value before the first window)"
-            )
-        if output:
-            write_table(with_id_column(result.per_window, dataset.id_column), output)
-        if forecasts_output:
-            write_table(with_id_column(result.forecasts, dataset.id_column), forecasts_output)
+        warn_too_short(result.skipped, windows, horizon, result.stride)
+        write_backtest_tables(result.per_window, result.forecasts, dataset.id_column, output, forecasts_output)
         if plot:
             plot_best_worst(result, plot)
         on_stdout = STDIO in (output, forecasts_output)
@@ -932,7 +1038,7 @@ def evaluate(
             Console(stderr=on_stdout).print(render_summary(result))
         note(
             f"evaluated {result.n_series} series, {len(result.skipped)} skipped as too short, {windows} window(s) "
-            f"of {horizon} steps, model {model}, device {getattr(forecaster, 'device', device)}, "
+            f"of {horizon} steps, model {models[0]}, device {getattr(forecaster, 'device', device)}, "
             f"{time.perf_counter() - started:.1f}s"
             + "".join(f" -> {path}" for path in (output, forecasts_output) if path and path != STDIO),
             quiet,
@@ -942,17 +1048,105 @@ def evaluate(
 BACKTEST_COLUMNS = ("window", "cutoff", "window_start_row", "forecast_start", "target", "step", "timestamp", "actual")
 
 
-def check_backtest_id_column(id_column: str) -> None:
-    """InputError when the input's id column would clash with a column of the backtest's output tables."""
-    if id_column in BACKTEST_COLUMNS or id_column.startswith(("model_", "baseline_", "n_", "seasonal_", "sum_")):
+def check_backtest_id_column(id_column: str, leaderboard: bool = False) -> None:
+    """InputError when the input's id column would clash with a column of the backtest's output tables
+    (a leaderboard's also have a `model` column)."""
+    clashes = id_column in BACKTEST_COLUMNS or (leaderboard and id_column == "model")
+    if clashes or id_column.startswith(("model_", "baseline_", "n_", "seasonal_", "sum_")):
         raise InputError(
             f"id column '{id_column}': the backtest's output has a column of that name; rename it in the input"
         )
 
 
+def warn_too_short(skipped: list[str], windows: int, horizon: int, stride: int) -> None:
+    """One warning per series a backtest left out as too short, saying how long it would need to be."""
+    for item_id in skipped:
+        warn(
+            f"skipped series '{item_id}': too short for {windows} window(s) of {horizon} steps "
+            f"{stride} apart (it needs more than {horizon + (windows - 1) * stride} rows, "
+            "with an observed value before the first window)"
+        )
+
+
+def write_backtest_tables(
+    per_window, forecasts, id_column: str, output: str | None, forecasts_output: str | None
+) -> None:
+    """Write a backtest's per-window scores and forecasts where asked, with the input's id column name."""
+    if output:
+        write_table(with_id_column(per_window, id_column), output)
+    if forecasts_output:
+        write_table(with_id_column(forecasts, id_column), forecasts_output)
+
+
 def with_id_column(frame, id_column: str):
     """A backtest table with its `item_id` column named like the input's id column, as `forecast` writes it."""
     return frame if id_column == "item_id" else frame.rename(columns={"item_id": id_column})
+def _print_table(table: Table, stderr: bool = False) -> None:
+    """Print a rich table; off a terminal, as wide as it needs (a file or pipe gets whole lines, not folded cells)."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        natural = console.measure(table, options=console.options.update_width(1_000)).maximum
+        console.width = max(console.width, natural)
+    console.print(table)
+
+
+def _check_leaderboard_options(models: list[str], plot: str | None) -> None:
+    """Refuse, before any work, what a leaderboard of several models cannot do."""
+    repeated = next((name for i, name in enumerate(models) if name in models[:i]), None)
+    if repeated is not None:
+        raise InputError(f"--model '{repeated}' is given more than once; give each model once")
+    if plot:
+        raise InputError("--plot draws one model's forecasts: give a single --model, or leave --plot out")
+
+
+def _evaluate_leaderboard(
+    models: list[str],
+    model_options: ModelOptions,
+    predict_options: PredictOptions,
+    dataset: SeriesDataset,
+    horizon: int,
+    windows: int,
+    stride: int | None,
+    season_length: int | None,
+    levels: list[float],
+    seed: int | None,
+    output: str | None,
+    forecasts_output: str | None,
+) -> None:
+    """`evaluate` with several --model: fetch every model and check the options against each, then backtest
+    them in turn (one in memory at a time) and write the leaderboard, the per-window rows and the forecasts."""
+    started, quiet = time.perf_counter(), model_options.quiet
+    folders = {name: dataclasses.replace(model_options, model=name).resolve() for name in models}
+    predict_options.check_models({name: CheckpointTraits.of_folder(folder) for name, folder in folders.items()}, quiet)
+    loaders = {name: dataclasses.replace(model_options, model=str(folder), revision=None).load for name, folder in folders.items()}
+    bar, advance = _progress(quiet, len(dataset.series) * windows * len(models), f"evaluating {len(models)} models")
+    with bar:
+        board = compare_models(
+            loaders,
+            dataset.series,
+            horizon,
+            windows=windows,
+            stride=stride,
+            freq=dataset.freq,
+            season_length=season_length,
+            quantile_levels=levels,
+            seed=seed,
+            target_names=dataset.target_names,
+            progress=advance,
+            **predict_options.settings(),
+        )
+    warn_too_short(board.skipped, windows, horizon, board.stride)
+    write_backtest_tables(board.per_window, board.forecasts, dataset.id_column, output, forecasts_output)
+    on_stdout = STDIO in (output, forecasts_output)
+    if not on_stdout or not quiet:
+        _print_table(render_leaderboard(board), stderr=on_stdout)
+    note(
+        f"evaluated {board.n_series} series, {len(board.skipped)} skipped as too short, {windows} window(s) of "
+        f"{horizon} steps, {len(models)} models, device {pick_device(model_options.device)}, "
+        f"{time.perf_counter() - started:.1f}s"
+        + "".join(f" -> {path}" for path in (output, forecasts_output) if path and path != STDIO),
+        quiet,
+    )
 
 
 # Click's exception classes, reached through Typer's public BadParameter: older Typer releases use the

@@ -11,7 +11,7 @@ It speaks as much of the Hub's HTTP API as huggingface_hub uses to fetch a model
 
 Tokens: "bad" is rejected, "granted" may read private and gated repos, any other token is valid
 but has no access to them. Faults (`hub.fault`, for the next `hub.fault_times` matching requests,
-or all of them when None):
+or all of them when None; with `hub.fault_file`, only requests for that file match):
 
 - "hang": accept the connection, read the request, never answer (until the server stops);
 - "500": answer every request with HTTP 500;
@@ -78,6 +78,7 @@ class FakeHub:
     repos: dict[str, Repo] = field(default_factory=dict)
     fault: str | None = None
     fault_times: int | None = None
+    fault_file: str | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     url: str = ""
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -94,14 +95,14 @@ class FakeHub:
         repo.refs.update({ref: commit for ref in refs})
         return repo
 
-    def set_fault(self, fault: str | None, times: int | None = None) -> None:
+    def set_fault(self, fault: str | None, times: int | None = None, file: str | None = None) -> None:
         assert fault is None or fault in FAULTS, fault
-        self.fault, self.fault_times = fault, times
+        self.fault, self.fault_times, self.fault_file = fault, times, file
 
     def take_fault(self, method: str, filename: str | None) -> str | None:
         """The fault that applies to this request (counting it down), or None."""
         fault = self.fault
-        if fault is None:
+        if fault is None or (self.fault_file is not None and filename != self.fault_file):
             return None
         if fault in DOWNLOAD_FAULTS and not (method == "GET" and filename in LFS_FILES):
             return None

@@ -1,4 +1,4 @@
-"""Show a backtest: a rich summary table and a plot of the best and worst series."""
+"""Show a backtest: a rich summary table, a leaderboard of several models, and a plot of the best and worst series."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from moirai_cli.data.io import atomic_path
 from moirai_cli.errors import MoiraiError
 from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult, quantile_columns
+from moirai_cli.evaluation.leaderboard import BASELINE_LABEL, NOMINAL_COVERAGE, RELATIVE_COLUMNS, Leaderboard
 from moirai_cli.evaluation.metrics import INTERVAL_LEVELS, MEDIAN_LEVEL, METRIC_INFO, METRIC_NAMES
 from moirai_cli.plotting import PLOT_INSTALL_HINT
 
@@ -46,6 +49,39 @@ def render_summary(result: BacktestResult) -> Table:
         relative_text = f"[{style}]{_format(relative)}[/]" if style else _format(relative)
         info = METRIC_INFO[name]
         table.add_row(info.label, _format(model), _format(baseline), relative_text, info.aggregation)
+    return table
+
+
+def render_leaderboard(board: Leaderboard) -> Table:
+    """A rich table with a row per model and the baseline, a column per metric, the best of each column marked '*'."""
+    table = Table(
+        title=(
+            f"Leaderboard: {board.n_series} series, {board.windows} window(s) of {board.horizon} steps, "
+            f"stride {board.stride}, season length {board.season_length}"
+        ),
+        caption=(
+            f"* best in its column (coverage: closest to {NOMINAL_COVERAGE:.2f}); metrics aggregated as for one model "
+            f"(moirai evaluate --help); Rel. = geometric mean over series of model / seasonal naive (< 1: better); "
+            f"{len(board.skipped)} series skipped as too short; {board.n_zero_actuals} zero actuals left out of MAPE"
+        ),
+    )
+    scores = [*METRIC_NAMES, *RELATIVE_COLUMNS]
+    table.add_column("Model")
+    table.add_column("Family", style="dim")
+    for column in scores:
+        label = METRIC_INFO[column].label if column in METRIC_INFO else f"Rel. {METRIC_INFO[column.removeprefix('relative_')].label}"
+        table.add_column(label, justify="right")
+    table.add_column("Time", justify="right", style="dim")
+    best = board.best
+    for label, row in board.table.iterrows():
+        cells = []
+        for column in scores:
+            text = _format(row[column])
+            cells.append(f"[bold green]{text}*[/]" if label in best[column] else text)
+        seconds = row["seconds"]
+        time_text = "-" if seconds is None or pd.isna(seconds) else f"{seconds:.1f}s"
+        style = "italic" if label == BASELINE_LABEL else None
+        table.add_row(escape(str(label)), escape(str(row["family"] or "-")), *cells, time_text, style=style)
     return table
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Hashable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -33,9 +34,9 @@ from moirai_cli.forecasting.decoding import (
 from moirai_cli.forecasting.execution import ExecutionPlan, plan_for
 from moirai_cli.forecasting.packing import TokenBatch, collate, pack_series
 from moirai_cli.forecasting.seeding import run_seed, series_generators
-from moirai_cli.model.checkpoint import load_model, resolve_checkpoint
-from moirai_cli.model.config import FAMILY_TITLES, MOIRAI_1, MOIRAI_2, MOIRAI_MOE
-from moirai_cli.model.network import MoiraiNetwork, gather_rows
+from moirai_cli.model.checkpoint import CONFIG_FILE, load_model, resolve_checkpoint
+from moirai_cli.model.config import FAMILY_TITLES, MOIRAI_1, MOIRAI_2, MOIRAI_MOE, load_config
+from moirai_cli.model.network import NETWORK_CLASSES, MoiraiNetwork, gather_rows
 
 if TYPE_CHECKING:
     from moirai_cli.data import SeriesDataset
@@ -59,6 +60,35 @@ PROCEDURES: dict[str, FamilyProcedure] = {
     MOIRAI_MOE: FamilyProcedure(causal_mean_target=True, default_patch_size=16, decodings=("exact", "cached")),
     MOIRAI_2: FamilyProcedure(causal_mean_target=True, default_patch_size=None, decodings=("exact",)),
 }
+
+
+@dataclass(frozen=True)
+class CheckpointTraits:
+    """What a checkpoint folder's forecaster will offer, read from its config.json alone (no weights loaded).
+
+    The same attributes as MoiraiForecaster's, so options can be checked against several
+    checkpoints before any of them is loaded.
+    """
+
+    family: str
+    patch_sizes: tuple[int, ...]
+
+    @classmethod
+    def of_folder(cls, folder: str | Path) -> "CheckpointTraits":
+        config = load_config(Path(folder) / CONFIG_FILE)
+        return cls(config.family, tuple(config.patch_sizes))
+
+    @property
+    def family_title(self) -> str:
+        return FAMILY_TITLES[self.family]
+
+    @property
+    def output_kind(self) -> str:
+        return NETWORK_CLASSES[self.family].output_kind
+
+    @property
+    def decodings(self) -> tuple[str, ...]:
+        return PROCEDURES[self.family].decodings
 
 
 @dataclass

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from moirai_cli.errors import ModelError
 from moirai_cli.model.config import FAMILY_TITLES, FamilyConfig, load_config
-from moirai_cli.model.hub import download_files, refetch_command
+from moirai_cli.model.hub import CARD_FILE, download_files, refetch_command
 from moirai_cli.model.kernels import prefer_onednn, use_onednn_linear_layers
 from moirai_cli.model.layers import grouped_products_work
 from moirai_cli.model.network import MoiraiNetwork, build_network
@@ -70,13 +70,15 @@ def download_checkpoint(
 ) -> Path:
     """Fetch config and weights of a Hub repo into huggingface_hub's cache (or find them there).
 
-    force_download fetches both files again; verify checks cached files against the digests the
+    The model card (README.md, whose metadata names the licence) comes along with a download
+    when the repo has one; a cached checkpoint without it is used as it is. force_download fetches both files again; verify checks cached files against the digests the
     Hub publishes and fetches any that differ; progress allows the Hub's progress bars on a
     terminal. Waits are bounded and failures are one-line HubErrors (see moirai_cli.model.hub).
     """
     return download_files(
         repo_id,
         (CONFIG_FILE, WEIGHTS_FILE),
+        optional=(CARD_FILE,),
         revision=revision,
         cache_dir=cache_dir,
         force=force_download,

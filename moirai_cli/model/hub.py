@@ -12,6 +12,8 @@ refs). Around it, this module
   deletes any partial (.incomplete) file it leaves;
 - checks each file against the digest the Hub publishes for it (the LFS sha256 of the weights, the
   git blob sha1 of small files): a mismatch deletes the file and downloads it once more;
+- fetches optional files (the model card, README.md, whose metadata names the weights' licence)
+  alongside a download, where a repo without them is fine and a failure costs one warning;
 - turns huggingface_hub's retry log lines into at most one warning, and shows its progress bars
   only when asked to and stderr is a terminal.
 
@@ -47,6 +49,7 @@ DEFAULT_TIMEOUT_S = 4.0
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 READ_BLOCK = 1 << 20
+CARD_FILE = "README.md"  # the model card; its YAML front matter names the licence
 LOCAL_FOLDER_HINT = "or load a local checkpoint folder (config.json + model.safetensors) instead"
 
 
@@ -74,6 +77,14 @@ class HubError(ModelError):
 
     def __str__(self) -> str:
         return self.message()
+
+
+class HubUnavailableError(HubError):
+    """The Hub did not answer, could not be reached or failed with a server error: asking it again now is futile."""
+
+
+class _NoSuchFile(HubError):
+    """The repo (at that commit) has no such file."""
 
 
 class DownloadInterrupted(KeyboardInterrupt):
@@ -159,6 +170,24 @@ class CachedRepo:
             return f"is not in the cache ({self.cache_dir})"
         return f"is only partly in the cache ({folder} has no {', '.join(missing)})"
 
+    def refs(self) -> dict[str, str]:
+        """Every branch or tag recorded in the cache (refs/<name>, pull requests' refs/pr/<n> too) -> its commit."""
+        folder = self.folder / "refs"
+        found = {}
+        for ref in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            with contextlib.suppress(OSError):
+                commit = ref.read_text().strip() if ref.is_file() else ""
+                if COMMIT_HASH.fullmatch(commit):
+                    found[ref.relative_to(folder).as_posix()] = commit
+        return found
+
+    def snapshot_commits(self, filenames: Sequence[str] = ()) -> list[str]:
+        """Commits with a snapshot folder holding every one of `filenames`, newest folder first."""
+        folder = self.folder / "snapshots"
+        snapshots = [path for path in folder.iterdir() if COMMIT_HASH.fullmatch(path.name)] if folder.is_dir() else []
+        complete = [path for path in snapshots if all((path / name).is_file() for name in filenames)]
+        return [path.name for path in sorted(complete, key=_modified, reverse=True)]
+
     def record_ref(self, revision: str, commit: str) -> None:
         """Point refs/<revision> at `commit`, atomically, as a snapshot download does."""
         if COMMIT_HASH.fullmatch(revision) or self.commit_of(revision) == commit:
@@ -174,6 +203,7 @@ def download_files(
     repo_id: str,
     filenames: Sequence[str],
     *,
+    optional: Sequence[str] = (),
     revision: str | None = None,
     cache_dir: str | Path | None = None,
     force: bool = False,
@@ -184,7 +214,10 @@ def download_files(
 
     force: download again even when cached. verify: check cached files against the Hub's digests
     too, downloading again any that differ (repairs a damaged cache). progress: allow
-    huggingface_hub's progress bars (only ever drawn on a terminal).
+    huggingface_hub's progress bars (only ever drawn on a terminal). `optional` files (the model
+    card) are fetched too, when one of `filenames` is downloaded or with force or verify, but the
+    snapshot does not need them: a repo without them is fine, and failing to fetch one is a
+    warning. A cached snapshot is used without them.
     """
     _check_repo_id(repo_id)
     cache = CachedRepo(repo_id, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
@@ -197,12 +230,15 @@ def download_files(
         return _offline_snapshot(cache, revision, filenames, force)
     endpoint, timeout = hub_endpoint(), hub_timeout()
     with _bounded_requests(timeout):
-        return _fetch(cache, filenames, revision, endpoint, timeout, force=force, verify=verify, progress=progress)
+        return _fetch(
+            cache, filenames, optional, revision, endpoint, timeout, force=force, verify=verify, progress=progress
+        )
 
 
 def _fetch(
     cache: CachedRepo,
     filenames: Sequence[str],
+    optional: Sequence[str],
     revision: str | None,
     endpoint: str,
     timeout: float,
@@ -227,8 +263,12 @@ def _fetch(
         return cached[1]
     with _interruptible(), _progress_bars(progress):
         notice = _RetryNotice(endpoint)
+        downloaded = False
         for name in filenames:
-            _fetch_file(cache, name, commit, endpoint, timeout, force=force, verify=verify, notice=notice)
+            downloaded |= _fetch_file(cache, name, commit, endpoint, timeout, force=force, verify=verify, notice=notice)
+        if downloaded or force or verify:
+            for name in optional:
+                _fetch_optional_file(cache, name, commit, endpoint, timeout, force=force, verify=verify, notice=notice)
     if revision is None or not COMMIT_HASH.fullmatch(revision):
         with contextlib.suppress(OSError):  # a read-only cache still serves the snapshot by commit
             cache.record_ref(revision or "main", commit)
@@ -372,7 +412,7 @@ def _named_failure(
     if code == "RevisionNotFound" or _is_instance(exc, "RevisionNotFoundError"):
         return HubError(f"model '{repo_id}' has no revision '{revision or 'main'}' (a branch, tag or commit) on {endpoint}")
     if code == "EntryNotFound" or (filename is not None and status == 404 and code != "RepoNotFound"):
-        return HubError(f"model '{repo_id}' has no {filename} on {endpoint}: is it a Moirai checkpoint?")
+        return _NoSuchFile(f"model '{repo_id}' has no {filename} on {endpoint}: is it a Moirai checkpoint?")
     if status == 401 and code != "RepoNotFound":
         return HubError(
             f"the Hub at {endpoint} rejected your token (HF_TOKEN or your saved login) for model '{repo_id}': "
@@ -418,16 +458,19 @@ def _fetch_file(
     force: bool,
     verify: bool,
     notice: "_RetryNotice",
-) -> None:
-    """Make snapshots/<commit>/<name> hold the Hub's bytes of `name`, downloading (and checking) as needed."""
+) -> bool:
+    """Make snapshots/<commit>/<name> hold the Hub's bytes of `name`, downloading (and checking) as needed.
+
+    Returns whether it was downloaded (False: the cached copy was kept).
+    """
     pointer = cache.snapshot(commit) / name
     repair = False
     if pointer.is_file() and not force:
         if not verify:
-            return
+            return False
         published = _file_metadata(cache.repo_id, name, commit, endpoint, timeout)
         if _mismatch(pointer, published) is None:
-            return
+            return False
         warnings.warn(
             f"{pointer} does not match the digest the Hub publishes for it; downloading it again", HubWarning, stacklevel=4
         )
@@ -442,7 +485,7 @@ def _fetch_file(
         except _FailedTransfer as exc:
             problem = str(exc)
         if problem is None:
-            return
+            return True
         _discard(pointer)
         if attempt == 1:
             notice.say(f"{name} of '{cache.repo_id}' {problem}; downloading it once more")
@@ -450,6 +493,44 @@ def _fetch_file(
         f"{name} of model '{cache.repo_id}' from {endpoint} {problem}, twice; nothing was kept. Try again later; "
         "if it persists, a proxy or mirror is altering the download"
     )
+
+
+def _fetch_optional_file(
+    cache: CachedRepo, name: str, commit: str, endpoint: str, timeout: float, *, force: bool, verify: bool, notice: "_RetryNotice"
+) -> None:
+    """_fetch_file for a file the checkpoint can do without: a repo without it is fine, any other failure one warning."""
+    try:
+        _fetch_file(cache, name, commit, endpoint, timeout, force=force, verify=verify, notice=notice)
+    except _NoSuchFile:
+        pass
+    except HubError as exc:
+        warnings.warn(f"{name} of '{cache.repo_id}' was not fetched ({exc.reason})", HubWarning, stacklevel=4)
+
+
+def fetch_model_card(repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> Path | None:
+    """Fetch only the model card (README.md) of a revision (default: main) into the cache; None if the repo has none.
+
+    The card lands in the revision's snapshot folder, checked against the Hub's digest, and no ref
+    is recorded: what a revision resolves to offline stays the commit whose weights are cached.
+    Waits are bounded as for download_files. Raises HubUnavailableError when the Hub does not
+    answer, cannot be reached or fails, and HubError for any other refusal (offline mode included).
+    """
+    _check_repo_id(repo_id)
+    cache = CachedRepo(repo_id, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
+    if is_offline():
+        raise HubError(f"offline mode is on (HF_HUB_OFFLINE), so the model card of '{repo_id}' cannot be fetched")
+    endpoint, timeout = hub_endpoint(), hub_timeout()
+    with _bounded_requests(timeout):
+        try:
+            commit = _lookup_commit(repo_id, revision, endpoint, timeout)
+        except _HubUnavailable as exc:
+            raise HubUnavailableError(f"{exc.reason}; {exc.remedy}") from exc.cause
+        with _interruptible(), _progress_bars(False):
+            try:
+                _fetch_file(cache, CARD_FILE, commit, endpoint, timeout, force=False, verify=False, notice=_RetryNotice(endpoint))
+            except _NoSuchFile:
+                return None
+    return cache.snapshot(commit) / CARD_FILE
 
 
 def _file_metadata(repo_id: str, name: str, commit: str, endpoint: str, timeout: float) -> _Published:
@@ -462,7 +543,7 @@ def _file_metadata(repo_id: str, name: str, commit: str, endpoint: str, timeout:
     except Exception as exc:
         failure = _named_failure(exc, repo_id, commit, name, endpoint, timeout)
         if isinstance(failure, _HubUnavailable):
-            failure = HubError(f"{failure.reason} while asking about {name} of model '{repo_id}'; {failure.remedy}")
+            failure = HubUnavailableError(f"{failure.reason} while asking about {name} of model '{repo_id}'; {failure.remedy}")
         raise failure from exc
     etag = (metadata.etag or "").strip('"').lower().removeprefix("w/").strip('"')
     digest = etag if SHA256.fullmatch(etag) or COMMIT_HASH.fullmatch(etag) else None
@@ -505,7 +586,7 @@ def _download(
             raise _FailedTransfer(f"could not be downloaded: the connection broke ({_detail(exc)})") from exc
         failure = _named_failure(exc, cache.repo_id, commit, name, endpoint, timeout)
         if isinstance(failure, _HubUnavailable):
-            failure = HubError(
+            failure = HubUnavailableError(
                 f"{failure.reason} while downloading {name} of model '{cache.repo_id}'; nothing was kept; {failure.remedy}"
             )
         raise failure from exc
@@ -634,6 +715,14 @@ def _bounded_requests(seconds: float) -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(constants, name, value)
+
+
+def _modified(path: Path) -> float:
+    """A path's modification time, 0 when it cannot be read."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _stderr_is_terminal() -> bool:

@@ -381,3 +381,95 @@ def test_refetch_command_names_repo_and_only_the_options_needed(cached, cache, t
         f"moirai download Org/x --force --revision {'e' * 40} --cache-dir {tmp_path / 'elsewhere'}"
     )
     assert hub.refetch_command(tmp_path) is None
+
+
+# --- the model card (README.md), an optional file ------------------------------------------------
+
+CARD = "---\nlicense: cc-by-nc-4.0\npipeline_tag: time-series-forecasting\n---\n# A model\n"
+
+
+def serve_with_card(fake_hub, tiny_checkpoint: Path, tmp_path: Path, commit: str = HUB_COMMIT, card: str = CARD) -> None:
+    """Serve HUB_REPO at `commit` with the tiny checkpoint's files and a model card."""
+    folder = tmp_path / f"repo-{commit[:6]}"
+    folder.mkdir()
+    for name in FILES:
+        (folder / name).write_bytes((tiny_checkpoint / name).read_bytes())
+    (folder / hub.CARD_FILE).write_text(card)
+    fake_hub.add_repo(HUB_REPO, folder, commit)
+
+
+def test_the_model_card_comes_with_a_download(cache, fake_hub, tiny_checkpoint, tmp_path):
+    serve_with_card(fake_hub, tiny_checkpoint, tmp_path)
+    folder, caught = fetch()
+    assert caught == [] and (folder / "README.md").read_text() == CARD
+    assert fake_hub.count("GET", r"/resolve/.*/README\.md$") == 1
+
+
+def test_a_repo_without_a_card_downloads_without_a_warning(cache, fake_hub):
+    folder, caught = fetch()
+    assert caught == [] and not (folder / "README.md").exists()
+    assert fake_hub.count("HEAD", r"/resolve/.*/README\.md$") == 1 and fake_hub.count("GET", r"README") == 0
+
+
+def test_a_cached_model_is_used_without_its_card_and_not_asked_for_it(cached, fake_hub, tiny_checkpoint, tmp_path):
+    serve_with_card(fake_hub, tiny_checkpoint, tmp_path)  # the card appears on the Hub later
+    folder, caught = fetch()
+    assert folder == cached and caught == [] and not (folder / "README.md").exists()
+    assert fake_hub.requests == [("GET", "/api/models/Org/tiny-moe/revision/main")]
+    folder, _ = fetch(verify=True)  # `moirai download` checks the cache, and fetches what is missing
+    assert (folder / "README.md").read_text() == CARD
+
+
+def test_offline_a_cached_model_without_its_card_loads(cached, fake_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    folder, caught = fetch()
+    assert folder == cached and caught == [] and fake_hub.requests == []
+
+
+def test_a_card_that_cannot_be_fetched_is_one_warning_and_the_model_downloads(cache, fake_hub, tiny_checkpoint, tmp_path):
+    serve_with_card(fake_hub, tiny_checkpoint, tmp_path)
+    fake_hub.set_fault("500", file="README.md")
+    folder, caught = fetch()
+    assert_is_the_fixture(folder, tiny_checkpoint)
+    (warning,) = caught
+    assert warning.startswith(f"README.md of '{HUB_REPO}' was not fetched (") and "HTTP 500" in warning
+    assert not (folder / "README.md").exists() and leftovers(cache) == []
+
+
+def test_fetch_model_card_fetches_only_the_card_and_records_no_ref(cached, cache, fake_hub, tiny_checkpoint, tmp_path):
+    new_commit = "c" * 40
+    serve_with_card(fake_hub, tiny_checkpoint, tmp_path, commit=new_commit)  # main moves on, with a card
+    card = hub.fetch_model_card(HUB_REPO)
+    assert card == repo_folder(cache) / "snapshots" / new_commit / "README.md" and card.read_text() == CARD
+    assert sorted(p.name for p in card.parent.iterdir()) == ["README.md"]
+    assert (repo_folder(cache) / "refs" / "main").read_text() == HUB_COMMIT  # offline, main is still the cached weights
+
+
+def test_fetch_model_card_of_a_repo_without_one_is_none(cache, fake_hub):
+    assert hub.fetch_model_card(HUB_REPO) is None
+
+
+def test_fetch_model_card_names_an_outage_apart(cache, fake_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    fake_hub.set_fault("hang")
+    with pytest.raises(hub.HubUnavailableError, match="did not answer within 0.5 s"):
+        hub.fetch_model_card(HUB_REPO)
+    fake_hub.set_fault(None)
+    with pytest.raises(HubError) as missing:
+        hub.fetch_model_card("Org/missing")
+    assert not isinstance(missing.value, hub.HubUnavailableError) and "was not found" in str(missing.value)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubError, match="offline mode is on"):
+        hub.fetch_model_card(HUB_REPO)
+
+
+def test_cached_repo_lists_complete_snapshots_and_refs(cached, cache, fake_hub, tiny_checkpoint, tmp_path):
+    serve_with_card(fake_hub, tiny_checkpoint, tmp_path, commit="c" * 40)
+    hub.fetch_model_card(HUB_REPO)
+    repo = hub.CachedRepo(HUB_REPO, cache)
+    assert repo.snapshot_commits(FILES) == [HUB_COMMIT]
+    assert repo.snapshot_commits(("README.md",)) == ["c" * 40]
+    assert repo.refs() == {"main": HUB_COMMIT}
