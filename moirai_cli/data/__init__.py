@@ -17,6 +17,7 @@ from moirai_cli.data.io import (
     STDIO,
     TableWriter,
     atomic_path,
+    check_distinct_paths,
     check_output_path,
     input_format,
     output_format,
@@ -25,6 +26,7 @@ from moirai_cli.data.io import (
 )
 from moirai_cli.data.layout import Layout, detect_layout
 from moirai_cli.data.output import (
+    check_output_columns,
     forecast_frame,
     parse_quantiles,
     quantile_column,
@@ -39,6 +41,8 @@ __all__ = [
     "TableWriter",
     "atomic_path",
     "check_covariate_options",
+    "check_distinct_paths",
+    "check_output_columns",
     "check_output_path",
     "detect_layout",
     "forecast_frame",
