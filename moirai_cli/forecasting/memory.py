@@ -5,10 +5,12 @@ horizon of a million steps is a one-line refusal saying what would fit instead o
 kills. The estimate follows decoding.py and network.py:
 
 - exact decoding copies each series' tokens once per sample path (rows R = batch x samples), twice
-  while later tokens are dropped; the network then runs over chunks of about DEFAULT_TOKEN_BUDGET
-  tokens, whose attention bias and scores are (rows, heads, L, L) float32 and masks (rows, L, L);
+  while later tokens are dropped; the network then runs over chunks of about `token_budget` tokens
+  (the device's plan, execution.py), whose attention bias and scores are (rows, heads, L, L) float32 and masks (rows, L, L);
 - cached decoding runs the context once per series, keeps its keys/values, and allocates a key/value
   store of (R, heads, future tokens, head size) per layer for the drawn patches;
+- Moirai 1.x draws every future patch from one pass (no copies per path); Moirai 2.0 feeds back one
+  path per quantile level, like exact decoding with as many rows per series as levels;
 - both hold the samples (N, S, H, V) of the whole call on the host, and a float64 copy to map them back
   or take quantiles;
 - the weights count once more: they are mapped from the checkpoint file and read in (or copied into
@@ -29,8 +31,8 @@ from pathlib import Path
 import torch
 
 from moirai_cli.errors import InputError
-from moirai_cli.forecasting.decoding import DEFAULT_TOKEN_BUDGET
-from moirai_cli.model.config import NUM_EXPERTS, MoiraiMoEConfig
+from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET
+from moirai_cli.model.config import MOIRAI_1, MOIRAI_2, MOIRAI_MOE, NUM_EXPERTS, FamilyConfig
 
 TOKEN_FIELD_BYTES = 8 * 3 + 8 + 1  # sample_id, time_id, variate_id (int64), patch_size (int64), prediction_mask
 VALUE_BYTES = 4 + 1  # target (float32) and observed (bool), per value of a token's patch
@@ -52,10 +54,11 @@ class Request:
     known: int  # Ck, known covariates
     past: int  # Cp, past covariates
     patch_size: int
-    decoding: str
+    decoding: str  # "exact", "cached", "one pass" (Moirai 1.x) or "quantile paths" (Moirai 2.0)
+    token_budget: int = CPU_TOKEN_BUDGET  # tokens per forward pass
 
 
-def estimate_bytes(config: MoiraiMoEConfig, request: Request) -> tuple[int, int]:
+def estimate_bytes(config: FamilyConfig, request: Request) -> tuple[int, int]:
     """(bytes on the compute device, bytes on the host) a predict call needs at its peak."""
     batch = min(request.batch_size, request.series)
     rows = batch * request.num_samples
@@ -66,7 +69,8 @@ def estimate_bytes(config: MoiraiMoEConfig, request: Request) -> tuple[int, int]
     width = config.max_patch_size
     per_token = TOKEN_FIELD_BYTES + VALUE_BYTES * width
     heads, dim = config.num_heads, config.d_model
-    weights = 4 * config.num_layers * (4 * dim * dim + NUM_EXPERTS * 3 * dim * config.d_ff)  # attention and experts
+    experts = NUM_EXPERTS if config.family == MOIRAI_MOE else 1
+    weights = 4 * config.num_layers * (4 * dim * dim + experts * 3 * dim * config.d_ff)  # attention and feed-forward
 
     def forward(chunk_rows: int, length: int, queries: int) -> int:
         """One network pass over chunk_rows x length tokens, `queries` of them computed by the last layer."""
@@ -74,7 +78,11 @@ def estimate_bytes(config: MoiraiMoEConfig, request: Request) -> tuple[int, int]
         activations = chunk_rows * length * (ACTIVATION_COPIES * dim + 4 * config.d_ff) * 4
         return attention + activations + chunk_rows * queries * width * 64
 
-    if request.decoding == "cached":
+    if request.decoding == "one pass":
+        chunk = max(1, request.token_budget // tokens)
+        draws = request.num_samples * batch * request.variates * future * width * 4 * (len(config.components) + 3)
+        device = batch * tokens * per_token + forward(min(chunk, batch), tokens, request.variates * future) + draws
+    elif request.decoding == "cached":
         layers = config.num_layers
         context = forward(batch, tokens, request.variates) + 2 * layers * batch * tokens * dim * 4
         slots = request.variates + request.known
@@ -84,7 +92,7 @@ def estimate_bytes(config: MoiraiMoEConfig, request: Request) -> tuple[int, int]
         paths = 3 * rows * future * request.variates * width * 4
         device = batch * tokens * per_token + context + store + step + paths
     else:
-        chunk = max(1, DEFAULT_TOKEN_BUDGET // tokens)
+        chunk = max(1, request.token_budget // tokens)
         device = 2 * rows * tokens * per_token + forward(min(chunk, rows), tokens, request.variates)
         device += rows * future * request.variates * width * 4 * 2  # drawn patches and the paths read out
     device = weights + int(ALLOCATOR_SLACK * device)
@@ -110,7 +118,7 @@ def available_bytes(device: torch.device) -> tuple[int | None, int | None]:
     return None, host  # mps: unified memory, the host figure covers it
 
 
-def check_fits(config: MoiraiMoEConfig, request: Request, device: torch.device) -> None:
+def check_fits(config: FamilyConfig, request: Request, device: torch.device) -> None:
     """InputError, before any work, when a predict call cannot fit in memory; says what would fit."""
     on_device, on_host = available_bytes(device)
     shared = device.type == "cpu"
@@ -134,7 +142,8 @@ def check_fits(config: MoiraiMoEConfig, request: Request, device: torch.device) 
     largest = _largest(lambda h: fits(_with(request, horizon=h)), request.horizon)
     if largest:
         hints.append(f"a horizon of at most {largest} fits")
-    if request.num_samples > 1:
+    quantile_paths = request.decoding == "quantile paths"  # one per level: not a user's choice
+    if request.num_samples > 1 and not quantile_paths:
         samples = _largest(lambda s: fits(_with(request, num_samples=s)), request.num_samples)
         if samples:
             hints.append(f"or at most {samples} samples")
@@ -144,7 +153,8 @@ def check_fits(config: MoiraiMoEConfig, request: Request, device: torch.device) 
             hints.append(f"or a batch size of at most {batch}")
     advice = "; ".join([", ".join(hints)] if hints else ["lower the horizon, the number of samples and the batch size"])
     raise InputError(
-        f"forecasting {request.series} series, horizon {request.horizon}, {request.num_samples} samples, batches "
+        f"forecasting {request.series} series, horizon {request.horizon}, {request.num_samples} "
+        f"{'quantile paths' if quantile_paths else 'samples'}, batches "
         f"of {min(request.batch_size, request.series)} ({request.decoding} decoding) needs about "
         f"{_size(need)} of {where}, {_size(have)} available; {advice}"
     )
@@ -233,7 +243,7 @@ def _cgroup_room(proc: Path = Path("/proc/self/cgroup"), mount: Path = Path("/sy
 
 
 def request_for(
-    config: MoiraiMoEConfig,
+    config: FamilyConfig,
     targets: list,
     past: list | None,
     known: list | None,
@@ -244,10 +254,19 @@ def request_for(
     context_length: int,
     patch_size: int | str,
     decoding: str,
+    token_budget: int = CPU_TOKEN_BUDGET,
 ) -> Request:
-    """The Request of a predict call on (T_i, V) targets and covariates (the smallest patch size for 'auto')."""
+    """The Request of a predict call on (T_i, V) targets and covariates (the smallest patch size for 'auto').
+
+    The family picks the decoding: Moirai 1.x draws in one pass; Moirai 2.0 feeds back one path per
+    quantile level, which costs what exact decoding costs with that many samples.
+    """
     size = min(config.patch_sizes) if patch_size == "auto" or not str(patch_size).isdigit() else int(patch_size)
     longest = max(min(len(target), context_length) for target in targets)
+    if config.family == MOIRAI_1:
+        decoding = "one pass"
+    elif config.family == MOIRAI_2:
+        decoding, num_samples = "quantile paths", len(config.quantile_levels)
     return Request(
         series=len(targets),
         horizon=horizon,
@@ -259,4 +278,5 @@ def request_for(
         past=past[0].shape[1] if past else 0,
         patch_size=size,
         decoding=decoding,
+        token_budget=token_budget,
     )
