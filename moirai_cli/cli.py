@@ -7,6 +7,7 @@ import os
 import itertools
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from moirai_cli.data import (
     SeriesDataset,
     TableWriter,
     check_covariate_options,
+    check_distinct_paths,
+    check_output_columns,
     check_output_path,
     forecast_frame,
     is_grouped_by,
@@ -80,6 +83,20 @@ PastCovariatesOpt = Annotated[
 KnownCovariatesOpt = Annotated[
     Optional[str],
     typer.Option("--known-covariates", help="Comma-separated columns known in the future too (needs --future)."),
+]
+DayFirstOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--dayfirst/--monthfirst",
+        help="Read numeric dates such as 03/04/2024 day-first (3 April) or month-first (March 4); "
+        "by default the column settles it, or the run stops.",
+    ),
+]
+DateFormatOpt = Annotated[
+    Optional[str], typer.Option("--date-format", help="strftime format of every timestamp, e.g. '%d/%m/%Y %H:%M'.")
+]
+InfAsMissingOpt = Annotated[
+    bool, typer.Option("--inf-as-missing", help="Read inf and -inf values as missing (with a warning) instead of stopping.")
 ]
 FutureOpt = Annotated[
     Optional[str], typer.Option("--future", help="File with the known covariates over the horizon (same layout).")
@@ -158,10 +175,15 @@ class DataOptions:
     past_covariates: str | None = None
     known_covariates: str | None = None
     future: str | None = None
+    dayfirst: bool | None = None
+    date_format: str | None = None
+    inf_as_missing: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise InputError(f"--layout: '{self.layout}' is not one of {', '.join(LAYOUTS)}")
+        if self.dayfirst is not None and self.date_format is not None:
+            raise InputError("--date-format already says where the day is; drop --dayfirst/--monthfirst")
 
     def columns(self) -> dict[str, object]:
         """The column choices, as keyword arguments of the data functions."""
@@ -173,6 +195,10 @@ class DataOptions:
             "known_covariates": split_columns(self.known_covariates),
         }
 
+    def values(self) -> dict[str, object]:
+        """How timestamps and numbers are read, as keyword arguments of the data functions."""
+        return {"dayfirst": self.dayfirst, "date_format": self.date_format, "inf_as_missing": self.inf_as_missing}
+
     def load(self, horizon: int | None = None) -> SeriesDataset:
         """Read and check the whole table (and the future file when forecasting), raising InputError on bad input."""
         return load_dataset(
@@ -180,8 +206,9 @@ class DataOptions:
             layout=self.layout,  # type: ignore[arg-type]
             freq=self.freq,
             future=self.future,
-            horizon=horizon if self.known_covariates else None,
+            horizon=horizon,
             **self.columns(),
+            **self.values(),
         )
 
     def batches(self, horizon: int, size: int, quiet: bool = False) -> Iterator[SeriesDataset]:
@@ -196,10 +223,11 @@ class DataOptions:
             chunk_size=size,
             freq=self.freq,
             future=self.future,
-            horizon=horizon if self.known_covariates else None,
+            horizon=horizon,
             rows_per_read=ROWS_PER_READ,
             layout=layout,
             **self.columns(),
+            **self.values(),
         )
         return rebatch(chunks, size)
 
@@ -334,12 +362,12 @@ def _one_line_warnings() -> Iterator[None]:
 
 @contextlib.contextmanager
 def reported_errors(debug: bool) -> Iterator[None]:
-    """Turn errors into one line on stderr and an exit code; --debug lets the traceback through."""
+    """Turn errors into one line on stderr and an exit code; --debug prints the traceback first (same exit code)."""
     try:
         yield
     except MoiraiError as exc:
         if debug:
-            raise
+            traceback.print_exc(file=sys.stderr)
         typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a download (exit code 143)
@@ -404,7 +432,15 @@ def _root(
 
 def _input_note(dataset: SeriesDataset) -> str:
     """One line saying how the input was read (layout, columns, frequency), for the user to check."""
-    return f"{dataset.source}: {dataset.layout.describe()}; frequency {dataset.freq}"
+    return "; ".join([f"{dataset.source}: {dataset.layout.describe()}; frequency {dataset.freq}", *dataset.notes])
+
+
+def _warn_about(dataset: SeriesDataset) -> None:
+    """The warnings of a loaded dataset or batch: skipped series, then what reading it found."""
+    for item_id in dataset.skipped:
+        warn(f"skipped series '{item_id}': no observed target value")
+    for message in dataset.warnings:
+        warn(message)
 
 
 def _check_plot(plot: str | None) -> None:
@@ -437,6 +473,9 @@ def forecast(
     timestamp_column: TimestampColumnOpt = None,
     target: TargetOpt = None,
     freq: FreqOpt = None,
+    dayfirst: DayFirstOpt = None,
+    date_format: DateFormatOpt = None,
+    inf_as_missing: InfAsMissingOpt = False,
     past_covariates: PastCovariatesOpt = None,
     known_covariates: KnownCovariatesOpt = None,
     future: FutureOpt = None,
@@ -458,7 +497,8 @@ def forecast(
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(
-            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future
+            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future,
+            dayfirst, date_format, inf_as_missing,
         )
         model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
         output = output or STDIO
@@ -466,9 +506,14 @@ def forecast(
         if samples_output:
             check_output_path(samples_output)
         _check_plot(plot)
+        check_distinct_paths(
+            {"DATA": data, "--future": future},
+            {"--output": output, "--samples-output": samples_output, "--plot": plot},
+        )
 
         batches = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
+        check_output_columns(first, levels, samples=bool(samples_output))
         note(_input_note(first), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
@@ -515,8 +560,7 @@ def _run_forecast(
         sample_writer = stack.enter_context(TableWriter(samples_output)) if samples_output else None
         stack.enter_context(bar)
         for batch in batches:
-            for item_id in batch.skipped:
-                warn(f"skipped series '{item_id}': no observed target value")
+            _warn_about(batch)
             skipped_count += len(batch.skipped)
             if not batch.series:
                 continue
@@ -623,6 +667,9 @@ def evaluate(
     timestamp_column: TimestampColumnOpt = None,
     target: TargetOpt = None,
     freq: FreqOpt = None,
+    dayfirst: DayFirstOpt = None,
+    date_format: DateFormatOpt = None,
+    inf_as_missing: InfAsMissingOpt = False,
     past_covariates: PastCovariatesOpt = None,
     known_covariates: Annotated[
         Optional[str],
@@ -656,17 +703,18 @@ def evaluate(
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(
-            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
+            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, None,
+            dayfirst, date_format, inf_as_missing,
         )
         model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
         if output:
             check_output_path(output)
         _check_plot(plot)
+        check_distinct_paths({"DATA": data}, {"--output": output, "--plot": plot})
 
         dataset = data_options.load()
         note(_input_note(dataset), quiet)
-        for item_id in dataset.skipped:
-            warn(f"skipped series '{item_id}': no observed target value")
+        _warn_about(dataset)
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, quiet=quiet)
