@@ -396,7 +396,8 @@ def _build(
         if freq is None:
             raise InputError(f"{source}: cannot infer the frequency (too few or irregular timestamps); set --freq")
     n_target, n_past = len(lay.target_names), len(lay.past_covariates)
-    codes, names = pd.factorize(canon["_id"].to_numpy(), sort=False)  # series in order of first appearance
+    codes, uniques = pd.factorize(canon["_id"].to_numpy(), sort=False)  # series in order of first appearance
+    names = pd.Index(uniques).tolist()  # Python values (int, str, Timestamp), as a groupby would give them
     stamps = pd.DatetimeIndex(canon["_ts"]).as_unit("ns")
     order = np.lexsort((stamps.asi8, codes))  # rows by series, then time
     codes = codes[order]
@@ -511,7 +512,7 @@ class _SeriesGrids:
     """
 
     def __init__(
-        self, stamps: pd.DatetimeIndex, codes: np.ndarray, rows: np.ndarray, freq: str, source: str, names: np.ndarray
+        self, stamps: pd.DatetimeIndex, codes: np.ndarray, rows: np.ndarray, freq: str, source: str, names: list
     ) -> None:
         self.starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # first row of each series
         self.counts = np.diff(np.r_[self.starts, len(codes)])
