@@ -24,6 +24,7 @@ MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations mea
 SPARSE_GRID = 0.5  # a series with more than this share of its grid missing gets a warning
 _FREQ_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
 _SAME_FREQUENCY = 1.5  # two frequencies whose steps differ by this factor or more are different frequencies
+_FREQUENCY_CHECKS = 100  # series per table whose own frequency is inferred (when their rows are never adjacent)
 
 
 @dataclass
@@ -384,9 +385,9 @@ def _build(
 
     Every series is put on its grid at once, with array arithmetic (linear in rows, no per-series
     pandas calls but the records themselves). With an inferred frequency (`freq_given` False, also for
-    later chunks of a streamed file), a series whose rows are never one step apart has another
-    frequency: an error naming it. A series whose grid is mostly missing gets a warning, and so do
-    values read as missing.
+    later chunks of a streamed file), a series whose rows are never one step apart and that is regular
+    at a coarser frequency is an error naming it. A series whose grid is mostly missing gets a warning,
+    and so do values read as missing.
     """
     warnings_: list[str] = []
     canon = _canonical(frame, lay, source, reading, warnings_)
@@ -468,9 +469,6 @@ def _build(
     dataset.notes = list(reading.timestamps.notes)
     dataset.warnings = warnings_
     return dataset
-
-
-_FREQUENCY_CHECKS = 100  # series per table whose own frequency is inferred, at most
 
 
 def _other_frequency(

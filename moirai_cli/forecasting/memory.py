@@ -39,6 +39,7 @@ VALUE_BYTES = 4 + 1  # target (float32) and observed (bool), per value of a toke
 ACTIVATION_COPIES = 16  # (tokens, d_model) float tensors alive at once in a layer: hidden, norms, q/k/v, MoE slots
 ATTENTION_COPIES = 3  # (rows, heads, L, L) float tensors: bias, scores, weights
 ALLOCATOR_SLACK = 1.3  # freed blocks the allocator keeps for reuse, measured (benchmarks/memory_estimate.py)
+FIRST_PASS_OVERHEAD = 64 << 20  # thread pools and kernel workspaces set up by the first pass
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def estimate_bytes(config: FamilyConfig, request: Request) -> tuple[int, int]:
         chunk = max(1, request.token_budget // tokens)
         device = 2 * rows * tokens * per_token + forward(min(chunk, rows), tokens, request.variates)
         device += rows * future * request.variates * width * 4 * 2  # drawn patches and the paths read out
-    device = weights + int(ALLOCATOR_SLACK * device)
+    device = FIRST_PASS_OVERHEAD + weights + int(ALLOCATOR_SLACK * device)
     host = request.series * request.num_samples * request.horizon * request.variates * (4 + 8 + 8)
     return device, host
 
