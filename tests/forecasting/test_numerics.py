@@ -105,3 +105,18 @@ def test_infinite_values_in_arrays_are_refused_naming_series_and_row(tiny_foreca
         tiny_forecaster.predict([unit_series(), values], 4)
     with pytest.raises(InputError, match=r"past covariates of series 0, row 2, column 0: -inf is not finite"):
         tiny_forecaster.predict([unit_series()], 4, past_covariates=[np.r_[0.0, 0.0, -np.inf, np.zeros(117)]])
+
+
+@pytest.mark.parametrize("family", ["moirai-1", "moirai-2"])
+def test_every_family_gets_the_same_rescaling(family_checkpoints, family):
+    # Moirai 1.x draws in one pass, Moirai 2.0 predicts quantiles: both are mapped back the same way.
+    from moirai_cli.forecasting.pipeline import MoiraiForecaster
+
+    forecaster = MoiraiForecaster.from_pretrained(str(family_checkpoints[family]), device="cpu")
+    unit = unit_series()
+    options = dict(num_samples=200, seed=0, patch_size=16, context_length=64)
+    expected = forecaster.predict([unit], HORIZON, **options).quantiles(LEVELS)[0, :, :, 0]
+    for to_series, from_series in ((lambda x: 1e12 + x, lambda y: y - 1e12), (lambda x: 1e-9 * x, lambda y: y / 1e-9)):
+        got = from_series(forecaster.predict([to_series(unit)], HORIZON, **options).quantiles(LEVELS)[0, :, :, 0])
+        band = float((expected[2] - expected[0]).mean())
+        assert band > 0 and np.abs(got - expected).max() < 0.01 * band
