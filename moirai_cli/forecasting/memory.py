@@ -8,7 +8,8 @@ kills. The estimate follows decoding.py and network.py:
   while later tokens are dropped; the network then runs over chunks of about `token_budget` tokens
   (the device's plan, execution.py), whose attention bias and scores are (rows, heads, L, L) float32 and masks (rows, L, L);
 - cached decoding runs the context once per series, keeps its keys/values, and allocates a key/value
-  store of (R, heads, future tokens, head size) per layer for the drawn patches;
+  store of (R, heads, future tokens, head size) per layer for the drawn patches, in whole blocks of
+  KEY_BLOCK tokens (16: a short horizon still gets a block);
 - Moirai 1.x draws every future patch from one pass (no copies per path); Moirai 2.0 feeds back one
   path per quantile level, like exact decoding with as many rows per series as levels;
 - both hold the samples (N, S, H, V) of the whole call on the host, and a float64 copy to map them back
@@ -33,6 +34,7 @@ import torch
 from moirai_cli.errors import InputError
 from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET
 from moirai_cli.model.config import MOIRAI_1, MOIRAI_2, MOIRAI_MOE, NUM_EXPERTS, FamilyConfig
+from moirai_cli.model.layers import KEY_BLOCK
 
 TOKEN_FIELD_BYTES = 8 * 3 + 8 + 1  # sample_id, time_id, variate_id (int64), patch_size (int64), prediction_mask
 VALUE_BYTES = 4 + 1  # target (float32) and observed (bool), per value of a token's patch
@@ -87,8 +89,9 @@ def estimate_bytes(config: FamilyConfig, request: Request) -> tuple[int, int]:
         layers = config.num_layers
         context = forward(batch, tokens, request.variates) + 2 * layers * batch * tokens * dim * 4
         slots = request.variates + request.known
-        store = 2 * layers * rows * max(future - 1, 0) * slots * dim * 4
-        step = rows * heads * slots * (tokens + future * slots) * 4 * (ATTENTION_COPIES + 1)
+        capacity = _whole_blocks(max(future - 1, 0) * slots)  # the store is kept in whole key blocks
+        store = 2 * layers * rows * capacity * dim * 4  # keys and values, every layer
+        step = rows * heads * slots * (_whole_blocks(tokens) + capacity) * 4 * (ATTENTION_COPIES + 1)
         step += rows * slots * (ACTIVATION_COPIES * dim + 4 * config.d_ff) * 4  # the new tokens through a layer
         paths = 3 * rows * future * request.variates * width * 4
         device = batch * tokens * per_token + context + store + step + paths
@@ -159,6 +162,11 @@ def check_fits(config: FamilyConfig, request: Request, device: torch.device) -> 
         f"of {min(request.batch_size, request.series)} ({request.decoding} decoding) needs about "
         f"{_size(need)} of {where}, {_size(have)} available; {advice}"
     )
+
+
+def _whole_blocks(count: int) -> int:
+    """`count` key slots rounded up to whole KEY_BLOCKs, as the cache and attention pad them."""
+    return count + (-count % KEY_BLOCK)
 
 
 def _with(request: Request, **changes: int) -> Request:
