@@ -9,6 +9,7 @@ import itertools
 import json
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from moirai_cli.data import (
     SeriesDataset,
     TableWriter,
     check_covariate_options,
+    check_distinct_paths,
+    check_output_columns,
     check_output_path,
     forecast_frame,
     is_grouped_by,
@@ -129,6 +132,20 @@ PastCovariatesOpt = Annotated[
 KnownCovariatesOpt = Annotated[
     Optional[str],
     typer.Option("--known-covariates", help="Comma-separated columns known in the future too (needs --future)."),
+]
+DayFirstOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--dayfirst/--monthfirst",
+        help="Read numeric dates such as 03/04/2024 day-first (3 April) or month-first (March 4); "
+        "by default the column settles it, or the run stops.",
+    ),
+]
+DateFormatOpt = Annotated[
+    Optional[str], typer.Option("--date-format", help="strftime format of every timestamp, e.g. '%d/%m/%Y %H:%M'.")
+]
+InfAsMissingOpt = Annotated[
+    bool, typer.Option("--inf-as-missing", help="Read inf and -inf values as missing (with a warning) instead of stopping.")
 ]
 FutureOpt = Annotated[
     Optional[str], typer.Option("--future", help="File with the known covariates over the horizon (same layout).")
@@ -244,10 +261,15 @@ class DataOptions:
     past_covariates: str | None = None
     known_covariates: str | None = None
     future: str | None = None
+    dayfirst: bool | None = None
+    date_format: str | None = None
+    inf_as_missing: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise InputError(f"--layout: '{self.layout}' is not one of {', '.join(LAYOUTS)}")
+        if self.dayfirst is not None and self.date_format is not None:
+            raise InputError("--date-format already says where the day is; drop --dayfirst/--monthfirst")
 
     def columns(self) -> dict[str, object]:
         """The column choices, as keyword arguments of the data functions."""
@@ -259,6 +281,10 @@ class DataOptions:
             "known_covariates": split_columns(self.known_covariates),
         }
 
+    def values(self) -> dict[str, object]:
+        """How timestamps and numbers are read, as keyword arguments of the data functions."""
+        return {"dayfirst": self.dayfirst, "date_format": self.date_format, "inf_as_missing": self.inf_as_missing}
+
     def load(self, horizon: int | None = None) -> SeriesDataset:
         """Read and check the whole table (and the future file when forecasting), raising InputError on bad input."""
         return load_dataset(
@@ -266,8 +292,9 @@ class DataOptions:
             layout=self.layout,  # type: ignore[arg-type]
             freq=self.freq,
             future=self.future,
-            horizon=horizon if self.known_covariates else None,
+            horizon=horizon,
             **self.columns(),
+            **self.values(),
         )
 
     def batches(self, horizon: int, size: int, quiet: bool = False) -> tuple[Iterator[SeriesDataset], int | None]:
@@ -286,10 +313,11 @@ class DataOptions:
             chunk_size=size,
             freq=self.freq,
             future=self.future,
-            horizon=horizon if self.known_covariates else None,
+            horizon=horizon,
             rows_per_read=ROWS_PER_READ,
             layout=layout,
             **self.columns(),
+            **self.values(),
         )
         return rebatch(chunks, size), None
 
@@ -461,12 +489,12 @@ def _one_line_warnings() -> Iterator[None]:
 
 @contextlib.contextmanager
 def reported_errors(debug: bool) -> Iterator[None]:
-    """Turn errors into one line on stderr and an exit code; --debug lets the traceback through."""
+    """Turn errors into one line on stderr and an exit code; --debug prints the traceback first (same exit code)."""
     try:
         yield
     except MoiraiError as exc:
         if debug:
-            raise
+            traceback.print_exc(file=sys.stderr)
         typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (runtime.stop_cleanly_on_signals)
@@ -569,12 +597,20 @@ def check_context_length(
 
 
 def _input_note(dataset: SeriesDataset, data: str | None = None) -> str:
-    """One line saying how the input was read (layout, columns, frequency), for the user to check.
+    """One line saying how the input was read (layout, columns, frequency, what reading it noted), for the user to check.
 
     `data` names the whole input (a folder or glob streamed file by file: not just the first batch's file).
     """
     source = dataset.source if data is None or data == STDIO else data
-    return f"{source}: {dataset.layout.describe()}; frequency {dataset.freq}"
+    return "; ".join([f"{source}: {dataset.layout.describe()}; frequency {dataset.freq}", *dataset.notes])
+
+
+def _warn_about(dataset: SeriesDataset) -> None:
+    """The warnings of a loaded dataset or batch: skipped series, then what reading it found."""
+    for item_id in dataset.skipped:
+        warn(f"skipped series '{item_id}': no observed target value")
+    for message in dataset.warnings:
+        warn(message)
 
 
 def _check_plot(plot: str | None) -> None:
@@ -608,6 +644,9 @@ def forecast(
     timestamp_column: TimestampColumnOpt = None,
     target: TargetOpt = None,
     freq: FreqOpt = None,
+    dayfirst: DayFirstOpt = None,
+    date_format: DateFormatOpt = None,
+    inf_as_missing: InfAsMissingOpt = False,
     past_covariates: PastCovariatesOpt = None,
     known_covariates: KnownCovariatesOpt = None,
     future: FutureOpt = None,
@@ -640,7 +679,8 @@ def forecast(
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(
-            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future
+            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, future,
+            dayfirst, date_format, inf_as_missing,
         )
         model_options = ModelOptions(model, revision, cache_dir, device, dtype, quiet)
         output = output or STDIO
@@ -653,6 +693,10 @@ def forecast(
                 "write the samples to a file, or the forecast to one with -o"
             )
         _check_plot(plot)
+        check_distinct_paths(
+            {"DATA": data, "--future": future},
+            {"--output": output, "--samples-output": samples_output, "--plot": plot},
+        )
         if engine == "ray":
             _forecast_on_ray(
                 data_options, model_options, horizon, levels, seed, settings, output, quiet,
@@ -663,6 +707,7 @@ def forecast(
         use_threads(threads)
         batches, total = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
+        check_output_columns(first, levels, samples=bool(samples_output))
         note(_input_note(first, data), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
@@ -716,8 +761,7 @@ def _run_forecast(
             release_stop_signals()
         stack.enter_context(bar)
         for batch in batches:
-            for item_id in batch.skipped:
-                warn(f"skipped series '{item_id}': no observed target value")
+            _warn_about(batch)
             skipped_count += len(batch.skipped)
             if not batch.series:
                 continue
@@ -760,7 +804,9 @@ def _forecast_on_ray(
     source = resolve_source(data_options.path)
     if source.is_stdin:
         raise InputError("--engine ray reads files, folders or URIs, not stdin")
-    reading = plan_file_reading(source, layout=data_options.layout, freq=data_options.freq, **data_options.columns())
+    reading = plan_file_reading(
+        source, layout=data_options.layout, freq=data_options.freq, **data_options.columns(), **data_options.values()
+    )
     distributed.require_long_layout(reading.layout, source.label)
     note(f"{source.label}: {reading.layout.describe()}; frequency {reading.freq}", quiet)
     started = time.perf_counter()
@@ -940,6 +986,9 @@ def evaluate(
     timestamp_column: TimestampColumnOpt = None,
     target: TargetOpt = None,
     freq: FreqOpt = None,
+    dayfirst: DayFirstOpt = None,
+    date_format: DateFormatOpt = None,
+    inf_as_missing: InfAsMissingOpt = False,
     past_covariates: PastCovariatesOpt = None,
     known_covariates: Annotated[
         Optional[str],
@@ -983,16 +1032,16 @@ def evaluate(
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
         data_options = DataOptions(
-            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates
+            data, layout, id_column, timestamp_column, target, freq, past_covariates, known_covariates, None,
+            dayfirst, date_format, inf_as_missing,
         )
         models = model or [DEFAULT_MODEL]
         model_options = ModelOptions(models[0], revision, cache_dir, device, dtype, quiet)
         for path in (output, forecasts_output):
             if path:
                 check_output_path(path)
-        if output == STDIO and forecasts_output == STDIO:
-            raise InputError("-o - and --forecasts-output - would write two tables to stdout; send one of them to a file")
         _check_plot(plot)
+        check_distinct_paths({"DATA": data}, {"--output": output, "--forecasts-output": forecasts_output, "--plot": plot})
         if len(models) > 1:
             _check_leaderboard_options(models, plot)
 
@@ -1001,8 +1050,7 @@ def evaluate(
         note(_input_note(dataset), quiet)
         if output or forecasts_output:
             check_backtest_id_column(dataset.id_column, leaderboard=len(models) > 1)
-        for item_id in dataset.skipped:
-            warn(f"skipped series '{item_id}': no observed target value")
+        _warn_about(dataset)
         started = time.perf_counter()
         if len(models) > 1:
             _evaluate_leaderboard(

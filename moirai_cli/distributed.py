@@ -138,6 +138,8 @@ class FileForecaster(_Forecasting):
                 known_covariates=reading.layout.known_covariates,
                 rows_per_read=ROWS_PER_READ,
                 require_series=False,  # a file of series with no observed value: the driver decides
+                freq_inferred=reading.freq_inferred,
+                **reading.value_options(),
                 **self.job.future_options(),
             )
             for chunk in chunks:
@@ -172,15 +174,15 @@ class _FileRows:
     gets the one-line error a local read gives, naming the file and row.
     """
 
-    def __init__(self, source: DataSource, layout: Layout, buckets: int) -> None:
-        self.source, self.layout, self.buckets = source, layout, buckets
+    def __init__(self, source: DataSource, reading: ReadPlan, buckets: int) -> None:
+        self.source, self.reading, self.buckets = source, reading, buckets
 
     def __call__(self, batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
         for index in batch[FILE_COLUMN].tolist():
             file = self.source.files[int(index)]
             for piece in read_pieces(file, ROWS_PER_READ, source=self.source):
-                check_rows(piece, self.layout, file.label)
-                bucket = bucket_of(piece[self.layout.id_column], self.buckets)
+                check_rows(piece, self.reading.layout, file.label, **self.reading.value_options())
+                bucket = bucket_of(piece[self.reading.layout.id_column], self.buckets)
                 yield piece.assign(**{BUCKET_COLUMN: bucket})
 
 
@@ -279,7 +281,7 @@ def forecast_source(
     options = _actor_options(workers, job.device, cpus_per_worker)
     if plan.by_file:
         return _files_dataset(source).map_batches(FileForecaster, fn_constructor_args=(job, source), batch_size=1, **options)
-    rows = _files_dataset(source).map_batches(_FileRows(source, layout, plan.buckets), batch_size=1, batch_format="pandas")
+    rows = _files_dataset(source).map_batches(_FileRows(source, job.reading, plan.buckets), batch_size=1, batch_format="pandas")
     return _forecast_buckets(rows, job, source.label, plan.buckets, options)
 
 

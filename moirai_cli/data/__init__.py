@@ -22,6 +22,7 @@ from moirai_cli.data.io import (
     DatasetWriter,
     TableWriter,
     atomic_path,
+    check_distinct_paths,
     check_output_path,
     input_format,
     output_format,
@@ -33,6 +34,7 @@ from moirai_cli.data.layout import Layout, detect_layout
 from moirai_cli.data.plan import ReadPlan, plan_file_reading, plan_reading
 from moirai_cli.data.sources import STDIO, DataFile, DataSource, is_uri, resolve_source
 from moirai_cli.data.output import (
+    check_output_columns,
     forecast_frame,
     parse_quantiles,
     quantile_column,
@@ -53,6 +55,8 @@ __all__ = [
     "atomic_path",
     "check_covariate_options",
     "check_rows",
+    "check_distinct_paths",
+    "check_output_columns",
     "check_output_path",
     "detect_layout",
     "files_hold_whole_series",

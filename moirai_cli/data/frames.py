@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import datetime
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -12,26 +12,34 @@ from typing import Hashable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import BusinessHour, CustomBusinessHour, Day, Tick
 
+from moirai_cli.data.dates import TimestampParser, has_numeric_dates, row_number
 from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table
 from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
-from moirai_cli.errors import InputError, first_line
+from moirai_cli.errors import InputError
 
 DEFAULT_ID_COLUMN = "item_id"
 MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
+SPARSE_GRID = 0.5  # a series with more than this share of its grid missing gets a warning
 _FREQ_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
+_SAME_FREQUENCY = 1.5  # two frequencies whose steps differ by this factor or more are different frequencies
+_FREQUENCY_CHECKS = 100  # series per table whose own frequency is inferred (when their rows are never adjacent)
 
 
 @dataclass
 class SeriesRecord:
-    """One series on a regular grid: `target` is (T, V) float32 with NaN where nothing was observed."""
+    """One series on a regular grid: `target` is (T, V) float64 with NaN where nothing was observed.
+
+    Values stay float64, as read: the forecaster decides how they reach its float32 network.
+    """
 
     item_id: Hashable
     timestamps: pd.DatetimeIndex  # length T, regular at the dataset's frequency
-    target: np.ndarray  # (T, V) float32
-    past_covariates: np.ndarray | None = None  # (T, Cp) float32
-    known_covariates: np.ndarray | None = None  # (T + horizon, Ck) float32; (T, Ck) when loaded without a horizon
+    target: np.ndarray  # (T, V) float64
+    past_covariates: np.ndarray | None = None  # (T, Cp) float64
+    known_covariates: np.ndarray | None = None  # (T + horizon, Ck) float64; (T, Ck) when loaded without a horizon
 
 
 @dataclass
@@ -44,6 +52,8 @@ class SeriesDataset:
     source: str = "<data>"
     skipped: list[Hashable] = field(default_factory=list)
     horizon: int | None = None  # the horizon the known covariates cover, when there are any
+    notes: list[str] = field(default_factory=list)  # how the values were read (e.g. timestamps turned to UTC)
+    warnings: list[str] = field(default_factory=list)  # what the user should check (sparse grids, values dropped)
 
     @property
     def id_column(self) -> str:
@@ -65,16 +75,25 @@ class SeriesDataset:
         text = f"{self.source}: {self.layout.describe()}; {len(self.series)} series, frequency {self.freq}"
         if self.skipped:
             text += f", {len(self.skipped)} skipped"
-        return text
+        return "; ".join([text, *self.notes])
 
     def future_index(self, record: SeriesRecord, horizon: int) -> pd.DatetimeIndex:
         """The `horizon` timestamps after a series' last one, continuing its grid."""
-        return future_index(record.timestamps[-1], self.freq, horizon)
+        return future_index(record.timestamps[-1], self.freq, horizon, f"{self.source}: series '{record.item_id}'")
 
 
-def future_index(last: pd.Timestamp, freq: str, horizon: int) -> pd.DatetimeIndex:
-    """The `horizon` timestamps after `last` on the grid of `freq`."""
-    return pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:]
+def future_index(last: pd.Timestamp, freq: str, horizon: int, what: str = "the forecast") -> pd.DatetimeIndex:
+    """The `horizon` timestamps after `last` on the grid of `freq`; InputError past pandas' last date."""
+    try:
+        index = pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:]
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        index = None
+    if index is None or len(index) < horizon:
+        raise InputError(
+            f"{what}: {horizon} steps of {freq} after {last} run past {pd.Timestamp.max.floor('D').date()}, "
+            "the last date pandas can hold; shorten --horizon"
+        )
+    return index
 
 
 def load_dataset(
@@ -91,15 +110,25 @@ def load_dataset(
     future: str | Path | pd.DataFrame | None = None,
     horizon: int | None = None,
     require_series: bool = True,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    inf_as_missing: bool = False,
+    freq_inferred: bool = False,
 ) -> SeriesDataset:
     """Read a CSV/Parquet file ('-' = stdin) or DataFrame into regular series, ready to forecast.
 
     To forecast, known covariates need `future` (same layout, covering the `horizon` steps after each
     series) and `horizon`; without both they cover the history only, which is what a backtest needs.
-    Raises InputError, naming file, column, series or row, for any bad input, and when no series has
-    an observed value unless `require_series` is False (an engine reading one part of a table).
+    A `horizon` without known covariates only checks that the forecast dates exist. `freq_inferred` says
+    that `freq` was inferred elsewhere (an engine's driver): series of a clearly other frequency are still refused.
+    Numeric dates (03/04/2024) are read with one convention for the whole column: `dayfirst` True or
+    False, a strftime `date_format`, or (None) the one the column settles. Infinite values are an error,
+    or missing values with `inf_as_missing`. Raises InputError, naming file, column, series or row,
+    for any bad input, and when no series has an observed value unless `require_series` is False (an
+    engine reading one part of a table).
     """
     check_covariate_options(known_covariates, future, horizon)  # before reading anything
+    reading = _Reading(TimestampParser(dayfirst, date_format), inf_as_missing)
     frame, source = _as_frame(data, source)
     if frame.shape[1] == 0 or len(frame) == 0:
         raise InputError(f"{source}: no data rows")
@@ -113,14 +142,23 @@ def load_dataset(
         past_covariates=past_covariates,
         known_covariates=known_covariates,
     )
-    _check_each_file(frame, lay)
-    dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon)
+    _check_each_file(frame, lay, reading)
+    freq_given = bool(freq) and not freq_inferred
+    dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon, reading, freq_given)
     if not dataset.series and require_series:
         raise InputError(f"{source}: no series has an observed target value")
     if future is not None:
         future_frame, future_source = _as_frame(future, None)
-        _attach_future(dataset, _future_table(future_frame, future_source, lay), future_source, horizon)
+        _attach_future(dataset, _future_table(future_frame, future_source, lay, reading), future_source, horizon)
     return dataset
+
+
+@dataclass
+class _Reading:
+    """How values are read, shared by every piece of one file and by its future file."""
+
+    timestamps: TimestampParser
+    inf_as_missing: bool = False
 
 
 def iter_series_chunks(
@@ -138,6 +176,10 @@ def iter_series_chunks(
     rows_per_read: int = 65_536,
     layout: Layout | None = None,
     require_series: bool = True,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    inf_as_missing: bool = False,
+    freq_inferred: bool = False,
 ) -> Iterator[SeriesDataset]:
     """Yield datasets of at most `chunk_size` series from a long-format file whose rows are grouped by id.
 
@@ -147,24 +189,29 @@ def iter_series_chunks(
     frequency inferred from the first chunk, then kept. A chunk's `series` can be empty when every
     series in it was skipped. Raises InputError when an id reappears after other ids (unsorted file),
     and when no series has an observed value unless `require_series` is False (an engine reading one part).
+    Dates and infinite values are read as by `load_dataset`; a column of numeric dates is scanned
+    whole first when its convention is not given, so that every chunk reads it the same way.
     """
     check_covariate_options(known_covariates, future, horizon)
     data = as_source(path)
     future_frame, future_source = _as_frame(future, None) if future is not None else (None, "")
     future_table: pd.DataFrame | None = None  # parsed with the first chunk that has series
+    freq_given = bool(freq) and not freq_inferred
     freq = parse_freq(freq) if freq else None
+    reading = _Reading(TimestampParser(dayfirst, date_format), inf_as_missing)
     lay = layout
     done = SeenIds()
     any_series = False
+    settled = False  # the day/month convention of numeric dates, decided on the whole column
 
     def emit(rows: pd.DataFrame, source: str) -> SeriesDataset:
         nonlocal freq, any_series, future_table
-        dataset = _build(rows, lay, source, freq, horizon)
+        dataset = _build(rows, lay, source, freq, horizon, reading, freq_given)
         freq = dataset.freq
         any_series = any_series or bool(dataset.series)
         if future_frame is not None and dataset.series:
             if future_table is None:
-                future_table = _future_table(future_frame, future_source, lay)
+                future_table = _future_table(future_frame, future_source, lay, reading)
             _attach_future(dataset, future_table, future_source, horizon)
         return dataset
 
@@ -184,49 +231,73 @@ def iter_series_chunks(
                     past_covariates=past_covariates,
                     known_covariates=known_covariates,
                 )
-            ids = buffer[lay.id_column]
-            order = pd.unique(ids)
-            repeat = done.first_repeat(order)
-            if repeat is not None:
-                again = order[repeat]
-                row = int(buffer.index[(ids == again).to_numpy()][0]) + 1
-                raise InputError(f"{source}: series '{again}' reappears at row {row}; sort the file by id")
-            while len(order) - 1 >= chunk_size:  # the last id may continue in the next piece
-                chosen = order[:chunk_size]
-                mask = ids.isin(chosen).to_numpy()
-                yield emit(buffer[mask], source)
-                done.add(chosen)
-                buffer, ids, order = buffer[~mask], ids[~mask], order[chunk_size:]
+            if not settled:
+                settled = True
+                if reading.timestamps.dayfirst is None and not data.is_stdin and has_numeric_dates(buffer[lay.timestamp_column]):
+                    column = lay.timestamp_column
+                    pieces = (p[column] for p in read_pieces(data, rows_per_read, columns=[column]))
+                    reading.timestamps.settle(pieces, data.label, column)
+            starts, order = _blocks(buffer, lay.id_column, done, source)
+            taken = 0  # series emitted from this buffer; each chunk is a block of consecutive rows
+            while len(order) - 1 - taken >= chunk_size:  # the last id may continue in the next piece
+                yield emit(buffer.iloc[starts[taken] : starts[taken + chunk_size]], source)
+                done.add(order[taken : taken + chunk_size])
+                taken += chunk_size
+            buffer = buffer.iloc[starts[taken] :] if taken else buffer
         if lay is None:
             continue
-        ids = buffer[lay.id_column] if len(buffer) else pd.Series([], dtype=object)
-        order = pd.unique(ids)
-        for start in range(0, len(order), chunk_size):
-            yield emit(buffer[ids.isin(set(order[start : start + chunk_size])).to_numpy()], source)
-        done.add(order)
+        if len(buffer):
+            starts, order = _blocks(buffer, lay.id_column, done, source)
+            ends = np.r_[starts, len(buffer)]
+            for start in range(0, len(order), chunk_size):
+                yield emit(buffer.iloc[ends[start] : ends[min(start + chunk_size, len(order))]], source)
+            done.add(order)
     if lay is None:
         raise InputError(f"{data.label}: no data rows")
     if not any_series and require_series:
         raise InputError(f"{data.label}: no series has an observed target value")
 
 
-def _check_each_file(frame: pd.DataFrame, lay: Layout) -> None:
+def _check_each_file(frame: pd.DataFrame, lay: Layout, reading: _Reading) -> None:
     """For a table stacked from several files (read_table of a folder or glob): check each file's rows under its
     own name and row numbers, so that a bad value is reported naming its file, as when the files are streamed."""
     start = 0
     for label, rows in frame.attrs.get(FILE_ROWS, []):
         part = frame.iloc[start : start + rows]
-        check_rows(part.set_axis(pd.RangeIndex(rows), axis=0), lay, label)
+        _canonical(part.set_axis(pd.RangeIndex(rows), axis=0), lay, label, reading, [])
         start += rows
 
 
-def check_rows(frame: pd.DataFrame, layout: Layout, source: str) -> None:
+def check_rows(
+    frame: pd.DataFrame,
+    layout: Layout,
+    source: str,
+    *,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    inf_as_missing: bool = False,
+) -> None:
     """Raise the InputError a read would for a bad value in these rows of a file (indexed by file row number).
 
     For engines that move rows away from their file before building series: what can be checked row by
     row (ids, timestamps, numbers, repeated timestamps within the rows) is checked where the file is known.
     """
-    _canonical(frame, layout, source)
+    _canonical(frame, layout, source, _Reading(TimestampParser(dayfirst, date_format), inf_as_missing), [])
+
+
+def _blocks(buffer: pd.DataFrame, id_column: str, done: "SeenIds", source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(first row, id) of each block of equal ids in the buffer; InputError when an id comes back after others."""
+    ids = buffer[id_column].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.empty(0, dtype=np.int64)
+    order = ids[starts]
+    again = done.first_repeat(order)
+    if again is None:
+        repeated = np.flatnonzero(pd.Series(order).duplicated().to_numpy() & pd.notna(order))  # a block not its id's first
+        again = int(repeated[0]) if len(repeated) else None
+    if again is not None:
+        row = int(buffer.index[starts[again]]) + 1
+        raise InputError(f"{source}: series '{order[again]}' reappears at row {row}; sort the file by id")
+    return starts, order
 
 
 def rebatch(datasets: Iterable[SeriesDataset], size: int) -> Iterator[SeriesDataset]:
@@ -324,14 +395,16 @@ def files_hold_whole_series(scans: Iterable[SeriesIdScan]) -> bool:
 
 
 class SeenIds:
-    """The series ids met so far in a file, kept as sorted 64-bit hashes: 8 bytes per id, for any number of series.
+    """The series ids met so far in a file, kept as 64-bit hashes: 8 bytes per id, for any number of series.
 
-    Two different ids share a hash with odds of about n^2 / 2^65 (1e-9 for a million series); such a pair
-    would be reported as a repeated id.
+    The hashes sit in sorted runs whose sizes more than halve from the oldest to the newest (at most
+    log2(n) + 1 runs): adding k ids merges runs of similar size, so each hash is copied O(log n) times
+    over the whole file, and a lookup is a binary search per run. Two different ids share a hash with
+    odds of about n^2 / 2^65 (1e-9 for a million series); such a pair would be reported as a repeated id.
     """
 
     def __init__(self) -> None:
-        self._hashes = np.empty(0, dtype=np.uint64)
+        self._runs: list[np.ndarray] = []  # sorted uint64 hashes, oldest (largest) first
 
     @staticmethod
     def _hash(ids: np.ndarray) -> np.ndarray:
@@ -339,20 +412,29 @@ class SeenIds:
 
     def first_repeat(self, ids: np.ndarray) -> int | None:
         """The position in `ids` of the first id already met, else None."""
-        if not len(self._hashes):
+        if not self._runs:
             return None
         hashes = self._hash(ids)
-        slots = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
-        met = np.flatnonzero(self._hashes[slots] == hashes)
-        return int(met[0]) if len(met) else None
+        met = np.zeros(len(hashes), dtype=bool)
+        for run in self._runs:
+            slots = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            met |= run[slots] == hashes
+        first = np.flatnonzero(met)
+        return int(first[0]) if len(first) else None
 
     def add(self, ids: np.ndarray) -> None:
-        self._hashes = np.union1d(self._hashes, self._hash(ids))
+        """Remember `ids`; merge the newest runs while the newest is not smaller than the new one."""
+        if not len(ids):
+            return
+        run = np.sort(self._hash(ids))
+        while self._runs and len(self._runs[-1]) <= len(run):
+            run = np.sort(np.concatenate([self._runs.pop(), run]), kind="stable")  # merges two sorted runs
+        self._runs.append(run)
 
     @property
     def hashes(self) -> np.ndarray:
-        """The sorted hashes of the ids met so far."""
-        return self._hashes
+        """The sorted hashes of the ids met so far (distinct: an id is added once)."""
+        return np.sort(np.concatenate(self._runs)) if self._runs else np.empty(0, dtype=np.uint64)
 
 
 def check_covariate_options(known_covariates: Sequence[str], future: object, horizon: int | None) -> None:
@@ -367,35 +449,207 @@ def check_covariate_options(known_covariates: Sequence[str], future: object, hor
         raise InputError(f"horizon must be at least 1, got {horizon}")
 
 
-def _build(frame: pd.DataFrame, lay: Layout, source: str, freq: str | None, horizon: int | None) -> SeriesDataset:
-    """Regular series from a table whose layout is known (inferring the frequency if not given)."""
-    canon = _canonical(frame, lay, source)
+def _build(
+    frame: pd.DataFrame,
+    lay: Layout,
+    source: str,
+    freq: str | None,
+    horizon: int | None,
+    reading: _Reading,
+    freq_given: bool,
+) -> SeriesDataset:
+    """Regular series from a table whose layout is known (inferring the frequency if not given).
+
+    Every series is put on its grid at once, with array arithmetic (linear in rows, no per-series
+    pandas calls but the records themselves). With an inferred frequency (`freq_given` False, also for
+    later chunks of a streamed file), a series whose rows are never one step apart and that is regular
+    at a coarser frequency is an error naming it. A series whose grid is mostly missing gets a warning,
+    and so do values read as missing.
+    """
+    warnings_: list[str] = []
+    canon = _canonical(frame, lay, source, reading, warnings_)
     if freq is None:
         freq = _canonical_frequency(canon, source)
     n_target, n_past = len(lay.target_names), len(lay.past_covariates)
-    records: list[SeriesRecord] = []
-    skipped: list[Hashable] = []
-    for item_id, group in canon.groupby("_id", sort=False):
-        values = group.iloc[:, 3:].to_numpy(dtype=np.float64)
-        observed = ~np.isnan(values[:, :n_target]).all(axis=1)
-        if not observed.any():
-            skipped.append(item_id)
-            continue
-        grid, positions = _grid(group["_ts"], freq, source, item_id)
-        dense = np.full((len(grid), values.shape[1]), np.nan, dtype=np.float32)
-        dense[positions] = values
-        first = int(np.flatnonzero(~np.isnan(dense[:, :n_target]).all(axis=1))[0])  # drop leading gaps
-        dense, grid = dense[first:], grid[first:]
-        records.append(
-            SeriesRecord(
-                item_id=item_id,
-                timestamps=grid,
-                target=np.ascontiguousarray(dense[:, :n_target]),
-                past_covariates=np.ascontiguousarray(dense[:, n_target : n_target + n_past]) if n_past else None,
-                known_covariates=np.ascontiguousarray(dense[:, n_target + n_past :]) if lay.known_covariates else None,
-            )
+    codes, uniques = pd.factorize(canon["_id"].to_numpy(), sort=False)  # series in order of first appearance
+    names = pd.Index(uniques).tolist()  # Python values (int, str, Timestamp), as a groupby would give them
+    stamps = pd.DatetimeIndex(canon["_ts"]).as_unit("ns")
+    order = np.lexsort((stamps.asi8, codes))  # rows by series, then time
+    codes = codes[order]
+    values = canon.iloc[:, 3:].to_numpy(dtype=np.float64)[order]
+    grid = _SeriesGrids(stamps[order], codes, canon["_row"].to_numpy()[order], freq, source, names)
+    observed = ~np.isnan(values[:, :n_target]).all(axis=1)  # (rows,)
+    has_observed = np.bitwise_or.reduceat(observed, grid.starts)
+    skipped = [names[code] for code in np.flatnonzero(~has_observed)]
+
+    # Each series runs from its first observed target (leading gaps dropped) to its last row.
+    first = np.minimum.reduceat(np.where(observed, grid.positions, np.iinfo(np.int64).max), grid.starts)
+    kept = has_observed[codes] & (grid.positions >= first[codes])  # (rows,)
+    lengths = np.where(has_observed, grid.lengths - first, 0)  # (series,)
+    base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    slot = base[codes[kept]] + grid.positions[kept] - first[codes[kept]]
+    total = int(lengths.sum())
+    parts = {"target": (0, n_target), "past": (n_target, n_target + n_past), "known": (n_target + n_past, values.shape[1])}
+    dense = {}
+    for part, (lo, hi) in parts.items():
+        dense[part] = np.full((total, hi - lo), np.nan)
+        dense[part][slot] = values[kept, lo:hi]
+    timestamps = grid.timestamps(first, lengths, base)
+
+    # Frequency checks on the rows kept: steps between rows (in grid steps) and the share observed.
+    kept_codes, kept_positions = codes[kept], grid.positions[kept]
+    rows_per_series = np.bincount(kept_codes, minlength=len(names))
+    step = np.diff(kept_positions).astype(np.float64)
+    step[kept_codes[1:] != kept_codes[:-1]] = np.inf
+    smallest = np.full(len(names), np.inf)
+    np.minimum.at(smallest, kept_codes[1:], step)
+    coarse = _other_frequency(
+        np.flatnonzero((rows_per_series >= 3) & (smallest >= 2)), grid, kept, freq, freq_given
+    )
+    present = np.bincount(kept_codes, weights=observed[kept], minlength=len(names))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        missing_share = 1 - present / lengths
+    sparse = np.flatnonzero(has_observed & (missing_share > SPARSE_GRID))
+
+    records = [
+        SeriesRecord(
+            item_id=names[code],
+            timestamps=timestamps[base[code] : base[code] + lengths[code]],
+            target=dense["target"][base[code] : base[code] + lengths[code]],
+            past_covariates=dense["past"][base[code] : base[code] + lengths[code]] if n_past else None,
+            known_covariates=dense["known"][base[code] : base[code] + lengths[code]] if lay.known_covariates else None,
         )
-    return SeriesDataset(records, freq, lay, source, skipped, horizon if lay.known_covariates else None)
+        for code in np.flatnonzero(has_observed)
+    ]
+    if coarse is not None:
+        code, own = coarse
+        regular = np.flatnonzero(has_observed & (rows_per_series >= 2) & (smallest == 1))
+        beside = f" (like series '{names[regular[0]]}')" if len(regular) else ""
+        raise InputError(
+            f"{source}: series have different frequencies: '{names[code]}' is {own}, the others {freq}{beside}; "
+            "put them in separate files, or set --freq to forecast them all on one grid"
+        )
+    if len(sparse):
+        name, share = names[sparse[0]], missing_share[sparse[0]]
+        others = f" and {len(sparse) - 1} more series" if len(sparse) > 1 else ""
+        warnings_.append(
+            f"{source}: series '{name}'{others}: more than half of the {freq} grid is missing "
+            f"({share:.0%} for '{name}'); the model reads the gaps as missing values; check --freq"
+        )
+    if horizon is not None and records:
+        latest = max(records, key=lambda record: record.timestamps[-1])
+        future_index(latest.timestamps[-1], freq, horizon, f"{source}: series '{latest.item_id}'")
+    dataset = SeriesDataset(records, freq, lay, source, skipped, horizon if lay.known_covariates else None)
+    dataset.notes = list(reading.timestamps.notes)
+    dataset.warnings = warnings_
+    return dataset
+
+
+def _other_frequency(
+    candidates: np.ndarray, grid: "_SeriesGrids", kept: np.ndarray, freq: str, freq_given: bool
+) -> tuple[int, str] | None:
+    """(series code, its frequency) of a series regular at a clearly coarser frequency than `freq`, else None.
+
+    `candidates` are series whose rows are never one step apart. One that is regular on its own (daily
+    rows in an hourly file) has another frequency; an irregular one only has gaps (sales logged on
+    sales days), which the sparse-grid warning covers. Only with an inferred frequency, and only the
+    first _FREQUENCY_CHECKS candidates are looked at (pd.infer_freq per series).
+    """
+    if freq_given:
+        return None
+    step = _nominal_step(freq)
+    for code in candidates[:_FREQUENCY_CHECKS]:
+        rows = slice(grid.starts[code], grid.starts[code] + grid.counts[code])
+        stamps = grid.stamps[rows][kept[rows]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                own = pd.infer_freq(stamps) if len(stamps) >= 3 else None
+            except (ValueError, TypeError):
+                own = None
+        if own and _nominal_step(own) >= _SAME_FREQUENCY * step:
+            return int(code), parse_freq(own)
+    return None
+
+
+class _SeriesGrids:
+    """Where each row of many series falls on its series' grid, computed for all series at once.
+
+    Rows come sorted by series code, then time. Each series' grid starts at its first row, as
+    pd.date_range(first, last, freq) would lay it. A fixed-length frequency (h, D, 15min) is pure
+    arithmetic on nanoseconds. A calendar one (MS, W-SUN, B) uses one calendar of dates shared by all
+    series, each series keeping its own time of day; on time zones with daylight saving time, and for
+    business hours, each series gets its own pd.date_range instead. Off-grid rows and grids far longer
+    than their rows are InputErrors naming the series and row.
+    """
+
+    def __init__(
+        self, stamps: pd.DatetimeIndex, codes: np.ndarray, rows: np.ndarray, freq: str, source: str, names: list
+    ) -> None:
+        self.starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # first row of each series
+        self.counts = np.diff(np.r_[self.starts, len(codes)])
+        self.freq, self.tz, self.stamps = freq, stamps.tz, stamps
+        offset = to_offset(freq)
+        fixed_zone = stamps.tz is None or isinstance(stamps.tz, datetime.timezone) or str(stamps.tz) == "UTC"
+        if isinstance(offset, Tick) and (fixed_zone or not isinstance(offset, Day)):  # a day can last 23 or 25 h
+            self.mode = "tick"
+            ticks = stamps.asi8
+            self.origin, self.step = ticks[self.starts], int(offset.nanos)
+            positions, remainder = np.divmod(ticks - np.repeat(self.origin, self.counts), self.step)
+            off_grid = remainder != 0
+        elif fixed_zone and not isinstance(offset, (BusinessHour, CustomBusinessHour)):
+            self.mode = "calendar"
+            days = stamps.normalize()
+            time_of_day = (stamps - days).asi8
+            self.time_of_day = time_of_day[self.starts]
+            self.calendar = pd.date_range(days.min(), days.max(), freq=offset.base).as_unit("ns")
+            on_calendar = self.calendar.get_indexer(days)
+            self.calendar_start, self.multiple = on_calendar[self.starts], offset.n
+            positions, remainder = np.divmod(on_calendar - np.repeat(self.calendar_start, self.counts), offset.n)
+            off_grid = (on_calendar < 0) | (remainder != 0) | (time_of_day != np.repeat(self.time_of_day, self.counts))
+        else:
+            self.mode = "per series"
+            self.grids = [
+                pd.date_range(stamps[a], stamps[a + n - 1], freq=offset).as_unit("ns")
+                for a, n in zip(self.starts, self.counts)
+            ]
+            positions = np.concatenate(
+                [grid.get_indexer(stamps[a : a + n]) for grid, a, n in zip(self.grids, self.starts, self.counts)]
+            )
+            off_grid = positions < 0
+        if off_grid.any():
+            bad = int(np.flatnonzero(off_grid)[np.argmin(rows[off_grid])])  # the first such row of the file
+            series = int(np.searchsorted(self.starts, bad, side="right") - 1)
+            raise InputError(
+                f"{source}: series '{names[series]}', row {int(rows[bad]) + 1}: timestamp {stamps[bad]} is not on "
+                f"the {freq} grid starting at {stamps[self.starts[series]]}; fix the row, or set --freq"
+            )
+        self.positions = positions  # (rows,) step of each row from its series' first row
+        self.lengths = positions[np.r_[self.starts[1:], len(codes)] - 1] + 1  # (series,) grid length to the last row
+        too_long = np.flatnonzero(self.lengths > MAX_GRID_GROWTH * self.counts + 1000)
+        if len(too_long):
+            series = too_long[0]
+            raise InputError(
+                f"{source}: series '{names[series]}' would need {self.lengths[series]} steps at frequency {freq} "
+                f"for {self.counts[series]} rows; check --freq"
+            )
+
+    def timestamps(self, first: np.ndarray, lengths: np.ndarray, base: np.ndarray) -> pd.DatetimeIndex:
+        """All series' grids end to end: series i from its step first[i], lengths[i] steps, at base[i]."""
+        if self.mode == "per series":
+            pieces = [grid[f : f + n] for grid, f, n in zip(self.grids, first, lengths) if n]
+            return pieces[0].append(pieces[1:]) if pieces else pd.DatetimeIndex([], tz=self.tz)
+        total = int(lengths.sum())
+        series = np.repeat(np.arange(len(lengths)), lengths)
+        step_of = np.arange(total) - base[series] + np.where(lengths > 0, first, 0)[series]
+        if self.mode == "tick":
+            ticks = self.origin[series] + step_of * self.step
+            index = pd.DatetimeIndex(ticks.view("M8[ns]"))
+            return index.tz_localize("UTC").tz_convert(self.tz) if self.tz is not None else index
+        days = self.calendar.tz_localize(None) if self.tz is not None else self.calendar  # wall-clock dates
+        ticks = days.asi8[self.calendar_start[series] + step_of * self.multiple] + self.time_of_day[series]
+        index = pd.DatetimeIndex(ticks.view("M8[ns]"))
+        return index.tz_localize(self.tz) if self.tz is not None else index
 
 
 def _as_frame(data: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.DataFrame, str]:
@@ -405,19 +659,29 @@ def _as_frame(data: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.D
     return read_table(data), source or ("<stdin>" if str(data) == STDIO else str(data))
 
 
-def infer_table_frequency(frame: pd.DataFrame, layout: Layout, source: str = "<data>") -> str:
+def infer_table_frequency(
+    frame: pd.DataFrame,
+    layout: Layout,
+    source: str = "<data>",
+    *,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+) -> str:
     """The frequency load_dataset infers for a table read with `layout` (only its id and timestamp columns are read).
 
     Engines call it once, on a sample of whole series, and pass the result to every worker as `freq`.
     """
-    stamps = parse_timestamps(frame[layout.timestamp_column], source, layout.timestamp_column)
+    column = layout.timestamp_column
+    stamps = parse_timestamps(frame[column], source, column, dayfirst=dayfirst, date_format=date_format)
     ids = frame[layout.id_column].to_numpy() if layout.id_column else np.zeros(len(frame), dtype=np.int8)
     return _canonical_frequency(pd.DataFrame({"_id": ids, "_ts": stamps}), source)
 
 
 def _canonical_frequency(canon: pd.DataFrame, source: str) -> str:
-    """The frequency of a canonical table's first series, or InputError asking for --freq."""
-    freq = infer_frequency(group["_ts"] for _, group in _first_groups(canon))
+    """The frequency of a canonical table's first series, or InputError asking for --freq (or naming
+    two sampled series whose own frequencies differ)."""
+    sample = list(_first_groups(canon))
+    freq = infer_frequency([group["_ts"] for _, group in sample], names=[key for key, _ in sample], source=source)
     if freq is None:
         raise InputError(f"{source}: cannot infer the frequency (too few or irregular timestamps); set --freq")
     return freq
@@ -435,16 +699,29 @@ def parse_freq(freq: str) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return to_offset(freq).freqstr
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"--freq: '{freq}' is not a pandas frequency ({first_line(exc)})") from None
+    except (ValueError, TypeError):
+        raise InputError(
+            f"--freq: '{freq}' is not a pandas frequency (for example h, D, W-SUN, MS, QS, YS, 15min)"
+        ) from None
 
 
-def infer_frequency(timestamps: Iterable[pd.Series | pd.DatetimeIndex]) -> str | None:
-    """The most common frequency among series (pd.infer_freq), else one from the smallest step (gaps allowed)."""
+def infer_frequency(
+    timestamps: Iterable[pd.Series | pd.DatetimeIndex],
+    *,
+    names: Sequence[Hashable] | None = None,
+    source: str = "<data>",
+) -> str | None:
+    """The frequency of the series: the most common pd.infer_freq, else one from the most common step.
+
+    Series whose own regular frequencies clearly differ (hourly and daily, daily and weekly) are an
+    InputError naming one of each (`names`: the series' names, in order); the most common step, not the
+    smallest, is used for irregular series, so one stray timestamp cannot make the grid finer.
+    """
     votes: Counter[str] = Counter()
-    smallest: pd.Timedelta | None = None
+    voters: dict[str, Hashable] = {}
+    steps: Counter[pd.Timedelta] = Counter()
     sample: list[pd.DatetimeIndex] = []
-    for ts in timestamps:
+    for position, ts in enumerate(timestamps):
         index = pd.DatetimeIndex(ts).sort_values().unique()
         if len(index) < 2:
             continue
@@ -458,13 +735,30 @@ def infer_frequency(timestamps: Iterable[pd.Series | pd.DatetimeIndex]) -> str |
                     inferred = None
             if inferred:
                 votes[inferred] += 1
-        step = (index[1:] - index[:-1]).min()
-        smallest = step if smallest is None else min(smallest, step)
+                voters.setdefault(inferred, names[position] if names is not None else position)
+        steps.update(index[1:] - index[:-1])
     if votes:
-        return parse_freq(votes.most_common(1)[0][0])
-    if smallest is None:
+        chosen = votes.most_common(1)[0][0]
+        for other in votes:
+            ratio = _nominal_step(other) / _nominal_step(chosen)
+            if not 1 / _SAME_FREQUENCY < ratio < _SAME_FREQUENCY:
+                raise InputError(
+                    f"{source}: series have different frequencies: '{voters[chosen]}' is {parse_freq(chosen)}, "
+                    f"'{voters[other]}' is {parse_freq(other)}; put them in separate files, or set --freq to "
+                    "forecast them all on one grid"
+                )
+        return parse_freq(chosen)
+    if not steps:
         return None
-    return _calendar_freq(smallest, sample) or parse_freq(_timedelta_alias(smallest))
+    typical = max(steps.items(), key=lambda item: (item[1], -item[0]))[0]  # most common; the smaller on a tie
+    return _calendar_freq(typical, sample) or parse_freq(_timedelta_alias(typical))
+
+
+def _nominal_step(freq: str) -> pd.Timedelta:
+    """The length of one step of a frequency (a month: 28 to 31 days, from an anchored start)."""
+    offset = to_offset(freq)
+    anchored = pd.Timestamp("2001-01-01") + offset  # rolled onto the offset's anchor (a Sunday for W-SUN)
+    return (anchored + offset) - anchored
 
 
 def _timedelta_alias(step: pd.Timedelta) -> str:
@@ -478,13 +772,14 @@ def _timedelta_alias(step: pd.Timedelta) -> str:
 def _calendar_freq(step: pd.Timedelta, sample: list[pd.DatetimeIndex]) -> str | None:
     """A month/quarter/year/week frequency when the typical step has that length and every timestamp fits it."""
     days = step / pd.Timedelta(days=1)
-    if 28 <= days <= 31:
+    slack = 1 / 24  # an hour more or less: a step across a daylight saving change
+    if 28 - slack <= days <= 31 + slack:
         candidates = ["MS", "ME"]
-    elif 89 <= days <= 92:
+    elif 89 - slack <= days <= 92 + slack:
         candidates = ["QS", "QE"]
-    elif 365 <= days <= 366:
+    elif 365 - slack <= days <= 366 + slack:
         candidates = ["YS", "YE"]
-    elif days == 7:
+    elif abs(days - 7) <= slack:
         candidates = [f"W-{sample[0][0].day_name()[:3].upper()}"]
     else:
         return None
@@ -498,32 +793,19 @@ def _calendar_freq(step: pd.Timedelta, sample: list[pd.DatetimeIndex]) -> str | 
     return None
 
 
-def _grid(ts: pd.Series, freq: str, source: str, item_id: Hashable) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """The regular grid spanning a series' timestamps and each timestamp's position on it."""
-    stamps = pd.DatetimeIndex(ts)
-    grid = pd.date_range(stamps.min(), stamps.max(), freq=freq)
-    if len(grid) > MAX_GRID_GROWTH * len(stamps) + 1000:
-        raise InputError(
-            f"{source}: series '{item_id}' would need {len(grid)} steps at frequency {freq} "
-            f"for {len(stamps)} rows; check --freq"
-        )
-    positions = grid.get_indexer(stamps)
-    if (positions < 0).any():
-        bad = stamps[np.flatnonzero(positions < 0)[0]]
-        raise InputError(
-            f"{source}: series '{item_id}': timestamp {bad} is not on the {freq} grid "
-            f"starting at {stamps.min()}; set --freq"
-        )
-    return grid, positions
-
-
-def _canonical(frame: pd.DataFrame, lay: Layout, source: str) -> pd.DataFrame:
+def _canonical(
+    frame: pd.DataFrame, lay: Layout, source: str, reading: _Reading, warnings_: list[str]
+) -> pd.DataFrame:
     """Long table `_id, _ts, _row, targets..., past..., known...` with parsed values, one row per observation."""
-    ts = parse_timestamps(frame[lay.timestamp_column], source, lay.timestamp_column)
+    ts = reading.timestamps.parse(frame[lay.timestamp_column], source, lay.timestamp_column)
     rows = frame.index.to_numpy()  # row numbers in the file (files are read with a RangeIndex)
-    past = [parse_numbers(frame[c], source, c) for c in lay.past_covariates]
-    known = [parse_numbers(frame[c], source, c) for c in lay.known_covariates]
-    values = [parse_numbers(frame[c], source, c) for c in lay.targets]
+
+    def numbers(column: str) -> np.ndarray:
+        return parse_numbers(frame[column], source, column, inf_as_missing=reading.inf_as_missing, warnings_=warnings_)
+
+    past = [numbers(c) for c in lay.past_covariates]
+    known = [numbers(c) for c in lay.known_covariates]
+    values = [numbers(c) for c in lay.targets]
     if lay.kind == "wide":
         n = len(lay.targets)
         columns = {
@@ -540,7 +822,7 @@ def _canonical(frame: pd.DataFrame, lay: Layout, source: str) -> pd.DataFrame:
             ids = frame[lay.id_column]
             missing = ids.isna().to_numpy()
             if missing.any():
-                raise InputError(f"{source}: column '{lay.id_column}', row {_row(ids, missing)}: missing series id")
+                raise InputError(f"{source}: column '{lay.id_column}', row {row_number(ids, missing)}: missing series id")
         else:
             name = lay.targets[0] if len(lay.targets) == 1 else "series"
             ids = pd.Series([name] * len(frame), dtype=object)
@@ -549,12 +831,15 @@ def _canonical(frame: pd.DataFrame, lay: Layout, source: str) -> pd.DataFrame:
         columns.update({f"p{i}": v for i, v in enumerate(past)})
         columns.update({f"k{i}": v for i, v in enumerate(known)})
         canon = pd.DataFrame(columns)
-    _check_duplicates(canon, source, lay)
+    _check_duplicates(canon, source, lay, frame)
     return canon
 
 
-def _check_duplicates(canon: pd.DataFrame, source: str, lay: Layout) -> None:
-    """InputError naming the series, timestamp and rows of the first repeated timestamp in a series."""
+def _check_duplicates(canon: pd.DataFrame, source: str, lay: Layout, frame: pd.DataFrame) -> None:
+    """InputError naming the series, timestamp and rows of the first repeated timestamp in a series.
+
+    Without an id column, a column that tells the repeated rows apart is suggested as --id-column.
+    """
     dup = canon.duplicated(["_id", "_ts"], keep=False).to_numpy()
     if not dup.any():
         return
@@ -562,71 +847,88 @@ def _check_duplicates(canon: pd.DataFrame, source: str, lay: Layout) -> None:
     same = (canon["_id"] == first["_id"]).to_numpy() & (canon["_ts"] == first["_ts"]).to_numpy()
     rows = canon.loc[dup & same, "_row"]
     where = " and ".join(str(r + 1) for r in rows.head(2))
+    hint = ""
+    if lay.kind != "long":
+        candidates = [*lay.ignored, *(lay.targets if lay.kind == "wide" else ())]
+        rows_in_frame = frame.loc[rows.to_numpy()]
+        apart = [c for c in candidates if rows_in_frame[c].nunique(dropna=False) > 1 and c != first["_id"]]
+        if apart:
+            hint = f"; if column '{apart[0]}' holds series ids, pass --id-column {apart[0]}"
     raise InputError(
         f"{source}: series '{first['_id']}' has duplicate timestamp {first['_ts']} "
-        f"(column '{lay.timestamp_column}', rows {where})"
+        f"(column '{lay.timestamp_column}', rows {where}){hint}"
     )
 
 
-def _row(values: pd.Series, flags: np.ndarray) -> int:
-    """The 1-based file row of the first flagged value (the index holds 0-based row numbers)."""
-    return int(values.index[int(np.flatnonzero(flags)[0])]) + 1
+def parse_timestamps(
+    values: pd.Series, source: str, column: str, *, dayfirst: bool | None = None, date_format: str | None = None
+) -> pd.DatetimeIndex:
+    """Parse a column to datetime64 values with one day/month convention, or InputError naming the row."""
+    return TimestampParser(dayfirst, date_format).parse(values, source, column)
 
 
-def parse_timestamps(values: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
-    """Parse a column to datetime64 values, or InputError naming the first unparseable row."""
-    missing = values.isna().to_numpy()
-    if missing.any():
-        raise InputError(f"{source}: column '{column}', row {_row(values, missing)}: missing timestamp")
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return pd.DatetimeIndex(values)
-    text = values.astype(str).str.strip()
-    parsed = _to_datetime(text, source, column, None)
-    if parsed.isna().any():
-        parsed = _to_datetime(text, source, column, "mixed")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        shown = text.iloc[int(np.flatnonzero(bad)[0])]
-        raise InputError(f"{source}: column '{column}', row {_row(values, bad)}: cannot parse timestamp '{shown}'")
-    return pd.DatetimeIndex(parsed)
+def parse_numbers(
+    values: pd.Series,
+    source: str,
+    column: str,
+    *,
+    inf_as_missing: bool = False,
+    warnings_: list[str] | None = None,
+) -> np.ndarray:
+    """Parse a column to float64 (empty = NaN), or InputError naming the first non-numeric or infinite row.
 
-
-def _to_datetime(text: pd.Series, source: str, column: str, fmt: str | None) -> pd.Series:
-    """pd.to_datetime with failures as NaT, quietly; mixed time zones become an InputError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parsed = pd.to_datetime(text, errors="coerce", format=fmt)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"{source}: column '{column}': cannot parse timestamps ({first_line(exc)})") from None
-    if not pd.api.types.is_datetime64_any_dtype(parsed):
-        raise InputError(f"{source}: column '{column}': timestamps mix time zones; use one zone or UTC")
-    return parsed
-
-
-def parse_numbers(values: pd.Series, source: str, column: str) -> np.ndarray:
-    """Parse a column to float64 (empty = NaN), or InputError naming the first non-numeric row."""
+    With `inf_as_missing`, infinite values become NaN and a line saying so is added to `warnings_`.
+    """
     if pd.api.types.is_bool_dtype(values):
         return values.astype(float).to_numpy()
     if pd.api.types.is_numeric_dtype(values):
-        return values.to_numpy(dtype="float64", na_value=np.nan)
-    text = values.astype("string").str.strip().replace("", pd.NA)
-    parsed = pd.to_numeric(text, errors="coerce")
-    bad = (parsed.isna() & text.notna()).to_numpy(dtype=bool)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{source}: column '{column}', row {_row(values, bad)}: '{text.iloc[i]}' is not a number")
-    return parsed.astype("float64").to_numpy(na_value=np.nan)
+        parsed = values.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        text = values.astype("string").str.strip().replace("", pd.NA)
+        valid = pd.to_numeric(text, errors="coerce").notna().to_numpy(dtype=bool)
+        given = text.notna().to_numpy(dtype=bool)
+        parsed = np.full(len(text), np.nan)
+        try:
+            parsed[valid] = text[valid].to_numpy(dtype=object).astype(np.float64)  # correctly rounded, as float()
+        except (ValueError, TypeError):
+            parsed[valid] = pd.to_numeric(text[valid]).to_numpy(dtype=np.float64)
+        for row in np.flatnonzero(given & ~valid):  # what pandas refuses may still overflow to inf (1e400)
+            try:
+                number = float(text.iloc[row])
+            except ValueError:
+                break
+            if not np.isinf(number):
+                break
+            parsed[row] = number
+        bad = given & np.isnan(parsed)
+        if bad.any():
+            shown = text.iloc[int(np.flatnonzero(bad)[0])]
+            hint = " (use '.' for decimals)" if "," in shown else ""
+            raise InputError(f"{source}: column '{column}', row {row_number(values, bad)}: '{shown}' is not a number{hint}")
+    infinite = np.isinf(parsed)
+    if infinite.any():
+        row, shown = row_number(values, infinite), values.iloc[int(np.flatnonzero(infinite)[0])]
+        if not inf_as_missing:
+            raise InputError(
+                f"{source}: column '{column}', row {row}: '{shown}' is not a finite number; remove it, "
+                "or pass --inf-as-missing to read infinite values as missing"
+            )
+        parsed = np.where(infinite, np.nan, parsed)
+        if warnings_ is not None:
+            warnings_.append(
+                f"{source}: column '{column}': {int(infinite.sum())} infinite value(s) read as missing (first: row {row})"
+            )
+    return parsed
 
 
-def _future_table(frame: pd.DataFrame, source: str, lay: Layout) -> pd.DataFrame:
-    """The future file's known-covariate values (float32), indexed by (series key, timestamp); parsed once per file."""
+def _future_table(frame: pd.DataFrame, source: str, lay: Layout, reading: _Reading) -> pd.DataFrame:
+    """The future file's known-covariate values (float64), indexed by (series key, timestamp); parsed once per file."""
     if len(frame) == 0:
         raise InputError(f"{source}: no data rows")
     ts_col = find_column(frame, lay.timestamp_column, source, "timestamp column")
     cols = [find_column(frame, c, source, "known covariate column") for c in lay.known_covariates]
-    ts = parse_timestamps(frame[ts_col], source, ts_col)
-    values = np.stack([parse_numbers(frame[c], source, c) for c in cols], axis=1).astype(np.float32)
+    ts = reading.timestamps.parse(frame[ts_col], source, ts_col)
+    values = np.stack([parse_numbers(frame[c], source, c, inf_as_missing=reading.inf_as_missing) for c in cols], axis=1)
     if lay.id_column is not None:
         id_col = find_column(frame, lay.id_column, source, "id column")
         keys = frame[id_col].astype(str).to_numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import gzip
+import io
 import os
 import posixpath
 import stat
@@ -12,12 +13,12 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import IO, Iterator, Literal, Union
+from typing import IO, Iterator, Literal, Mapping, Union
 
 import pandas as pd
 
 from moirai_cli.data.sources import STDIO, DataFile, DataSource, filesystem_for, is_uri, resolve_source
-from moirai_cli.errors import InputError, first_line
+from moirai_cli.errors import InputError, MoiraiError, first_line
 from moirai_cli.runtime import hold_stop_signals, release_stop_signals
 
 
@@ -37,6 +38,7 @@ _WRITE_SUFFIXES: dict[str, TableFormat] = {
 
 FILE_ROWS = "moirai_file_rows"  # attrs key of a table stacked from several files: [(file label, rows), ...] in order
 PARQUET_READ_BUFFER = 1 << 20  # bytes read at a time per Parquet column
+CSV_SEPARATORS = (",", ";", "\t", "|")  # tried in this order on the header line
 
 
 def _format_from_suffix(path: str | Path, table: dict[str, TableFormat], purpose: str) -> TableFormat:
@@ -94,17 +96,55 @@ def check_output_path(path: str | Path) -> TableFormat:
 
 
 def check_input_path(path: str | Path) -> str:
-    """InputError unless `path` is '-' or an existing, non-empty file; returns its name for messages."""
+    """InputError unless `path` is '-' or an existing, non-empty file; returns its name for messages.
+
+    Checked before the file type, so that a folder is reported as a folder.
+    """
     if str(path) == STDIO:
         return "<stdin>"
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file")
     if p.is_dir():
-        raise InputError(f"{path}: is a directory, not a data file")
+        raise InputError(f"{path}: is a directory; DATA must be one .csv, .csv.gz or .parquet file")
     if p.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
     return str(path)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (after resolving links and '..'); '-' is never a file."""
+    if STDIO in (str(a), str(b)):
+        return False
+    first, second = Path(a).resolve(), Path(b).resolve()
+    if first == second:
+        return True
+    with contextlib.suppress(OSError):
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    return False
+
+
+def check_distinct_paths(inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]) -> None:
+    """Before any work: no output overwrites an input, and no two outputs share a file (or stdout).
+
+    `inputs` and `outputs` map an option name ('DATA', '--output', ...) to its path (None when unset).
+    """
+    given = [(option, path) for option, path in outputs.items() if path is not None]
+    for option, path in given:
+        for input_option, input_path in inputs.items():
+            if input_path is not None and same_file(path, input_path):
+                raise InputError(f"{path}: {option} would overwrite the input file ({input_option}); write elsewhere")
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[i + 1 :]:
+            if str(path) == STDIO and str(other_path) == STDIO:
+                raise InputError(f"{option} and {other} both write to stdout; give one of them a file name")
+            if same_file(path, other_path):
+                raise InputError(f"{path}: {option} and {other} name the same file; give each its own path")
+
+
+def csv_separator(header: str) -> str:
+    """The column separator of a CSV file, from its header line: ',' unless the line has none but ';', tab or '|'."""
+    return next((sep for sep in CSV_SEPARATORS if sep in header), ",")
 
 
 Readable = Union[str, Path, DataSource]
@@ -119,7 +159,8 @@ def read_table(path: Readable) -> pd.DataFrame:
     """Read a whole CSV (text columns kept as strings, so ids like '007' survive) or Parquet file, or every file of a dataset.
 
     The files of a folder or glob are read in sorted order and stacked, with their hive partition
-    values as text columns.
+    values as text columns. A CSV file whose header has no comma but semicolons (tabs, bars) is read
+    with that separator.
     """
     source = as_source(path)
     frames = [_read_file(source, file) for file in source.files]
@@ -137,8 +178,8 @@ def _read_file(source: DataSource, file: DataFile) -> pd.DataFrame:
         if fmt == "parquet":
             frame = pd.read_parquet(file.path, filesystem=_remote(source))
         else:
-            with _csv_input(source, file) as handle:
-                frame = pd.read_csv(handle, dtype=str, compression="gzip" if fmt == "csv.gz" else None)
+            with _csv_input(source, file) as (handle, sep):
+                frame = pd.read_csv(handle, dtype=str, sep=sep, compression="gzip" if fmt == "csv.gz" else None)
     return _with_partitions(frame, file)
 
 
@@ -179,8 +220,10 @@ def _file_pieces(source: DataSource, file: DataFile, rows: int, columns: list[st
                 yield _with_partitions(piece, file, columns)
         else:
             compression = "gzip" if fmt == "csv.gz" else None
-            with _csv_input(source, file) as handle:
-                with pd.read_csv(handle, dtype=str, chunksize=rows, compression=compression, usecols=wanted) as reader:
+            with _csv_input(source, file) as (handle, sep):
+                with pd.read_csv(
+                    handle, dtype=str, sep=sep, chunksize=rows, compression=compression, usecols=wanted
+                ) as reader:
                     for piece in reader:
                         yield _with_partitions(piece, file, columns)
 
@@ -193,18 +236,37 @@ def _remote(source: DataSource):
 
 
 @contextlib.contextmanager
-def _csv_input(source: DataSource, file: DataFile) -> Iterator[object]:
-    """What pandas reads a CSV file from: stdin, a local path, or a stream opened on the source's filesystem."""
+def _csv_input(source: DataSource, file: DataFile) -> Iterator[tuple[object, str]]:
+    """What pandas reads a CSV file from (stdin's text, a local path, or a stream opened on the source's
+    filesystem) and the file's separator, sniffed from its header line."""
+    compressed = input_format(file.path) == "csv.gz"
     if file.path == STDIO:
-        yield sys.stdin
+        text = sys.stdin.read()  # read whole: the header is needed before pandas starts
+        yield io.StringIO(text), csv_separator(text.split("\n", 1)[0])
         return
     remote = _remote(source)
     if remote is None:
         check_input_path(file.path)
-        yield file.path
+        with open(file.path, "rb") as handle:
+            sep = csv_separator(_header_line(handle, compressed))
+        yield file.path, sep
         return
     with remote.open_input_stream(file.path, compression=None) as stream:
-        yield stream
+        sep = csv_separator(_header_line(stream, compressed))
+    with remote.open_input_stream(file.path, compression=None) as stream:
+        yield stream, sep
+
+
+def _header_line(handle: IO[bytes], compressed: bool) -> str:
+    """The first line of a binary file object (gzip-compressed or not), as text."""
+    raw = gzip.GzipFile(fileobj=handle) if compressed else handle
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        block = raw.read(4096)
+        if not block:
+            break
+        line += block
+    return bytes(line).split(b"\n", 1)[0].decode("utf-8", errors="replace")
 
 
 def _with_partitions(frame: pd.DataFrame, file: DataFile, columns: list[str] | None = None) -> pd.DataFrame:
@@ -495,22 +557,39 @@ class TableWriter:
 
     def write(self, frame: pd.DataFrame) -> None:
         """Append one chunk; every chunk must have the same columns as the first."""
-        if self.format == "dataset":
-            self._dataset.write(frame)
-        elif self.format == "parquet":
-            self._write_parquet(frame)
-        elif self.format in ("csv", "csv.gz"):
-            frame.to_csv(self._stream, index=False, header=not self._csv_header_written)
-            self._csv_header_written = True
-        elif len(frame) and self.format == "jsonl":
-            self._stream.write(frame.to_json(orient="records", lines=True, date_format="iso").rstrip("\n") + "\n")
-        elif len(frame):  # json: one array, opened by the first non-empty chunk and closed in _finish
-            self._stream.write("[" if self._rows == 0 else ",")
-            self._stream.write(frame.to_json(orient="records", date_format="iso")[1:-1])
+        with self._write_errors():
+            if self.format == "dataset":
+                self._dataset.write(frame)
+            elif self.format == "parquet":
+                self._write_parquet(frame)
+            elif self.format in ("csv", "csv.gz"):
+                frame.to_csv(self._stream, index=False, header=not self._csv_header_written)
+                self._csv_header_written = True
+            elif len(frame) and self.format == "jsonl":
+                self._stream.write(frame.to_json(orient="records", lines=True, date_format="iso").rstrip("\n") + "\n")
+            elif len(frame):  # json: one array, opened by the first non-empty chunk and closed in _finish
+                self._stream.write("[" if self._rows == 0 else ",")
+                self._stream.write(frame.to_json(orient="records", date_format="iso")[1:-1])
         self._rows += len(frame)
 
+    @contextlib.contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """A failed write to a file (disk full, quota, I/O error) becomes one line naming the file."""
+        try:
+            yield
+        except BrokenPipeError:  # stdout closed early: handled by the caller
+            raise
+        except OSError as exc:
+            if self.path == STDIO:
+                raise
+            raise MoiraiError(f"{self.path}: cannot write: {exc.strerror or first_line(exc)}") from exc
+
     def _write_parquet(self, frame: pd.DataFrame) -> None:
-        """Append a chunk as a Parquet row group, creating the file with the first chunk's schema."""
+        """Append a chunk as a Parquet row group, creating the file with the first chunk's schema.
+
+        A chunk whose float columns are wider than the file's (float64 forecasts after float32 ones)
+        widens the file first, so no value is rounded to the first chunk's type.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -518,13 +597,41 @@ class TableWriter:
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._tmp, table.schema)
         else:
+            schema = self._parquet.schema
+            wider = pa.schema(
+                [
+                    field.with_type(pa.float64())
+                    if pa.types.is_float32(field.type) and pa.types.is_float64(table.schema.field(field.name).type)
+                    else field
+                    for field in schema
+                ],
+                metadata=table.schema.metadata,
+            )
+            if not wider.equals(schema):
+                self._widen(wider)
             table = table.cast(self._parquet.schema)
         self._parquet.write_table(table)
+
+    def _widen(self, schema) -> None:
+        """Rewrite the Parquet rows written so far with `schema`, one row group at a time."""
+        import pyarrow.parquet as pq
+
+        self._parquet.close()
+        old = self._tmp.with_name(self._tmp.name + ".old")
+        os.replace(self._tmp, old)
+        try:
+            self._parquet = pq.ParquetWriter(self._tmp, schema)
+            written = pq.ParquetFile(old)
+            for group in range(written.num_row_groups):
+                self._parquet.write_table(written.read_row_group(group).cast(schema))
+        finally:
+            old.unlink(missing_ok=True)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             try:
-                self._finish()
+                with self._write_errors():
+                    self._finish()
             except BaseException as err:
                 self._stack.__exit__(type(err), err, err.__traceback__)
                 raise

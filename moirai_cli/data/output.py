@@ -46,6 +46,36 @@ def parse_quantiles(text: str) -> list[float]:
     return sorted(set(levels))
 
 
+def check_output_columns(
+    dataset: SeriesDataset, quantile_levels: Sequence[float] | None = None, *, samples: bool = False
+) -> None:
+    """InputError when an id or timestamp column has the name of a column the forecast writes.
+
+    The forecast table (checked when `quantile_levels` is given) has `mean`, one column per level (and
+    `target` for several variates); the samples table (`samples`) has `sample` and `value` (and `target`). A key column with such a
+    name would be overwritten, so it is refused before any work; rename it in the input.
+    """
+    keys = {"id": dataset.id_column, "timestamp": dataset.timestamp_column}
+    if keys["id"] == keys["timestamp"]:
+        raise InputError(
+            f"{dataset.source}: the timestamp column is called '{keys['id']}', the name the output gives the "
+            "series ids; rename it in the input"
+        )
+    variates = {TARGET_COLUMN} if len(dataset.target_names) > 1 else set()
+    tables = {}
+    if quantile_levels is not None:
+        tables["forecast"] = {MEAN_COLUMN, *map(quantile_column, quantile_levels), *variates}
+    if samples:
+        tables["samples"] = {SAMPLE_COLUMN, VALUE_COLUMN, *variates}
+    for role, name in keys.items():
+        for table, taken in tables.items():
+            if name in taken:
+                raise InputError(
+                    f"{dataset.source}: the {role} column '{name}' has the name of a column of the {table} output "
+                    f"({', '.join(sorted(taken))}); rename it in the input"
+                )
+
+
 def _key_columns(
     dataset: SeriesDataset, records: Sequence[SeriesRecord], horizon: int, inner: int = 1
 ) -> dict[str, object]:
@@ -73,6 +103,7 @@ def forecast_frame(
     start: int = 0,
 ) -> pd.DataFrame:
     """Long table of the forecast for series `start .. start+N` of `dataset`: keys, `mean`, one column per level."""
+    check_output_columns(dataset, quantile_levels)
     mean = forecast.mean  # (N, H, V)
     n, horizon, n_var = mean.shape
     records = dataset.series[start : start + n]
@@ -88,6 +119,7 @@ def forecast_frame(
 
 def samples_frame(dataset: SeriesDataset, forecast: ForecastLike, *, start: int = 0) -> pd.DataFrame:
     """Long table of sample paths: keys, `sample` (0..S-1) and `value`; each path's rows are consecutive."""
+    check_output_columns(dataset, samples=True)
     samples = forecast.samples
     if samples is None:
         raise InputError("this forecast has no sample paths: its model predicts quantiles (Moirai 2.0)")

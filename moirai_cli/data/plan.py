@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from moirai_cli.data.dates import TimestampParser
 from moirai_cli.data.frames import infer_table_frequency, parse_freq
 from moirai_cli.data.io import Readable, as_source, read_pieces
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout
@@ -20,10 +21,14 @@ from moirai_cli.errors import InputError
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """The columns' roles and the frequency of a table, fixed for every worker that reads part of it."""
+    """The columns' roles, the frequency and how values are read, fixed for every worker that reads part of a table."""
 
     layout: Layout
     freq: str
+    freq_inferred: bool = False  # inferred from the sample: workers still refuse series of another frequency
+    dayfirst: bool | None = None  # numeric dates' convention, settled on the sample when not given
+    date_format: str | None = None
+    inf_as_missing: bool = False
 
     @property
     def columns(self) -> list[str]:
@@ -33,7 +38,7 @@ class ReadPlan:
         return [*ident, lay.timestamp_column, *lay.targets, *lay.past_covariates, *lay.known_covariates]
 
     def read_options(self) -> dict[str, object]:
-        """Keyword arguments of `load_dataset` that fix every role and the frequency (nothing left to detect)."""
+        """Keyword arguments of `load_dataset` that fix every role, the frequency and the date convention."""
         lay = self.layout
         return {
             "layout": lay.kind,
@@ -43,7 +48,13 @@ class ReadPlan:
             "past_covariates": list(lay.past_covariates),
             "known_covariates": list(lay.known_covariates),
             "freq": self.freq,
+            "freq_inferred": self.freq_inferred,
+            **self.value_options(),
         }
+
+    def value_options(self) -> dict[str, object]:
+        """How timestamps and numbers are read, as keyword arguments of the data functions."""
+        return {"dayfirst": self.dayfirst, "date_format": self.date_format, "inf_as_missing": self.inf_as_missing}
 
 
 def plan_reading(
@@ -58,12 +69,16 @@ def plan_reading(
     freq: str | None = None,
     past_covariates: Sequence[str] = (),
     known_covariates: Sequence[str] = (),
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    inf_as_missing: bool = False,
 ) -> ReadPlan:
     """Detect the layout on `sample` (the first rows are enough) and infer the frequency, as `load_dataset` does.
 
     The frequency needs whole series: `series_rows(layout)` returns every row of a few series
     (for a long table, those of the first ids in `sample`); without it, `sample` is used.
-    An explicit `freq` is only validated.
+    An explicit `freq` is only validated. Numeric dates' day/month convention, when neither `dayfirst`
+    nor `date_format` gives it, is settled on the sample (InputError when the sample cannot settle it).
     """
     if sample.shape[1] == 0 or len(sample) == 0:
         raise InputError(f"{source}: no data rows")
@@ -77,10 +92,14 @@ def plan_reading(
         past_covariates=past_covariates,
         known_covariates=known_covariates,
     )
+    parser = TimestampParser(dayfirst, date_format)
+    parser.settle([sample[lay.timestamp_column]], source, lay.timestamp_column)
+    values = {"dayfirst": parser.dayfirst, "date_format": date_format, "inf_as_missing": inf_as_missing}
     if freq:
-        return ReadPlan(lay, parse_freq(freq))
+        return ReadPlan(lay, parse_freq(freq), **values)
     rows = series_rows(lay) if series_rows is not None else sample
-    return ReadPlan(lay, infer_table_frequency(rows, lay, source))
+    inferred = infer_table_frequency(rows, lay, source, dayfirst=parser.dayfirst, date_format=date_format)
+    return ReadPlan(lay, inferred, freq_inferred=True, **values)
 
 
 def plan_file_reading(data: Readable, *, rows: int = 65_536, **options) -> ReadPlan:

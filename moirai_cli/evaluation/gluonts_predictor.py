@@ -73,7 +73,7 @@ class MoiraiPredictor(Predictor):
 
     def _predict_batch(self, entries: list[dict], keys: list[Any], num_samples: int) -> list[Forecast]:
         """Forecasts for a list of entries (with their random-stream keys) with one forecaster call."""
-        targets = [np.asarray(entry["target"], dtype=np.float32) for entry in entries]
+        targets = [np.asarray(entry["target"], dtype=np.float64) for entry in entries]  # predict rescales what float32 would spoil
         multivariate = targets[0].ndim == 2
         contexts = [t.T if multivariate else t for t in targets]  # (T,) or (T, V)
         covariates: dict[str, list[np.ndarray]] = {}
@@ -82,7 +82,7 @@ class MoiraiPredictor(Predictor):
             (PAST_COVARIATES_FIELD, "past_covariates"),
         ):
             if field in entries[0]:
-                covariates[argument] = [np.asarray(entry[field], dtype=np.float32).T for entry in entries]
+                covariates[argument] = [np.asarray(entry[field], dtype=np.float64).T for entry in entries]
         for entry in entries:  # checked before the model runs
             if not isinstance(entry["start"], pd.Period):
                 raise TypeError(

@@ -32,6 +32,8 @@ from moirai_cli.forecasting.decoding import (
     decode_quantiles,
 )
 from moirai_cli.forecasting.execution import ExecutionPlan, plan_for
+from moirai_cli.forecasting.memory import check_fits, request_for
+from moirai_cli.forecasting.numerics import condition_inputs, restore_samples
 from moirai_cli.forecasting.packing import TokenBatch, collate, pack_series
 from moirai_cli.forecasting.seeding import run_seed, series_generators
 from moirai_cli.model.checkpoint import CONFIG_FILE, load_model, resolve_checkpoint
@@ -95,7 +97,7 @@ class CheckpointTraits:
 class Forecast:
     """Sample paths for N series: samples has shape (N, S, H, V) (V = number of target variates)."""
 
-    samples: np.ndarray  # (N, S, H, V) float32
+    samples: np.ndarray  # (N, S, H, V) float32; float64 when a series had to be rescaled (see numerics)
     patch_sizes: np.ndarray | None = None  # (N,) patch size used for each series
 
     @property
@@ -199,13 +201,20 @@ def load_forecaster_once(
         return _PROCESS_FORECASTERS[key]
 
 
-def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float32) -> np.ndarray:
-    """A (T, K) array of `dtype` from a (T,) or (T, K) one; other shapes are an InputError naming the series."""
+def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float64) -> np.ndarray:
+    """A (T, K) array of `dtype` from a (T,) or (T, K) one; other shapes, or infinite values, are an InputError."""
     array = np.asarray(array, dtype=dtype)
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
         raise InputError(f"{name} of series {series!r} must be 1-D or 2-D, got shape {array.shape}")
+    infinite = np.isinf(array)
+    if infinite.any():
+        row, column = np.argwhere(infinite)[0]
+        raise InputError(
+            f"{name} of series {series!r}, row {row}, column {column}: {array[row, column]} is not finite; "
+            "use NaN for a missing value"
+        )
     return array
 
 
@@ -325,14 +334,22 @@ class MoiraiForecaster:
         patch_size = self.default_patch_size if patch_size is None else patch_size
         quantile_levels = self.quantile_levels
         width = num_samples if quantile_levels is None else len(quantile_levels)
+        request = request_for(
+            self.model.config, targets, past, known, horizon=horizon, num_samples=num_samples, batch_size=batch_size,
+            context_length=context_length, patch_size=patch_size, decoding=decoding, token_budget=token_budget,
+        )
+        check_fits(self.model.config, request, self.device)  # before allocating anything
+        targets, past, known, scalings = condition_inputs(targets, past, known, context_length)
         with torch.inference_mode():
             sizes = self._choose_patch_sizes(targets, past, known, horizon, context_length, patch_size, batch_size)
-            out = np.empty((len(targets), width, horizon, targets[0].shape[1]), dtype=np.float32)
+            dtype = np.float32 if all(scaling.identity for scaling in scalings) else np.float64
+            out = np.empty((len(targets), width, horizon, targets[0].shape[1]), dtype=dtype)
             for size in sorted(set(sizes.tolist())):
                 batches = self._batches(np.flatnonzero(sizes == size), targets, past, known, horizon, context_length, size, batch_size)
                 for rows, batch in batches:
                     generators = series_generators(base_seed, [keys[i] for i in rows], self.device)
-                    out[rows] = self._decode(batch, horizon, num_samples, decoding, generators, token_budget).float().cpu().numpy()
+                    values = self._decode(batch, horizon, num_samples, decoding, generators, token_budget).float().cpu().numpy()
+                    out[rows] = restore_samples(values, [scalings[i] for i in rows])
                     if progress is not None:
                         progress(len(rows))
         if quantile_levels is not None:
@@ -386,18 +403,28 @@ class MoiraiForecaster:
         past_covariates: Sequence[str] = (),
         known_covariates: Sequence[str] = (),
         future_df: pd.DataFrame | None = None,
+        dayfirst: bool | None = None,
+        date_format: str | None = None,
+        inf_as_missing: bool = False,
         **options,
     ) -> pd.DataFrame:
         """Forecast a pandas frame (long, wide or single series) into a long frame of mean and quantiles.
 
-        Columns are detected as by the command line; `options` go to `predict`.
+        Columns, dates and values are read as by the command line (see `load_dataset`); the reader's
+        warnings are issued as Python warnings; `options` go to `predict`.
         """
-        from moirai_cli.data import forecast_frame, load_dataset
+        import warnings
+
+        from moirai_cli.data import check_output_columns, forecast_frame, load_dataset
 
         dataset = load_dataset(
             df, id_column=id_column, timestamp_column=timestamp_column, target=target, freq=freq,
             past_covariates=past_covariates, known_covariates=known_covariates, future=future_df, horizon=horizon,
+            dayfirst=dayfirst, date_format=date_format, inf_as_missing=inf_as_missing,
         )
+        for message in dataset.warnings:
+            warnings.warn(message, stacklevel=2)
+        check_output_columns(dataset, quantile_levels)  # before the model runs
         return forecast_frame(dataset, self.predict_dataset(dataset, horizon, **options), quantile_levels)
 
     def _batches(
@@ -431,7 +458,7 @@ class MoiraiForecaster:
         return np.array([i for i, _ in group]), collate([packed for _, packed in group], size, self.device)
 
     def _check_inputs(self, target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size):
-        """Validate shapes and options; return float32 (T, K) arrays."""
+        """Validate shapes, values and options; return float64 (T, K) arrays."""
         if horizon < 1:
             raise InputError(f"horizon must be at least 1, got {horizon}")
         if context_length < 1 or num_samples < 1 or batch_size < 1:

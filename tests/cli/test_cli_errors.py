@@ -92,11 +92,13 @@ def test_failure_mid_forecast_leaves_no_output(runner, fake_model, tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
 
 
-def test_debug_shows_the_traceback(runner, fake_model, tmp_path):
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(runner, fake_model, tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("id,date,y\nA,2021-01-01,1\nA,2021-01-01,2\n")
     result = runner.invoke(app, ["forecast", str(data), "-H", "2", "--debug"])
-    assert result.exit_code != 0 and "duplicate timestamp" in str(result.exception)
+    assert result.exit_code == 2  # bad input stays exit 2 with --debug (it was 1)
+    assert "Traceback" in result.stderr and "InputError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "duplicate timestamp" in result.stderr
 
 
 def test_missing_matplotlib_is_explained(runner, fake_model, tmp_path, monkeypatch, one_line_error):

@@ -208,10 +208,6 @@ def test_evaluate_progress_counts_series_times_windows(runner, tiny_checkpoint):
     assert "10/10" in [line for line in result.stderr.split("\r") if "evaluating" in line][-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the data layer still reads targets as float32; when it reads float64 this passes: remove this marker",
-)
 def test_actuals_reach_the_metrics_unrounded(runner, tiny_checkpoint, tmp_path):
     values = 1e8 + np.arange(40) % 4 * 0.25  # a float32 keeps only 1e8
     frame = pd.DataFrame({"date": pd.date_range("2024-01-01", periods=40, freq="D"), "y": values})

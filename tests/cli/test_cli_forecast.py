@@ -80,7 +80,7 @@ def test_predict_receives_arrays_and_settings(runner, fake_model):
         "auto",
         "cached",
     )
-    assert all(t.shape[1] == 1 and t.dtype == np.float32 for t in call["target"])
+    assert all(t.shape[1] == 1 and t.dtype == np.float64 for t in call["target"])  # float64 from the data layer
     assert fake_model.loads == [
         ("some/model", {"revision": "main", "cache_dir": None, "device": "cpu", "dtype": torch.float32, "progress": True})
     ]

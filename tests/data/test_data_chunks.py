@@ -148,3 +148,46 @@ def test_a_broken_file_read_in_pieces_is_a_one_line_input_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])  # truncated download
     with pytest.raises(InputError, match=r"d\.csv\.gz: cannot read csv\.gz file"):
         list(iter_series_chunks(path, chunk_size=2, rows_per_read=10))
+
+
+class _CountingNumpy:
+    """numpy, counting the elements that SeenIds sorts, merges or unites (its work, not its lookups)."""
+
+    COUNTED = ("sort", "concatenate", "union1d", "unique")
+
+    def __init__(self) -> None:
+        self.elements = 0
+
+    def __getattr__(self, name):
+        function = getattr(np, name)
+        if name not in self.COUNTED:
+            return function
+
+        def counted(*args, **kwargs):
+            first = args[0]
+            arrays = first if isinstance(first, (list, tuple)) else args[:2]
+            self.elements += sum(np.size(a) for a in arrays if isinstance(a, np.ndarray))
+            return function(*args, **kwargs)
+
+        return counted
+
+
+def test_seen_ids_work_grows_as_n_log_n(monkeypatch):
+    # Each add used to unite all ids met so far (np.union1d): quadratic, 377 s before any output at 1M series.
+    counting = _CountingNumpy()
+    monkeypatch.setattr("moirai_cli.data.frames.np", counting)
+    seen, n, per_add = SeenIds(), 20_000, 16
+    for start in range(0, n, per_add):
+        ids = np.arange(start, start + per_add)
+        assert seen.first_repeat(ids) is None
+        seen.add(ids)
+    assert seen.first_repeat(np.array([5, n + 1])) == 0 and seen.first_repeat(np.array([n + 1])) is None
+    assert counting.elements <= 2 * n * np.log2(n)  # each id is copied O(log n) times; a union per add: n^2 / 32
+
+
+def test_an_id_repeated_within_one_read_is_an_unsorted_file(tmp_path):
+    table = long_table(3).iloc[[0, 1, 4, 5, 2, 3, *range(6, 12)]]  # s0, s1, s0 again, s2, in one piece
+    path = tmp_path / "d.csv"
+    table.to_csv(path, index=False)
+    with pytest.raises(InputError, match="series 's0' reappears at row 5; sort the file by id"):
+        list(iter_series_chunks(path, chunk_size=1, rows_per_read=100))

@@ -30,7 +30,7 @@ def test_long_layout_by_name_with_gap_and_unsorted_rows():
     assert data.freq == "D"
     a, b = data.series
     assert a.item_id == "A" and np.isnan(a.target[2, 0]) and a.target.shape == (4, 1)
-    assert a.target.dtype == np.float32
+    assert a.target.dtype == np.float64  # values stay float64 through the data layer
     assert list(b.timestamps.strftime("%m-%d")) == ["01-02", "01-03"] and b.target[:, 0].tolist() == [20, 30]
     assert "long layout" in data.describe() and "2 series" in data.describe()
 
@@ -177,3 +177,90 @@ def test_parquet_typed_columns(tmp_path):
     frame.to_parquet(path)
     data = load_dataset(path)
     assert data.series[0].item_id == 1 and data.freq == "h" and data.source == str(path)
+
+
+def test_values_keep_float64_precision():
+    # Values were cast to float32 first: 1e-300 became 0, 1e300 became inf, 1e12 + 0.25 lost its fraction.
+    frame = csv("date,tiny,huge,level\n2020-01-01,1e-300,1e300,1000000000000.25\n2020-01-02,3e-300,-2e300,1000000000000.5\n")
+    data = load_dataset(frame, layout="wide")
+    tiny, huge, level = (record.target[:, 0].tolist() for record in data.series)
+    assert tiny == [1e-300, 3e-300] and huge == [1e300, -2e300] and level == [1e12 + 0.25, 1e12 + 0.5]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e400"])
+def test_infinite_values_are_refused_naming_the_row(value):
+    frame = csv(f"id,date,y\nA,2020-01-01,1\nA,2020-01-02,{value}\nA,2020-01-03,3\n")
+    with pytest.raises(InputError, match=rf"in\.csv: column 'y', row 2: '{value}' is not a finite number; .*--inf-as-missing"):
+        load_dataset(frame, source="in.csv")
+    data = load_dataset(frame, source="in.csv", inf_as_missing=True)
+    assert np.isnan(data.series[0].target[1, 0]) and data.series[0].target[2, 0] == 3
+    assert data.warnings == ["in.csv: column 'y': 1 infinite value(s) read as missing (first: row 2)"]
+
+
+def hourly_and_daily(first: str = "H") -> pd.DataFrame:
+    """Two regular series in one table: 'H' hourly for two days, 'D' daily for ten days."""
+    hourly = pd.DataFrame({"id": "H", "date": pd.date_range("2024-01-01", periods=48, freq="h")})
+    daily = pd.DataFrame({"id": "D", "date": pd.date_range("2024-01-01", periods=10, freq="D")})
+    parts = [hourly, daily] if first == "H" else [daily, hourly]
+    table = pd.concat(parts, ignore_index=True)
+    table["y"] = np.arange(len(table), dtype=float)
+    return csv(table.to_csv(index=False))
+
+
+@pytest.mark.parametrize("first", ["H", "D"])
+def test_series_of_different_frequencies_are_refused_with_their_names(first):
+    # The daily series was forecast on the hourly grid from a history 96% gaps, with no warning.
+    with pytest.raises(InputError, match="series have different frequencies") as err:
+        load_dataset(hourly_and_daily(first), source="in.csv")
+    assert "'H' is h" in str(err.value) and "'D' is D" in str(err.value) and str(err.value).startswith("in.csv: ")
+
+
+def test_a_series_at_another_frequency_beyond_the_sampled_ones_is_refused(monkeypatch):
+    monkeypatch.setattr("moirai_cli.data.frames._FREQ_SAMPLE_SERIES", 1)  # only 'H' votes for the frequency
+    with pytest.raises(InputError, match=r"series have different frequencies: 'D' is D, the others h \(like series 'H'\)"):
+        load_dataset(hourly_and_daily("H"), source="in.csv")
+    data = load_dataset(hourly_and_daily("H"), freq="h")  # on one grid when asked, with a warning
+    assert data.freq == "h" and len(data.series[1].target) == 9 * 24 + 1
+    assert data.warnings == [
+        "<dataframe>: series 'D': more than half of the h grid is missing (95% for 'D'); the model reads the gaps "
+        "as missing values; check --freq"
+    ]
+
+
+def test_a_series_with_irregular_gaps_only_gets_a_warning():
+    stamps = pd.date_range("2024-01-01", periods=60, freq="D")[[0, 2, 5, 9, 11, 20, 22, 30, 40, 43, 50, 59]]
+    regular = pd.date_range("2024-01-01", periods=30, freq="D")
+    table = pd.DataFrame({"id": ["sales"] * len(stamps) + ["all"] * len(regular), "date": stamps.append(regular)})
+    table["y"] = 1.0
+    data = load_dataset(csv(table.to_csv(index=False)), source="in.csv")
+    assert data.freq == "D" and [len(r.target) for r in data.series] == [60, 30]
+    assert data.warnings and "series 'sales': more than half of the D grid is missing (80% for 'sales')" in data.warnings[0]
+
+
+def test_monthly_data_with_freq_daily_warns_instead_of_forecasting_silently():
+    frame = csv("date,y\n" + "".join(f"{d:%Y-%m-%d},{i}\n" for i, d in enumerate(pd.date_range("2020-01-01", periods=36, freq="MS"))))
+    assert load_dataset(frame).freq == "MS" and not load_dataset(frame).warnings
+    data = load_dataset(frame, freq="D", source="m.csv")
+    assert len(data.warnings) == 1 and "m.csv: series 'y': more than half of the D grid is missing (97% for 'y')" in data.warnings[0]
+
+
+def test_one_stray_timestamp_is_an_off_grid_error_not_a_finer_grid():
+    # 99 hourly rows and one at :30 became a 30-minute grid, half of it missing.
+    stamps = list(pd.date_range("2024-01-01", periods=99, freq="h").strftime("%Y-%m-%d %H:%M"))
+    stamps.insert(50, "2024-01-03 01:30")
+    frame = csv("date,y\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps)))
+    with pytest.raises(InputError, match=r"in\.csv: series 'y', row 51: timestamp 2024-01-03 01:30:00 is not on the h grid"):
+        load_dataset(frame, source="in.csv")
+
+
+def test_a_numeric_id_column_is_suggested_for_duplicate_timestamps():
+    frame = csv("store,date,target\n1,2020-01-01,1\n1,2020-01-02,2\n2,2020-01-01,3\n2,2020-01-02,3\n")
+    with pytest.raises(InputError, match=r"series 'target' has duplicate timestamp .*; if column 'store' holds series ids, pass --id-column store"):
+        load_dataset(frame, source="in.csv")
+    assert [r.item_id for r in load_dataset(frame, id_column="store").series] == ["1", "2"]
+
+
+def test_freq_error_does_not_nest_pandas_message():
+    with pytest.raises(InputError) as err:
+        load_dataset(csv("date,y\n2020-01-01,1\n2020-01-02,2\n"), freq="banana")
+    assert str(err.value) == "--freq: 'banana' is not a pandas frequency (for example h, D, W-SUN, MS, QS, YS, 15min)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -10,12 +11,13 @@ import signal
 import stat
 import tempfile
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from moirai_cli.data import TableWriter, check_output_path, output_format, read_table, write_table
-from moirai_cli.data.io import current_umask
-from moirai_cli.errors import InputError
+from moirai_cli.data import TableWriter, check_distinct_paths, check_output_path, output_format, read_table, write_table
+from moirai_cli.data.io import current_umask, read_pieces
+from moirai_cli.errors import InputError, MoiraiError
 from moirai_cli.runtime import STOP_SIGNALS, StopSignal, stop_cleanly_on_signals
 
 FRAME = pd.DataFrame(
@@ -191,3 +193,59 @@ def test_a_stop_signal_while_the_temporary_file_is_created_leaves_nothing(tmp_pa
         for number, handler in saved.items():
             signal.signal(number, handler)
     assert stopped.value.signum == signal.SIGTERM and list(tmp_path.iterdir()) == []
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_semicolon_and_tab_separated_files_are_read(tmp_path, separator):
+    # A ';'-separated file was one column, and the error said "no timestamp column found".
+    path = tmp_path / "d.csv"
+    path.write_text(f"date{separator}y\n2020-01-01{separator}1\n2020-01-02{separator}2\n")
+    assert read_table(path).columns.tolist() == ["date", "y"]
+    assert next(read_pieces(path, 1)).columns.tolist() == ["date", "y"]
+
+
+def test_a_directory_as_data_says_so(tmp_path):
+    # It was "cannot read this file type".
+    with pytest.raises(InputError, match=r"is a directory; DATA must be one \.csv, \.csv\.gz or \.parquet file"):
+        read_table(tmp_path)
+
+
+def test_outputs_may_not_overwrite_inputs_or_each_other(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text("x\n")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "in.csv")
+    with pytest.raises(InputError, match=r"\./in\.csv: --output would overwrite the input file \(DATA\)"):
+        check_distinct_paths({"DATA": "in.csv"}, {"--output": "./in.csv"})
+    with pytest.raises(InputError, match="--plot would overwrite the input file"):
+        check_distinct_paths({"DATA": "link.csv"}, {"--output": "-", "--plot": str(tmp_path / "in.csv")})
+    with pytest.raises(InputError, match="--output and --samples-output name the same file"):
+        check_distinct_paths({"DATA": "in.csv"}, {"--output": "o.csv", "--samples-output": str(tmp_path / "o.csv")})
+    with pytest.raises(InputError, match="--output and --samples-output both write to stdout"):
+        check_distinct_paths({"DATA": "-"}, {"--output": "-", "--samples-output": "-"})
+    check_distinct_paths({"DATA": "-", "--future": None}, {"--output": "-", "--samples-output": "s.csv", "--plot": None})
+
+
+def test_parquet_chunks_widen_float32_columns_for_float64_values(tmp_path):
+    path = tmp_path / "out.parquet"
+    with TableWriter(path) as writer:
+        writer.write(pd.DataFrame({"id": ["a"], "mean": np.array([1.5], np.float32)}))
+        writer.write(pd.DataFrame({"id": ["b"], "mean": np.array([1e12 + 0.5, 1e300])[:1]}))
+        writer.write(pd.DataFrame({"id": ["c"], "mean": np.array([1e300])}))
+        writer.write(pd.DataFrame({"id": ["d"], "mean": np.array([2.5], np.float32)}))
+    back = pd.read_parquet(path)
+    assert back["mean"].tolist() == [1.5, 1e12 + 0.5, 1e300, 2.5] and back["mean"].dtype == np.float64
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, suffix):
+    path = tmp_path / f"out{suffix}"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    monkeypatch.setattr(pd.DataFrame, "to_json", full)
+    monkeypatch.setattr("pyarrow.parquet.ParquetWriter.write_table", full)
+    with pytest.raises(MoiraiError) as err:
+        write_table(FRAME, path)
+    assert str(err.value) == f"{path}: cannot write: No space left on device" and err.value.exit_code == 1
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moirai_cli.data import forecast_frame, load_dataset, parse_quantiles, quantile_column, samples_frame
+from moirai_cli.data import (
+    check_output_columns,
+    forecast_frame,
+    load_dataset,
+    parse_quantiles,
+    quantile_column,
+    samples_frame,
+)
 from moirai_cli.errors import InputError
 from moirai_cli.forecasting.pipeline import Forecast
 
@@ -92,3 +99,34 @@ def test_forecast_frame_of_a_quantile_forecast():
     np.testing.assert_array_equal(frame["mean"], frame["0.5"])
     with pytest.raises(InputError, match="no sample paths"):
         samples_frame(data, forecast)
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, levels, samples, message",
+    [
+        ("mean,date,y\na,2020-01-01,1\na,2020-01-02,2\nb,2020-01-01,3\nb,2020-01-02,4\n", {}, [0.5], False,
+         "the id column 'mean' has the name of a column of the forecast output"),
+        ("0.5,date,y\na,2020-01-01,1\na,2020-01-02,2\n", {"id_column": "0.5"}, [0.1, 0.5], False, "the id column '0.5'"),
+        ("target,date,u,v\na,2020-01-01,1,2\na,2020-01-02,2,3\n", {"id_column": "target", "target": ["u", "v"]}, [0.5], False,
+         "the id column 'target'"),
+        ("sample,date,y\na,2020-01-01,1\na,2020-01-02,2\n", {}, [0.5], True, "the id column 'sample' has the name of a column of the samples output"),
+        ("value,y\n2020-01-01,1\n2020-01-02,2\n", {"timestamp_column": "value", "target": "y"}, [0.5], True, "the timestamp column 'value'"),
+        ("item_id,a,b\n2020-01-01,1,2\n2020-01-02,2,3\n", {"timestamp_column": "item_id"}, [0.5], False,
+         "the timestamp column is called 'item_id', the name the output gives the series ids"),
+    ],
+)
+def test_key_columns_named_like_output_columns_are_refused(text, kwargs, levels, samples, message):
+    # An id column called 'mean' was overwritten by the forecast: 3 series came out as 24 "ids".
+    data = dataset(text, **kwargs)
+    with pytest.raises(InputError, match=message):
+        check_output_columns(data, levels, samples=samples)
+    forecast = Forecast(np.zeros((len(data.series), 2, 2, len(data.target_names)), np.float32))
+    with pytest.raises(InputError, match=message):
+        (samples_frame(data, forecast) if samples else forecast_frame(data, forecast, levels))
+
+
+def test_an_id_named_like_an_unwritten_column_is_fine():
+    data = dataset("value,date,y\na,2020-01-01,1\na,2020-01-02,2\n", id_column="value")
+    check_output_columns(data, [0.5])  # 'value' is only a column of the samples table
+    frame = forecast_frame(data, Forecast(np.ones((1, 2, 2, 1), np.float32)), [0.5])
+    assert frame["value"].tolist() == ["a", "a"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from moirai_cli.data import load_dataset
 from moirai_cli.errors import InputError
 from moirai_cli.evaluation import METRIC_NAMES, evaluate, run_backtest
 from moirai_cli.evaluation.metrics import seasonal_error
@@ -279,3 +281,19 @@ def test_actuals_and_metrics_keep_float64_precision():
     assert result.per_window.loc[0, "model_mae"] == 0.375
     # Only the actual equal to the (constant) forecast lies inside the degenerate interval [1e8, 1e8].
     assert result.per_window.loc[0, "model_coverage"] == 0.25
+def test_actuals_keep_their_precision_from_file_to_scores(real_forecaster):
+    # Values were float32 in the data layer: 1e-300 actuals became zeros (dropped from MAPE, counted as
+    # zero actuals) and a 1e12 level lost its unit variation.
+    rng = np.random.default_rng(0)
+    unit = np.sin(np.arange(40) / 3) + 0.1 * rng.normal(size=40)
+    table = pd.DataFrame(
+        {"date": pd.date_range("2024-01-01", periods=40).strftime("%Y-%m-%d"), "tiny": 1e-300 * (2 + unit), "level": 1e12 + unit}
+    )
+    dataset = load_dataset(pd.read_csv(io.StringIO(table.to_csv(index=False)), dtype=str))
+    result = evaluate(real_forecaster, dataset.series, 4, freq=dataset.freq, num_samples=16, seed=0)
+    actual = result.forecasts.set_index("item_id")["actual"]
+    assert actual.loc["tiny"].tolist() == pytest.approx((1e-300 * (2 + unit[-4:])).tolist(), rel=1e-12, abs=0)
+    assert actual.loc["level"].tolist() == pytest.approx((1e12 + unit[-4:]).tolist(), rel=0, abs=1e-3)
+    assert result.n_zero_actuals == 0
+    model = result.per_window.set_index("item_id")
+    assert np.isfinite(model.loc[["tiny", "level"], "model_mase"]).all() and (model["model_mase"] < 20).all()

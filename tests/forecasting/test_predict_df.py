@@ -40,3 +40,17 @@ def test_predict_df_rejects_a_frame_without_values(tiny_forecaster):
     frame = long_frame(1, 10).assign(y=np.nan)
     with pytest.raises(InputError):
         tiny_forecaster.predict_df(frame, 3, num_samples=5)
+
+
+def test_predict_df_takes_the_date_convention_and_refuses_colliding_columns(tiny_forecaster):
+    stamps = pd.date_range("2024-01-01", periods=10, freq="D").strftime("%d/%m/%Y")  # every day up to 12: ambiguous
+    frame = pd.DataFrame({"date": stamps, "y": np.arange(10.0)})
+    with pytest.raises(InputError, match="--dayfirst"):
+        tiny_forecaster.predict_df(frame, 2, num_samples=5)
+    out = tiny_forecaster.predict_df(frame, 2, num_samples=5, dayfirst=True)
+    assert out["date"].tolist() == [pd.Timestamp("2024-01-11"), pd.Timestamp("2024-01-12")]
+    colliding = long_frame(2, 20).rename(columns={"unique_id": "0.5"})
+    with pytest.raises(InputError, match="the id column '0.5'"):
+        tiny_forecaster.predict_df(colliding, 2, id_column="0.5", num_samples=5)
+    with pytest.warns(UserWarning, match="more than half of the D grid is missing"):
+        tiny_forecaster.predict_df(long_frame(1, 30).iloc[::3], 2, freq="D", num_samples=5)
