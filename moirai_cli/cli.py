@@ -1041,6 +1041,8 @@ def evaluate(
             if path:
                 check_output_path(path)
         _check_plot(plot)
+        if output == STDIO and forecasts_output == STDIO:
+            raise InputError("-o - and --forecasts-output - would write two tables to stdout; send one of them to a file")
         check_distinct_paths({"DATA": data}, {"--output": output, "--forecasts-output": forecasts_output, "--plot": plot})
         if len(models) > 1:
             _check_leaderboard_options(models, plot)

@@ -886,7 +886,8 @@ def parse_numbers(
     else:
         text = values.astype("string").str.strip().replace("", pd.NA)
         valid = pd.to_numeric(text, errors="coerce").notna().to_numpy(dtype=bool)
-        given = text.notna().to_numpy(dtype=bool)
+        spelled_nan = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)  # missing, as read_csv reads it
+        given = text.notna().to_numpy(dtype=bool) & ~spelled_nan
         parsed = np.full(len(text), np.nan)
         try:
             parsed[valid] = text[valid].to_numpy(dtype=object).astype(np.float64)  # correctly rounded, as float()

@@ -58,7 +58,7 @@ def test_an_id_column_named_mean_is_refused_before_any_work(runner, fake_model, 
         (["-o", "{data}"], ["--output would overwrite the input file"]),
         (["-o", "o.csv", "--samples-output", "o.csv"], ["--output and --samples-output name the same file"]),
         (["--plot", "p.png"], ["--plot would overwrite the input file"]),  # p.png: a link to the data
-        (["--samples-output", "-"], ["both write to stdout"]),
+        (["--samples-output", "-"], ["stdout already carries the forecast table"]),
     ],
 )
 def test_outputs_that_would_destroy_data_are_refused(runner, fake_model, tmp_path, monkeypatch, one_line_error, extra, fragments):
@@ -130,7 +130,9 @@ def test_misleading_messages_now_say_what_is_wrong(runner, fake_model, tmp_path,
     semi = tmp_path / "semi.csv"
     semi.write_text("date;y\n2020-01-01;1\n2020-01-02;2\n2020-01-03;3\n")
     assert runner.invoke(app, ["forecast", str(semi), "-H", "1"]).exit_code == 0
-    one_line_error(runner.invoke(app, ["forecast", str(tmp_path), "-H", "1"]), 2, "is a directory")
+    empty = tmp_path / "empty"
+    empty.mkdir()  # a folder is a dataset; one without data files says so
+    one_line_error(runner.invoke(app, ["forecast", str(empty), "-H", "1"]), 2, "no .csv, .csv.gz, .parquet or .pq file is in this folder")
     late = write(tmp_path / "late.csv", ["2262-04-01", "2262-04-02", "2262-04-03"], [1.0, 2.0, 3.0])
     one_line_error(runner.invoke(app, ["forecast", str(late), "-H", "30"]), 2, "run past 2262-04-11")
     early = write(tmp_path / "early.csv", ["1600-01-01", "1600-01-02", "1600-01-03"], [1.0, 2.0, 3.0])

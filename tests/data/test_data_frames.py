@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from moirai_cli.data import detect_layout, infer_frequency, load_dataset
+from moirai_cli.data.frames import parse_numbers
 from moirai_cli.errors import InputError
 
 
@@ -264,3 +265,12 @@ def test_freq_error_does_not_nest_pandas_message():
     with pytest.raises(InputError) as err:
         load_dataset(csv("date,y\n2020-01-01,1\n2020-01-02,2\n"), freq="banana")
     assert str(err.value) == "--freq: 'banana' is not a pandas frequency (for example h, D, W-SUN, MS, QS, YS, 15min)"
+
+
+def test_nan_spelled_out_in_a_text_column_is_a_missing_value():
+    # read_csv reads 'nan' as missing; a Parquet text column (or a DataFrame of strings) must read it the same way.
+    values = pd.Series(["1.5", "nan", "NaN", "-nan", "", "2"])
+    parsed = parse_numbers(values, "d.parquet", "y")
+    np.testing.assert_array_equal(np.isnan(parsed), [False, True, True, True, True, False])
+    with pytest.raises(InputError, match=r"row 2: 'nan\?' is not a number"):
+        parse_numbers(pd.Series(["1", "nan?"]), "d.parquet", "y")

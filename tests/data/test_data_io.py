@@ -202,9 +202,10 @@ def test_semicolon_and_tab_separated_files_are_read(tmp_path, separator):
     assert next(read_pieces(path, 1)).columns.tolist() == ["date", "y"]
 
 
-def test_a_directory_as_data_says_so(tmp_path):
-    # It was "cannot read this file type".
-    with pytest.raises(InputError, match=r"is a directory; DATA must be one \.csv, \.csv\.gz or \.parquet file"):
+def test_a_folder_without_data_files_says_so(tmp_path):
+    # A folder used to be "cannot read this file type"; now it is a dataset, and an empty one says what is missing.
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match=r"no \.csv, \.csv\.gz, \.parquet or \.pq file is in this folder"):
         read_table(tmp_path)
 
 
