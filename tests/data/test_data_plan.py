@@ -71,3 +71,40 @@ def test_require_series_false_reads_a_part_whose_series_are_all_empty():
         load_dataset(empty)
     dataset = load_dataset(empty, require_series=False)
     assert dataset.series == [] and dataset.skipped == ["a"]
+
+
+def day_first_table(days: pd.DatetimeIndex) -> pd.DataFrame:
+    """Two daily series whose dates are written dd/mm/yyyy."""
+    return pd.DataFrame(
+        {"shop": np.repeat(["a", "b"], len(days)), "day": np.tile(days.strftime("%d/%m/%Y"), 2), "sales": np.arange(2.0 * len(days))}
+    )
+
+
+def test_plan_settles_the_date_convention_so_a_part_of_ambiguous_dates_reads_like_the_whole():
+    table = day_first_table(pd.date_range("2024-02-01", periods=20))  # 13/02 onwards settle it: day first
+    plan = plan_reading(table, target="sales")
+    assert plan.dayfirst is True and plan.freq == "D" and plan.freq_inferred
+    early = table[table["day"].str[:2].astype(int) <= 12]  # 01/02 .. 12/02: either convention would do
+    with pytest.raises(InputError, match="pass --dayfirst or --monthfirst"):
+        load_dataset(early, target="sales")  # alone, this part cannot be settled
+    part = load_dataset(early, **plan.read_options())
+    assert part.series[0].timestamps[0] == pd.Timestamp("2024-02-01") and part.freq == "D"
+
+
+def test_plan_refuses_a_sample_that_cannot_settle_the_dates_unless_told():
+    table = day_first_table(pd.date_range("2024-02-01", periods=10))  # every date reads both ways
+    with pytest.raises(InputError, match="pass --dayfirst or --monthfirst"):
+        plan_reading(table, target="sales")
+    assert plan_reading(table, target="sales", dayfirst=True).read_options()["dayfirst"] is True
+
+
+def test_an_inferred_plan_frequency_still_refuses_series_of_another_frequency():
+    hourly = pd.DataFrame({"id": "h", "t": pd.date_range("2024-01-01", periods=48, freq="h").astype(str), "y": 1.0})
+    daily = pd.DataFrame({"id": "d", "t": pd.date_range("2024-01-01", periods=10, freq="D").astype(str), "y": 1.0})
+    plan = plan_reading(hourly, target="y")
+    assert plan.freq == "h" and plan.freq_inferred
+    with pytest.raises(InputError, match="series have different frequencies: 'd' is D"):
+        load_dataset(pd.concat([hourly, daily]), **plan.read_options())
+    told = plan_reading(hourly, target="y", freq="h")  # a frequency the user gave puts every series on its grid
+    assert not told.freq_inferred
+    assert len(load_dataset(pd.concat([hourly, daily]), **told.read_options()).series) == 2
