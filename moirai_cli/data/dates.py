@@ -138,7 +138,13 @@ class TimestampParser:
                 problem = "timestamp '{}' " + OUTSIDE_RANGE
             message = problem.replace("{}", text, 1)
             raise InputError(f"{source}: column '{column}', row {row_number(shown, bad)}: {message}")
-        return pd.DatetimeIndex(parsed)
+        stamps = pd.DatetimeIndex(parsed)  # pandas 3 parses to the unit the text needs: 1600-01-01 is no NaT there
+        wall = stamps.tz_localize(None) if stamps.tz is not None else stamps
+        outside = np.asarray((wall < pd.Timestamp.min) | (wall > pd.Timestamp.max), dtype=bool)
+        if outside.any():
+            text = shown.iloc[int(np.flatnonzero(outside)[0])]
+            raise InputError(f"{source}: column '{column}', row {row_number(shown, outside)}: timestamp '{text}' {OUTSIDE_RANGE}")
+        return stamps.as_unit("ns")
 
     def _to_utc(self, parsed: pd.Series, shown: pd.Series, source: str, column: str) -> pd.Series:
         """Timestamps whose UTC offsets differ (daylight saving time in one zone): as UTC instants, or as
@@ -192,9 +198,26 @@ def _to_datetime(text: pd.Series, source: str, column: str, fmt: str | None) -> 
             warnings.simplefilter("ignore")
             return pd.to_datetime(text, errors="coerce", format=fmt)
     except (ValueError, TypeError) as exc:
+        if "mixed timezones" in str(exc).lower():  # pandas 3 refuses what pandas 2 returned as objects
+            return _to_datetime_each(text, fmt)
         if fmt not in (None, "mixed"):
             raise InputError(f"{source}: column '{column}': --date-format '{fmt}' is not usable ({first_line(exc)})") from None
         raise InputError(f"{source}: column '{column}': cannot parse timestamps ({first_line(exc)})") from None
+
+
+def _to_datetime_each(text: pd.Series, fmt: str | None) -> pd.Series:
+    """Each value parsed on its own (Timestamps keeping their own UTC offsets, NaT where unparseable), as objects."""
+    single = None if fmt in (None, "mixed") else fmt
+
+    def parse(value: str) -> object:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return pd.to_datetime(value, format=single)
+        except (ValueError, TypeError, OverflowError):
+            return pd.NaT
+
+    return pd.Series([parse(value) for value in text], index=text.index, dtype=object)
 
 
 def _outside_range(text: str) -> bool:
