@@ -816,17 +816,20 @@ def _forecast_on_ray(
         model_options.device, model_options.dtype, tuple(levels), dict(settings), data_options.future,
     )
     forecast_count = skipped_count = 0
-    bar, advance = _progress(quiet, None)
-    with distributed.RayCluster(address, workers) as cluster, TableWriter(output) as writer, bar:
-        dataset = distributed.forecast_source(source, job, workers=workers, cpus_per_worker=cluster.cpus_per_worker)
-        rows = distributed.forecast_rows(distributed.collect(dataset), reading.layout.id_column)
-        for frame, skipped, count in rows:
-            for item_id in skipped:
-                warn(f"skipped series '{item_id}': no observed target value")
-            writer.write(frame)
-            forecast_count += count
-            skipped_count += len(skipped)
-            advance(count)
+    with distributed.RayCluster(address, workers) as cluster, TableWriter(output) as writer:
+        plan = distributed.plan_source(source, reading.layout.id_column, workers)
+        bar, advance = _progress(quiet, plan.series)  # series done / total, as locally, when the scan counted them
+        with bar:
+            dataset = distributed.forecast_source(
+                source, job, workers=workers, cpus_per_worker=cluster.cpus_per_worker, plan=plan
+            )
+            for frame, skipped, count in distributed.forecast_rows(distributed.collect(dataset), reading.layout.id_column):
+                for item_id in skipped:
+                    warn(f"skipped series '{item_id}': no observed target value")
+                writer.write(frame)
+                forecast_count += count
+                skipped_count += len(skipped)
+                advance(count + len(skipped))
         if not forecast_count:  # as a local read says it (the output is then not published)
             raise InputError(f"{source.label}: no series has an observed target value")
     skipped_note = f" ({skipped_count} skipped)" if skipped_count else ""

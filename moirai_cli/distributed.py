@@ -250,6 +250,7 @@ class SourcePlan:
     by_file: bool
     rows: int
     buckets: int
+    series: int | None = None  # distinct series ids, known when every file is grouped by id (for progress)
 
 
 def plan_source(source: DataSource, id_column: str, workers: int) -> SourcePlan:
@@ -257,9 +258,12 @@ def plan_source(source: DataSource, id_column: str, workers: int) -> SourcePlan:
     scans = sorted(_files_dataset(source).map(_scan_file(source, id_column)).take_all(), key=lambda r: r[FILE_COLUMN])
     from moirai_cli.data import SeriesIdScan
 
-    whole = files_hold_whole_series(SeriesIdScan(s["grouped"], s["rows"], np.asarray(s["hashes"], dtype=np.uint64)) for s in scans)
-    rows = sum(int(s["rows"]) for s in scans)
-    return SourcePlan(by_file=whole and len(source.files) >= workers, rows=rows, buckets=plan_buckets(rows, workers))
+    found = [SeriesIdScan(s["grouped"], s["rows"], np.asarray(s["hashes"], dtype=np.uint64)) for s in scans]
+    whole = files_hold_whole_series(found)
+    rows = sum(scan.rows for scan in found)
+    grouped = all(scan.grouped for scan in found)  # then each scan's hashes are complete
+    series = len(np.unique(np.concatenate([scan.hashes for scan in found]))) if grouped and found else None
+    return SourcePlan(whole and len(source.files) >= workers, rows, plan_buckets(rows, workers), series)
 
 
 def require_long_layout(layout: Layout, label: str) -> None:

@@ -93,9 +93,13 @@ def test_ray_output_is_byte_identical_to_local(runner, cluster, tmp_path, layout
     assert "forecast 11 series (1 skipped)" in ray_err and "engine ray (2 workers, device cpu)" in ray_err
     # Our note, warning and summary lines only: none of Ray's log lines or progress bars.
     assert len(ray_err.splitlines()) == 3 and ray_err.splitlines()[0].startswith(f"{data}: long layout")
-    if layout == "series split across files":
-        plan = distributed.plan_source(resolve_source(data), "item_id", workers=2)
-        assert not plan.by_file and plan.rows == len(table)
+    plan = distributed.plan_source(resolve_source(data), "item_id", workers=2)
+    assert plan.rows == len(table) and plan.by_file == (layout == "files holding whole series")
+    assert plan.series == table["item_id"].nunique()  # the progress total: each file is grouped by id
+    if layout == "one file, shuffled by id":
+        unsorted = tmp_path / "unsorted.csv"
+        table.sample(frac=1, random_state=0).to_csv(unsorted, index=False)
+        assert distributed.plan_source(resolve_source(unsorted), "item_id", workers=2).series is None  # not counted
 
 
 def test_a_file_of_series_without_observed_values(runner, cluster, tmp_path):
