@@ -810,7 +810,7 @@ def _forecast_on_ray(
     distributed.require_long_layout(reading.layout, source.label)
     note(f"{source.label}: {reading.layout.describe()}; frequency {reading.freq}", quiet)
     started = time.perf_counter()
-    _resolve_model(model_options)  # a missing model fails here, once, not on every worker
+    model_options.resolve()  # a missing model fails here, once, not on every worker
     job = distributed.ForecastJob(
         horizon, reading, run_seed(seed), model_options.model, model_options.revision, model_options.cache_dir,
         model_options.device, model_options.dtype, tuple(levels), dict(settings), data_options.future,
@@ -839,19 +839,6 @@ def _forecast_on_ray(
         f"{time.perf_counter() - started:.1f}s" + ("" if output == STDIO else f" -> {output}"),
         quiet,
     )
-
-
-def _resolve_model(options: ModelOptions) -> Path:
-    """The checkpoint folder (downloaded if needed), or a one-line ModelError, without loading the weights."""
-    try:
-        with _one_line_warnings():
-            return _resolve_checkpoint(options.model, options.revision, options.cache_dir, quiet=options.quiet)
-    except HubError as exc:
-        raise ModelError(exc.message("or pass --model with a local checkpoint folder")) from exc
-    except MoiraiError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"cannot load model '{options.model}': {_one_line(exc)}") from exc
 
 
 def _resolve_checkpoint(
@@ -1057,31 +1044,24 @@ def evaluate(
             check_backtest_id_column(dataset.id_column, leaderboard=len(models) > 1)
         _warn_about(dataset)
         started = time.perf_counter()
+        backtest = dict(  # the same windows and scoring for one model or several
+            windows=windows,
+            stride=stride,
+            freq=dataset.freq,
+            season_length=season_length,
+            quantile_levels=levels,
+            seed=seed,
+            target_names=dataset.target_names,
+        )
         if len(models) > 1:
-            _evaluate_leaderboard(
-                models, model_options, predict_options, dataset, horizon, windows, stride, season_length, levels, seed,
-                output, forecasts_output,
-            )
+            _evaluate_leaderboard(models, model_options, predict_options, dataset, horizon, backtest, output, forecasts_output)
             return
         forecaster = model_options.load()
         predict_options.check_model(forecaster, quiet=quiet)
         check_context_length(forecaster, dataset, settings, horizon, context_length)
         bar, advance = _progress(quiet, len(dataset.series) * windows, "evaluating")
         with bar:
-            result = evaluate_backtest(
-                forecaster,
-                dataset.series,
-                horizon,
-                windows=windows,
-                stride=stride,
-                freq=dataset.freq,
-                season_length=season_length,
-                quantile_levels=levels,
-                seed=seed,
-                target_names=dataset.target_names,
-                progress=advance,
-                **settings,
-            )
+            result = evaluate_backtest(forecaster, dataset.series, horizon, progress=advance, **backtest, **settings)
         warn_too_short(result.skipped, windows, horizon, result.stride)
         write_backtest_tables(result.per_window, result.forecasts, dataset.id_column, output, forecasts_output)
         if plot:
@@ -1158,11 +1138,7 @@ def _evaluate_leaderboard(
     predict_options: PredictOptions,
     dataset: SeriesDataset,
     horizon: int,
-    windows: int,
-    stride: int | None,
-    season_length: int | None,
-    levels: list[float],
-    seed: int | None,
+    backtest: dict[str, object],  # evaluate's window and scoring options, as for one model
     output: str | None,
     forecasts_output: str | None,
 ) -> None:
@@ -1172,22 +1148,10 @@ def _evaluate_leaderboard(
     folders = {name: dataclasses.replace(model_options, model=name).resolve() for name in models}
     predict_options.check_models({name: CheckpointTraits.of_folder(folder) for name, folder in folders.items()}, quiet)
     loaders = {name: dataclasses.replace(model_options, model=str(folder), revision=None).load for name, folder in folders.items()}
+    windows = backtest["windows"]
     bar, advance = _progress(quiet, len(dataset.series) * windows * len(models), f"evaluating {len(models)} models")
     with bar:
-        board = compare_models(
-            loaders,
-            dataset.series,
-            horizon,
-            windows=windows,
-            stride=stride,
-            freq=dataset.freq,
-            season_length=season_length,
-            quantile_levels=levels,
-            seed=seed,
-            target_names=dataset.target_names,
-            progress=advance,
-            **predict_options.settings(),
-        )
+        board = compare_models(loaders, dataset.series, horizon, progress=advance, **backtest, **predict_options.settings())
     warn_too_short(board.skipped, windows, horizon, board.stride)
     write_backtest_tables(board.per_window, board.forecasts, dataset.id_column, output, forecasts_output)
     on_stdout = STDIO in (output, forecasts_output)

@@ -333,30 +333,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     folder = target.parent  # Path("x.csv").parent is Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
-    mode = new_file_mode(target)
-    # A stop signal between creating the file and entering the `try` below would leave it behind:
-    # the command line's handler holds it back until then (runtime.hold_stop_signals).
-    hold_stop_signals()
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        release_stop_signals()
-        raise InputError(f"{path}: cannot write here: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        try:
-            with contextlib.suppress(OSError):  # a file system without modes (e.g. FAT) keeps what it has
-                os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
-        finally:
-            try:
-                os.close(fd)
-            finally:
-                release_stop_signals()  # a signal that came meanwhile is raised here, and the file is removed
+    with _temporary_file(str(path), f".{target.name}.", folder, new_file_mode(target)) as tmp:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
@@ -365,23 +344,43 @@ def _uploaded(uri: str) -> Iterator[Path]:
     import pyarrow.fs as pafs
 
     fs, target = filesystem_for(uri)
-    hold_stop_signals()  # as in atomic_path: no stop between creating the file and arming its removal
+    with _temporary_file(f"{uri} (a local temporary file)", ".moirai-upload.") as tmp:
+        try:
+            yield tmp
+            with _write_errors(uri):
+                pafs.copy_files(str(tmp), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _temporary_file(label: str, prefix: str, folder: Path | None = None, mode: int | None = None) -> Iterator[Path]:
+    """A new temporary file (in `folder`, with `mode`), deleted when the block fails; `label` names it in errors.
+
+    A stop signal between creating the file and entering the `try` below would leave it behind: the
+    command line's handler holds it back until then (runtime.hold_stop_signals).
+    """
+    hold_stop_signals()
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=".moirai-upload.", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     except OSError as exc:
         release_stop_signals()
-        raise InputError(f"{uri}: cannot make a local temporary file: {exc.strerror or exc}") from exc
+        raise InputError(f"{label}: cannot write here: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
         try:
-            os.close(fd)
+            if mode is not None:
+                with contextlib.suppress(OSError):  # a file system without modes (e.g. FAT) keeps what it has
+                    os.fchmod(fd, mode)  # mkstemp creates 0600 files; the result should look like any other new file
         finally:
-            release_stop_signals()
+            try:
+                os.close(fd)
+            finally:
+                release_stop_signals()  # a signal that came meanwhile is raised here, and the file is removed
         yield tmp
-        with _write_errors(uri):
-            pafs.copy_files(str(tmp), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
