@@ -13,14 +13,12 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Iterator, Optional, Sequence
 
 # Arrow's own allocator (mimalloc) held 25-40 MB more than the C library's in streamed runs of many
 # series (benchmarks/README.md). Arrow reads this once, when pyarrow is first imported (with pandas, below).
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
-import numpy as np
-import torch
 import typer
 from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
@@ -51,6 +49,7 @@ from moirai_cli.data import (
 from moirai_cli.errors import InputError, ModelError, MoiraiError
 from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import compare as compare_models
+from moirai_cli.evaluation.backtest import check_output_id_column, with_input_id_column
 from moirai_cli.evaluation import evaluate as evaluate_backtest
 from moirai_cli.evaluation import plot_best_worst, render_leaderboard, render_summary
 from moirai_cli.runtime import (
@@ -64,6 +63,7 @@ from moirai_cli.runtime import (
 from moirai_cli.forecasting.pipeline import (
     DEFAULT_CONTEXT_LENGTH,
     DEFAULT_MODEL,
+    DTYPES,
     CheckpointTraits,
     DirectQuantileForecast,
     Forecast,
@@ -166,7 +166,6 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps
 DtypeOpt = Annotated[
     str, typer.Option("--dtype", help="Weights and activations: float32 (default, matches the reference) or bfloat16.")
 ]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 HorizonOpt = Annotated[int, typer.Option("--horizon", "-H", help="Number of future steps to forecast.")]
 ContextLengthOpt = Annotated[
     Optional[int], typer.Option("--context-length", help="Most recent steps the model sees (default 1024).")
@@ -297,13 +296,17 @@ class DataOptions:
             **self.values(),
         )
 
+    def check_covariates(self, horizon: int) -> None:
+        """Known covariates and --future go together when forecasting; checked before anything is read."""
+        known = split_columns(self.known_covariates)
+        check_covariate_options(known, self.future, horizon if known else None)
+
     def batches(self, horizon: int, size: int, quiet: bool = False) -> tuple[Iterator[SeriesDataset], int | None]:
         """Batches of `size` series in file order, and their number of series (None when not known up front).
 
         A long file grouped by id is streamed, so memory stays flat (and the count is not known).
         """
-        known = split_columns(self.known_covariates)
-        check_covariate_options(known, self.future, horizon if known else None)
+        self.check_covariates(horizon)
         layout = self._streamable_layout(quiet)
         if layout is None:
             dataset = self.load(horizon)
@@ -357,7 +360,7 @@ class ModelOptions:
 
     def load(self) -> MoiraiForecaster:
         """Load the forecaster; any failure becomes a one-line ModelError."""
-        with self._one_line_errors("load"):
+        with _model_errors(f"cannot load model '{self.model}'"):
             forecaster = MoiraiForecaster.from_pretrained(
                 self.model,
                 revision=self.revision,
@@ -372,22 +375,24 @@ class ModelOptions:
         """The checkpoint's local folder, downloading it first if needed; any failure becomes a one-line ModelError."""
         from moirai_cli.model.checkpoint import resolve_checkpoint
 
-        with self._one_line_errors("fetch"):
+        with _model_errors(f"cannot fetch model '{self.model}'"):
             folder = resolve_checkpoint(self.model, self.revision, self.cache_dir, progress=not self.quiet)
         return folder
 
-    @contextlib.contextmanager
-    def _one_line_errors(self, action: str) -> Iterator[None]:
-        """Hub failures, and anything unexpected, as one-line ModelErrors naming the model; warnings as lines."""
-        try:
-            with _one_line_warnings():
-                yield
-        except HubError as exc:
-            raise ModelError(exc.message("or pass --model with a local checkpoint folder")) from exc
-        except MoiraiError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"cannot {action} model '{self.model}': {_one_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _model_errors(failure: str, hub_hint: str | None = "or pass --model with a local checkpoint folder") -> Iterator[None]:
+    """Hub failures (with `hub_hint`), and anything unexpected (after `failure`), as one-line ModelErrors; warnings as lines."""
+    try:
+        with _one_line_warnings():
+            yield
+    except HubError as exc:
+        raise ModelError(exc.message(hub_hint)) from exc
+    except MoiraiError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{failure}: {_one_line(exc)}") from exc
 
 
 @dataclass
@@ -413,14 +418,14 @@ class PredictOptions:
                 raise InputError(f"{option} must be at least 1, got {value}")
         if self.decoding not in DECODINGS:
             raise InputError(f"--decoding: '{self.decoding}' is not one of {', '.join(DECODINGS)}")
-        return {
-            "decoding": self.decoding,
-            **({"num_samples": self.num_samples} if self.num_samples is not None else {}),
-            **({"patch_size": _parse_patch_size(self.patch_size)} if self.patch_size is not None else {}),
-            **({"context_length": self.context_length} if self.context_length is not None else {}),
-            **({"batch_size": self.batch_size} if self.batch_size is not None else {}),
-            **({"token_budget": self.tokens_per_pass} if self.tokens_per_pass is not None else {}),
+        given = {
+            "num_samples": self.num_samples,
+            "patch_size": None if self.patch_size is None else _parse_patch_size(self.patch_size),
+            "context_length": self.context_length,
+            "batch_size": self.batch_size,
+            "token_budget": self.tokens_per_pass,
         }
+        return {"decoding": self.decoding, **{name: value for name, value in given.items() if value is not None}}
 
     def check_model(
         self,
@@ -448,9 +453,9 @@ class PredictOptions:
 
     def check_models(self, checkpoints: dict[str, CheckpointTraits], quiet: bool = False) -> None:
         """check_model for each of several checkpoints, and that each has the --patch-size asked for, before any runs."""
+        size = None if self.patch_size is None else _parse_patch_size(self.patch_size)
         for label, traits in checkpoints.items():
             self.check_model(traits, quiet=quiet, label=label)
-            size = None if self.patch_size is None else _parse_patch_size(self.patch_size)
             if size not in (None, "auto") and size not in traits.patch_sizes:
                 raise InputError(
                     f"--patch-size {size} is not one of the sizes of '{label}' ({traits.family_title}): "
@@ -570,17 +575,14 @@ def _root(
     """Zero-shot probabilistic forecasts from CSV and Parquet files with Salesforce's Moirai models (1.x, MoE, 2.0)."""
 
 
-def check_context_length(
-    forecaster: MoiraiForecaster, dataset: SeriesDataset, settings: dict[str, object], horizon: int, requested: int | None
-) -> None:
+def check_context_length(forecaster: MoiraiForecaster, dataset: SeriesDataset, settings: dict[str, object], horizon: int) -> None:
     """Warn when the context (as long as the data allows) exceeds what the checkpoint saw in training."""
     config = getattr(getattr(forecaster, "model", None), "config", None)
     if config is None or not dataset.series:
         return
     record = dataset.series[0]
     tokens_per_step = sum(
-        0 if values is None else np.asarray(values).reshape(len(values), -1).shape[1]
-        for values in (record.target, record.past_covariates, record.known_covariates)
+        0 if values is None else values.shape[1] for values in (record.target, record.past_covariates, record.known_covariates)
     )
     patch_size = settings.get("patch_size", forecaster.default_patch_size)
     smallest = min(config.patch_sizes) if patch_size == "auto" else int(patch_size)
@@ -588,7 +590,7 @@ def check_context_length(
     used = min(context, max(len(r.target) for r in dataset.series))
     longest = config.longest_context(horizon, smallest, tokens_per_step)
     if used > longest:
-        option = f"--context-length {context}" if requested is not None else f"the default context of {context} steps"
+        option = f"--context-length {context}" if "context_length" in settings else f"the default context of {context} steps"
         warn(
             f"{option} gives sequences longer than this checkpoint's {config.max_seq_len} tokens "
             f"(at most {longest} steps of context with horizon {horizon}, patch size {smallest} and "
@@ -596,19 +598,20 @@ def check_context_length(
         )
 
 
-def _input_note(dataset: SeriesDataset, data: str | None = None) -> str:
-    """One line saying how the input was read (layout, columns, frequency, what reading it noted), for the user to check.
+def _input_note(source: str, layout: Layout, freq: str, notes: Sequence[str] = ()) -> str:
+    """One line saying how the input was read (layout, columns, frequency, what reading it noted), for the user to check."""
+    return "; ".join([f"{source}: {layout.describe()}; frequency {freq}", *notes])
 
-    `data` names the whole input (a folder or glob streamed file by file: not just the first batch's file).
-    """
-    source = dataset.source if data is None or data == STDIO else data
-    return "; ".join([f"{source}: {dataset.layout.describe()}; frequency {dataset.freq}", *dataset.notes])
+
+def warn_no_observed(skipped: list) -> None:
+    """One warning per series left out because it has no observed target value."""
+    for item_id in skipped:
+        warn(f"skipped series '{item_id}': no observed target value")
 
 
 def _warn_about(dataset: SeriesDataset) -> None:
     """The warnings of a loaded dataset or batch: skipped series, then what reading it found."""
-    for item_id in dataset.skipped:
-        warn(f"skipped series '{item_id}': no observed target value")
+    warn_no_observed(dataset.skipped)
     for message in dataset.warnings:
         warn(message)
 
@@ -698,9 +701,11 @@ def forecast(
             {"--output": output, "--samples-output": samples_output, "--plot": plot},
         )
         if engine == "ray":
+            for option, value in (("--samples-output", samples_output), ("--plot", plot)):
+                if value:
+                    raise InputError(f"{option} is not available with --engine ray; use --engine local")
             _forecast_on_ray(
-                data_options, model_options, horizon, levels, seed, settings, output, quiet,
-                address=ray_address, workers=workers, unsupported={"--samples-output": samples_output, "--plot": plot},
+                data_options, model_options, horizon, levels, seed, settings, output, quiet, address=ray_address, workers=workers
             )
             return
 
@@ -708,11 +713,12 @@ def forecast(
         batches, total = data_options.batches(horizon, SERIES_PER_CHUNK, quiet)
         first = next(batches)  # bad data fails here, before the (slow) model load
         check_output_columns(first, levels, samples=bool(samples_output))
-        note(_input_note(first, data), quiet)
+        whole = first.source if data == STDIO else data  # a folder or glob, not just the first batch's file
+        note(_input_note(whole, first.layout, first.freq, first.notes), quiet)
         started = time.perf_counter()
         forecaster = model_options.load()
         predict_options.check_model(forecaster, samples_output, quiet)
-        check_context_length(forecaster, first, settings, horizon, context_length)
+        check_context_length(forecaster, first, settings, horizon)
         counts = _run_forecast(
             itertools.chain([first], batches),
             forecaster,
@@ -726,13 +732,8 @@ def forecast(
             quiet,
             total,
         )
-        used = getattr(forecaster, "device", device)
-        skipped = f" ({counts[1]} skipped)" if counts[1] else ""
-        note(
-            f"forecast {counts[0]} series{skipped}, horizon {horizon}, model {model}, device {used}, "
-            f"{time.perf_counter() - started:.1f}s" + ("" if output == STDIO else f" -> {output}"),
-            quiet,
-        )
+        where = f"device {getattr(forecaster, 'device', device)}"
+        note(_forecast_note(*counts, horizon, model, where, started, output), quiet)
 
 
 def _run_forecast(
@@ -790,16 +791,11 @@ def _forecast_on_ray(
     *,
     address: str | None,
     workers: int,
-    unsupported: dict[str, str | None],
 ) -> None:
     """`forecast --engine ray`: settle columns, frequency and seed here, forecast on the cluster, write here."""
     from moirai_cli import distributed
 
-    for option, value in unsupported.items():
-        if value:
-            raise InputError(f"{option} is not available with --engine ray; use --engine local")
-    known = split_columns(data_options.known_covariates)
-    check_covariate_options(known, data_options.future, horizon if known else None)
+    data_options.check_covariates(horizon)
     distributed.import_ray()
     source = resolve_source(data_options.path)
     if source.is_stdin:
@@ -808,7 +804,7 @@ def _forecast_on_ray(
         source, layout=data_options.layout, freq=data_options.freq, **data_options.columns(), **data_options.values()
     )
     distributed.require_long_layout(reading.layout, source.label)
-    note(f"{source.label}: {reading.layout.describe()}; frequency {reading.freq}", quiet)
+    note(_input_note(source.label, reading.layout, reading.freq), quiet)
     started = time.perf_counter()
     model_options.resolve()  # a missing model fails here, once, not on every worker
     job = distributed.ForecastJob(
@@ -824,20 +820,23 @@ def _forecast_on_ray(
                 source, job, workers=workers, cpus_per_worker=cluster.cpus_per_worker, plan=plan
             )
             for frame, skipped, count in distributed.forecast_rows(distributed.collect(dataset), reading.layout.id_column):
-                for item_id in skipped:
-                    warn(f"skipped series '{item_id}': no observed target value")
+                warn_no_observed(skipped)
                 writer.write(frame)
                 forecast_count += count
                 skipped_count += len(skipped)
                 advance(count + len(skipped))
         if not forecast_count:  # as a local read says it (the output is then not published)
             raise InputError(f"{source.label}: no series has an observed target value")
-    skipped_note = f" ({skipped_count} skipped)" if skipped_count else ""
-    note(
-        f"forecast {forecast_count} series{skipped_note}, horizon {horizon}, model {model_options.model}, "
-        f"engine ray ({workers} worker{'s' if workers > 1 else ''}, device {model_options.device}), "
-        f"{time.perf_counter() - started:.1f}s" + ("" if output == STDIO else f" -> {output}"),
-        quiet,
+    where = f"engine ray ({workers} worker{'s' if workers > 1 else ''}, device {model_options.device})"
+    note(_forecast_note(forecast_count, skipped_count, horizon, model_options.model, where, started, output), quiet)
+
+
+def _forecast_note(count: int, skipped: int, horizon: int, model: str, where: str, started: float, output: str) -> str:
+    """The closing line of `forecast`: what was forecast, with which model, where, how long, to which file."""
+    skipped_text = f" ({skipped} skipped)" if skipped else ""
+    return (
+        f"forecast {count} series{skipped_text}, horizon {horizon}, model {model}, {where}, "
+        f"{time.perf_counter() - started:.1f}s" + ("" if output == STDIO else f" -> {output}")
     )
 
 
@@ -865,15 +864,8 @@ def download(
 ) -> None:
     """Fetch a checkpoint into the Hugging Face cache, check it against the Hub and that it loads, and print its folder."""
     with reported_errors(debug):
-        try:
-            with _one_line_warnings():
-                path = _resolve_checkpoint(model, revision, cache_dir, force=force, quiet=quiet)
-        except HubError as exc:
-            raise ModelError(exc.message(None)) from exc
-        except MoiraiError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"cannot download '{model}': {_one_line(exc)}") from exc
+        with _model_errors(f"cannot download '{model}'", hub_hint=None):
+            path = _resolve_checkpoint(model, revision, cache_dir, force=force, quiet=quiet)
         ModelOptions(str(path), None, cache_dir, "cpu").load()
         typer.echo(str(path))
 
@@ -1039,12 +1031,12 @@ def evaluate(
 
         use_threads(threads)
         dataset = data_options.load()
-        note(_input_note(dataset), quiet)
+        note(_input_note(dataset.source, dataset.layout, dataset.freq, dataset.notes), quiet)
         if output or forecasts_output:
-            check_backtest_id_column(dataset.id_column, leaderboard=len(models) > 1)
+            check_output_id_column(dataset.id_column, leaderboard=len(models) > 1)
         _warn_about(dataset)
         started = time.perf_counter()
-        backtest = dict(  # the same windows and scoring for one model or several
+        backtest = dict(  # the same windows, scoring and predict options for one model or several
             windows=windows,
             stride=stride,
             freq=dataset.freq,
@@ -1052,16 +1044,17 @@ def evaluate(
             quantile_levels=levels,
             seed=seed,
             target_names=dataset.target_names,
+            **settings,
         )
         if len(models) > 1:
             _evaluate_leaderboard(models, model_options, predict_options, dataset, horizon, backtest, output, forecasts_output)
             return
         forecaster = model_options.load()
         predict_options.check_model(forecaster, quiet=quiet)
-        check_context_length(forecaster, dataset, settings, horizon, context_length)
+        check_context_length(forecaster, dataset, settings, horizon)
         bar, advance = _progress(quiet, len(dataset.series) * windows, "evaluating")
         with bar:
-            result = evaluate_backtest(forecaster, dataset.series, horizon, progress=advance, **backtest, **settings)
+            result = evaluate_backtest(forecaster, dataset.series, horizon, progress=advance, **backtest)
         warn_too_short(result.skipped, windows, horizon, result.stride)
         write_backtest_tables(result.per_window, result.forecasts, dataset.id_column, output, forecasts_output)
         if plot:
@@ -1075,19 +1068,6 @@ def evaluate(
             f"{time.perf_counter() - started:.1f}s"
             + "".join(f" -> {path}" for path in (output, forecasts_output) if path and path != STDIO),
             quiet,
-        )
-
-
-BACKTEST_COLUMNS = ("window", "cutoff", "window_start_row", "forecast_start", "target", "step", "timestamp", "actual")
-
-
-def check_backtest_id_column(id_column: str, leaderboard: bool = False) -> None:
-    """InputError when the input's id column would clash with a column of the backtest's output tables
-    (a leaderboard's also have a `model` column)."""
-    clashes = id_column in BACKTEST_COLUMNS or (leaderboard and id_column == "model")
-    if clashes or id_column.startswith(("model_", "baseline_", "n_", "seasonal_", "sum_")):
-        raise InputError(
-            f"id column '{id_column}': the backtest's output has a column of that name; rename it in the input"
         )
 
 
@@ -1106,14 +1086,13 @@ def write_backtest_tables(
 ) -> None:
     """Write a backtest's per-window scores and forecasts where asked, with the input's id column name."""
     if output:
-        write_table(with_id_column(per_window, id_column), output)
+        write_table(with_input_id_column(per_window, id_column), output)
     if forecasts_output:
-        write_table(with_id_column(forecasts, id_column), forecasts_output)
+        write_table(with_input_id_column(forecasts, id_column), forecasts_output)
 
 
-def with_id_column(frame, id_column: str):
-    """A backtest table with its `item_id` column named like the input's id column, as `forecast` writes it."""
-    return frame if id_column == "item_id" else frame.rename(columns={"item_id": id_column})
+
+
 def _print_table(table: Table, stderr: bool = False) -> None:
     """Print a rich table; off a terminal, as wide as it needs (a file or pipe gets whole lines, not folded cells)."""
     console = Console(stderr=stderr)
@@ -1138,7 +1117,7 @@ def _evaluate_leaderboard(
     predict_options: PredictOptions,
     dataset: SeriesDataset,
     horizon: int,
-    backtest: dict[str, object],  # evaluate's window and scoring options, as for one model
+    backtest: dict[str, object],  # evaluate's window, scoring and predict options, as for one model
     output: str | None,
     forecasts_output: str | None,
 ) -> None:
@@ -1151,7 +1130,7 @@ def _evaluate_leaderboard(
     windows = backtest["windows"]
     bar, advance = _progress(quiet, len(dataset.series) * windows * len(models), f"evaluating {len(models)} models")
     with bar:
-        board = compare_models(loaders, dataset.series, horizon, progress=advance, **backtest, **predict_options.settings())
+        board = compare_models(loaders, dataset.series, horizon, progress=advance, **backtest)
     warn_too_short(board.skipped, windows, horizon, board.stride)
     write_backtest_tables(board.per_window, board.forecasts, dataset.id_column, output, forecasts_output)
     on_stdout = STDIO in (output, forecasts_output)

@@ -23,6 +23,7 @@ process dies (actors restart, their tasks are rerun), so no series is lost or wr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -39,7 +40,6 @@ from moirai_cli.data import (
     Layout,
     check_rows,
     SeriesDataset,
-    files_hold_whole_series,
     forecast_frame,
     iter_series_chunks,
     load_dataset,
@@ -48,7 +48,7 @@ from moirai_cli.data import (
     scan_series_ids,
 )
 from moirai_cli.errors import InputError, MoiraiError, first_line
-from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, load_forecaster_once
+from moirai_cli.forecasting.pipeline import DEFAULT_MODEL, DTYPES, load_forecaster_once
 from moirai_cli.forecasting.seeding import run_seed
 
 if TYPE_CHECKING:
@@ -99,10 +99,8 @@ class _Forecasting:
     """The model of one worker process, loaded once, and the step shared by both ways of splitting the work."""
 
     def __init__(self, job: ForecastJob) -> None:
-        import torch
-
         self.job = job
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job.dtype]
+        dtype = DTYPES[job.dtype]
         self.forecaster = load_forecaster_once(job.model, revision=job.revision, cache_dir=job.cache_dir, device=job.device, dtype=dtype)
 
     def forecast(self, dataset: SeriesDataset) -> pd.DataFrame:
@@ -131,7 +129,7 @@ class FileForecaster(_Forecasting):
         for index in batch[FILE_COLUMN].tolist():
             file = self.source.files[int(index)]
             chunks = iter_series_chunks(
-                DataSource(self.source.location, [file], self.source.filesystem, True),
+                dataclasses.replace(self.source, files=[file]),
                 chunk_size=SERIES_PER_CHUNK,
                 layout=reading.layout,
                 freq=reading.freq,
@@ -255,14 +253,13 @@ class SourcePlan:
 
 def plan_source(source: DataSource, id_column: str, workers: int) -> SourcePlan:
     """Scan the id column of every file (in parallel, on the cluster) and choose how to split the source."""
-    scans = sorted(_files_dataset(source).map(_scan_file(source, id_column)).take_all(), key=lambda r: r[FILE_COLUMN])
-    from moirai_cli.data import SeriesIdScan
-
-    found = [SeriesIdScan(s["grouped"], s["rows"], np.asarray(s["hashes"], dtype=np.uint64)) for s in scans]
-    whole = files_hold_whole_series(found)
-    rows = sum(scan.rows for scan in found)
-    grouped = all(scan.grouped for scan in found)  # then each scan's hashes are complete
-    series = len(np.unique(np.concatenate([scan.hashes for scan in found]))) if grouped and found else None
+    scans = _files_dataset(source).map(_scan_file(source, id_column)).take_all()
+    rows = sum(int(scan["rows"]) for scan in scans)
+    series = None
+    if all(scan["grouped"] for scan in scans):  # then each file's hashes are complete, and distinct within it
+        hashes = [np.asarray(scan["hashes"], dtype=np.uint64) for scan in scans]
+        series = len(np.unique(np.concatenate(hashes)))
+    whole = series is not None and series == sum(len(h) for h in hashes)  # no id in two files
     return SourcePlan(whole and len(source.files) >= workers, rows, plan_buckets(rows, workers), series)
 
 

@@ -41,12 +41,13 @@ def plot_forecasts(
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    series, horizon, variates = forecast.mean.shape
+    bands = forecast.quantiles([0.1, 0.5, 0.9])  # (N, 3, H, V)
+    series, _, horizon, variates = bands.shape
     n = min(max_series, series)
     history = history or 4 * horizon
     names = dataset.target_names
     panels = [(i, v) for i in range(n) for v in range(variates)]
-    low, median, high = forecast.quantiles([0.1, 0.5, 0.9]).transpose(1, 0, 2, 3)  # each (N, H, V)
+    low, median, high = bands.transpose(1, 0, 2, 3)  # each (N, H, V)
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False)
     try:
         for ax, (i, v) in zip(axes[:, 0], panels, strict=True):

@@ -41,7 +41,7 @@ from moirai_cli.data import (
     plan_reading,
     quantile_column,
 )
-from moirai_cli.data.frames import parse_timestamps
+from moirai_cli.data.frames import FREQUENCY_SAMPLE_SERIES, parse_timestamps
 from moirai_cli.data.layout import find_column
 from moirai_cli.errors import InputError, ModelError, MoiraiError, first_line
 from moirai_cli.evaluation.backtest import evaluate as evaluate_records
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 SOURCE = "Spark DataFrame"  # how messages name the input
 FUTURE_SOURCE = "future DataFrame"
 SAMPLE_ROWS = 10_000  # first rows read on the driver to detect the columns' roles
-FREQUENCY_SAMPLE_SERIES = 200  # series whose timestamps give the frequency (load_dataset reads as many)
 SERIES_PER_CALL = 1024  # series a worker reads and forecasts at a time (as the command line does)
 NOTE_KIND = "_moirai_note_kind"  # extra output columns, set only on a worker's note rows
 NOTE_TEXT = "_moirai_note"
@@ -110,12 +109,12 @@ def forecast(
     """
     levels = _check_levels(quantile_levels)
     _check_at_least_one(horizon=horizon, num_samples=1 if num_samples is None else num_samples, series_per_call=series_per_call)
-    plan = _plan(df, id_column, timestamp_column, target, freq, past_covariates, known_covariates)
-    lay = plan.layout
     if known_covariates and future_df is None:
         raise InputError("known covariates need future values: pass future_df")
     if future_df is not None and not known_covariates:
         raise InputError("future_df is only used with known_covariates")
+    plan, _ = _plan(df, id_column, timestamp_column, target, freq, past_covariates, known_covariates)
+    lay = plan.layout
     job = _Job(
         task="forecast",
         plan=plan,
@@ -183,7 +182,7 @@ def evaluate(
     _check_at_least_one(horizon=horizon, windows=windows, stride=stride, num_samples=1 if num_samples is None else num_samples, series_per_call=series_per_call)
     if season_length is not None:
         _check_at_least_one(season_length=season_length)
-    plan = _plan(df, id_column, timestamp_column, target, freq, past_covariates, known_covariates)
+    plan, sample = _plan(df, id_column, timestamp_column, target, freq, past_covariates, known_covariates)
     job = _Job(
         task="evaluate",
         plan=plan,
@@ -201,7 +200,7 @@ def evaluate(
         season_length=season_length,
     )
     data_types = _data_types(df)
-    sample_id = _first_id(df, plan)
+    sample_id = _first_id(sample, plan)
     per_window = _backtest_rows(job, _schema_records(plan, job, sample_id), _ShapeOnlyForecaster())
     timestamp_type = _timestamp_type(data_types[plan.layout.timestamp_column])
     schema = _schema([(name, _spark_type(per_window[name], timestamp_type)) for name in per_window.columns])
@@ -249,8 +248,10 @@ def _plan(
     freq: str | None,
     past_covariates: Sequence[str],
     known_covariates: Sequence[str],
-) -> ReadPlan:
-    """Column roles from the first rows and the frequency from the first series' rows, settled once on the driver."""
+) -> tuple[ReadPlan, pd.DataFrame]:
+    """Column roles from the first rows and the frequency from the first series' rows, settled once on the driver.
+
+    Returns the plan and those first rows (collected once)."""
     sample = df.limit(SAMPLE_ROWS).toPandas()
 
     def series_rows(layout) -> pd.DataFrame:
@@ -262,12 +263,12 @@ def _plan(
         rows = df.where(_col(layout.id_column).isin(ids)).select(_col(layout.id_column), _col(ts))
         rows = rows.orderBy(_col(layout.id_column), _col(ts)).toPandas()
         try:
-            parse_timestamps(rows[ts], SOURCE, ts)
+            rows[ts] = parse_timestamps(rows[ts], SOURCE, ts)  # parsed once: the frequency is read from these
         except InputError as exc:
             raise _name_failing_series(rows, layout.id_column, lambda part, src: parse_timestamps(part[ts], src, ts), exc)
         return rows
 
-    return plan_reading(
+    plan = plan_reading(
         sample,
         series_rows=series_rows,
         source=SOURCE,
@@ -278,6 +279,7 @@ def _plan(
         past_covariates=past_covariates,
         known_covariates=known_covariates,
     )
+    return plan, sample
 
 
 def _partitioned(df: "DataFrame", plan: ReadPlan, future_df: Any, partitions: int | None) -> "DataFrame":
@@ -372,12 +374,12 @@ def _merge_skipped(notes: list[str], shown: int = 10) -> tuple[int, list[str]]:
     return sum(p["count"] for p in parsed), ids
 
 
-def _first_id(df: "DataFrame", plan: ReadPlan) -> Hashable:
+def _first_id(sample: pd.DataFrame, plan: ReadPlan) -> Hashable:
     """A series id as the workers will see it (for the output schema); a wide or single table's is a column name."""
     lay = plan.layout
     if lay.id_column is None:
         return lay.targets[0]
-    return df.select(_col(lay.id_column)).where(_col(lay.id_column).isNotNull()).limit(1).toPandas().iloc[0, 0]
+    return sample[lay.id_column].dropna().iloc[0]
 
 
 def _schema_records(plan: ReadPlan, job: "_Job", item_id: Hashable) -> list[SeriesRecord]:

@@ -105,23 +105,20 @@ class TimestampParser:
             raise InputError(f"{source}: column '{column}', row {row_number(values, missing)}: missing timestamp")
         if pd.api.types.is_datetime64_any_dtype(values):
             return _in_range(values, source, column)
-        text = values.astype(str).str.strip()
+        shown = values.astype(str).str.strip()
         if self.date_format is not None:
-            parsed = _to_datetime(text, source, column, self.date_format)
+            parsed = _to_datetime(shown, source, column, self.date_format)
             problem = "'{}' does not match --date-format '" + self.date_format + "'"
-            return self._checked(parsed, text, source, column, problem)
-        if self.dayfirst is None:  # settled by this column, and kept for the next pieces and the future file
-            evidence = DateConvention()
-            evidence.add(text)
-            self.dayfirst = evidence.decide(source, column)
-        reading = "cannot parse timestamp '{}'"
+            return self._checked(parsed, shown, source, column, problem)
+        self.settle([shown], source, column)  # when unsettled: by this column, kept for later pieces and the future file
+        text, reading = shown, "cannot parse timestamp '{}'"
         if self.dayfirst is not None:
-            text = _numeric_dates_as_iso(text, self.dayfirst)
+            text = _numeric_dates_as_iso(shown, self.dayfirst)
             reading += f" (dates in this column are {'day' if self.dayfirst else 'month'}-first)"
         parsed = _to_datetime(text, source, column, None)
         if parsed.isna().any():
             parsed = _to_datetime(text, source, column, "mixed")
-        return self._checked(parsed, values.astype(str).str.strip(), source, column, reading)
+        return self._checked(parsed, shown, source, column, reading)
 
     def _checked(
         self, parsed: pd.Series, shown: pd.Series, source: str, column: str, problem: str

@@ -23,7 +23,7 @@ from moirai_cli.errors import InputError
 DEFAULT_ID_COLUMN = "item_id"
 MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
 SPARSE_GRID = 0.5  # a series with more than this share of its grid missing gets a warning
-_FREQ_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
+FREQUENCY_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
 _SAME_FREQUENCY = 1.5  # two frequencies whose steps differ by this factor or more are different frequencies
 _FREQUENCY_CHECKS = 100  # series per table whose own frequency is inferred (when their rows are never adjacent)
 
@@ -130,21 +130,22 @@ def load_dataset(
     check_covariate_options(known_covariates, future, horizon)  # before reading anything
     reading = _Reading(TimestampParser(dayfirst, date_format), inf_as_missing)
     frame, source = _as_frame(data, source)
-    if frame.shape[1] == 0 or len(frame) == 0:
-        raise InputError(f"{source}: no data rows")
     lay = detect_layout(
         frame,
         source=source,
         layout=layout,
         id_column=id_column,
         timestamp_column=timestamp_column,
-        target=(target,) if isinstance(target, str) else tuple(target),
+        target=target,
         past_covariates=past_covariates,
         known_covariates=known_covariates,
     )
-    _check_each_file(frame, lay, reading)
     freq_given = bool(freq) and not freq_inferred
-    dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon, reading, freq_given)
+    try:
+        dataset = _build(frame, lay, source, parse_freq(freq) if freq else None, horizon, reading, freq_given)
+    except InputError:
+        _check_each_file(frame, lay, reading)  # a bad value of a stacked table: name its file and row instead
+        raise
     if not dataset.series and require_series:
         raise InputError(f"{source}: no series has an observed target value")
     if future is not None:
@@ -227,7 +228,7 @@ def iter_series_chunks(
                     layout="long",
                     id_column=id_column,
                     timestamp_column=timestamp_column,
-                    target=(target,) if isinstance(target, str) else tuple(target),
+                    target=target,
                     past_covariates=past_covariates,
                     known_covariates=known_covariates,
                 )
@@ -259,8 +260,9 @@ def iter_series_chunks(
 
 
 def _check_each_file(frame: pd.DataFrame, lay: Layout, reading: _Reading) -> None:
-    """For a table stacked from several files (read_table of a folder or glob): check each file's rows under its
-    own name and row numbers, so that a bad value is reported naming its file, as when the files are streamed."""
+    """For a table stacked from several files (read_table of a folder or glob) that failed to read: check each
+    file's rows under its own name and row numbers, so that a bad value is reported naming its file, as when
+    the files are streamed."""
     start = 0
     for label, rows in frame.attrs.get(FILE_ROWS, []):
         part = frame.iloc[start : start + rows]
@@ -332,7 +334,7 @@ def peek_layout(
     """The layout detected on a file's first `rows` rows, to choose between streaming and a whole read."""
     source = str(path)
     head = next(read_pieces(path, rows), None)
-    if head is None or head.shape[1] == 0 or len(head) == 0:
+    if head is None:
         raise InputError(f"{source}: no data rows")
     return detect_layout(
         head,
@@ -340,7 +342,7 @@ def peek_layout(
         layout=layout,
         id_column=id_column,
         timestamp_column=timestamp_column,
-        target=(target,) if isinstance(target, str) else tuple(target),
+        target=target,
         past_covariates=past_covariates,
         known_covariates=known_covariates,
     )
@@ -689,7 +691,7 @@ def _canonical_frequency(canon: pd.DataFrame, source: str) -> str:
 
 def _first_groups(canon: pd.DataFrame) -> Iterable[tuple[Hashable, pd.DataFrame]]:
     """The first few series' rows (frequency inference needs only a sample)."""
-    ids = canon["_id"].drop_duplicates().head(_FREQ_SAMPLE_SERIES)
+    ids = canon["_id"].drop_duplicates().head(FREQUENCY_SAMPLE_SERIES)
     return canon[canon["_id"].isin(ids)].groupby("_id", sort=False)
 
 

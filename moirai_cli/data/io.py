@@ -251,9 +251,9 @@ def _csv_input(source: DataSource, file: DataFile) -> Iterator[tuple[object, str
             sep = csv_separator(_header_line(handle, compressed))
         yield file.path, sep
         return
-    with remote.open_input_stream(file.path, compression=None) as stream:
+    with remote.open_input_file(file.path) as stream:  # seekable: the header is read, then the file from its start
         sep = csv_separator(_header_line(stream, compressed))
-    with remote.open_input_stream(file.path, compression=None) as stream:
+        stream.seek(0)
         yield stream, sep
 
 

@@ -120,13 +120,16 @@ def detect_layout(
     layout: LayoutChoice = "auto",
     id_column: str | None = None,
     timestamp_column: str | None = None,
-    target: Sequence[str] = (),
+    target: Sequence[str] | str = (),
     past_covariates: Sequence[str] = (),
     known_covariates: Sequence[str] = (),
 ) -> Layout:
     """Decide the layout from column names and contents; every explicit argument overrides detection."""
     if layout not in ("auto", "long", "wide", "single"):
         raise InputError(f"unknown layout '{layout}' (use auto, long, wide or single)")
+    if frame.shape[1] == 0 or len(frame) == 0:
+        raise InputError(f"{source}: no data rows")
+    target = (target,) if isinstance(target, str) else tuple(target)
     columns = [str(c) for c in frame.columns]
     if any(not isinstance(c, str) for c in frame.columns):
         frame = frame.set_axis(columns, axis=1)  # a copy of the table: only when a name is not text

@@ -80,15 +80,13 @@ def plan_reading(
     An explicit `freq` is only validated. Numeric dates' day/month convention, when neither `dayfirst`
     nor `date_format` gives it, is settled on the sample (InputError when the sample cannot settle it).
     """
-    if sample.shape[1] == 0 or len(sample) == 0:
-        raise InputError(f"{source}: no data rows")
     lay = detect_layout(
         sample,
         source=source,
         layout=layout,
         id_column=id_column,
         timestamp_column=timestamp_column,
-        target=(target,) if isinstance(target, str) else tuple(target),
+        target=target,
         past_covariates=past_covariates,
         known_covariates=known_covariates,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,8 +46,6 @@ class DataSource:
     location: str  # as the user wrote it; used in messages about the whole source
     files: list[DataFile]
     filesystem: "pyarrow.fs.FileSystem | None" = None
-    is_dataset: bool = False  # a folder or glob (several files possible), not one named file
-    partition_columns: tuple[str, ...] = field(default=())
 
     @property
     def is_stdin(self) -> bool:
@@ -147,7 +145,6 @@ def resolve_source(location: str | Path) -> DataSource:
             base = path[:glob_at].rsplit("/", 1)[0]
             infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
             found = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path)]
-            is_dataset = True
         else:
             info = fs.get_file_info(path)
             if info.type == pafs.FileType.NotFound:
@@ -156,7 +153,7 @@ def resolve_source(location: str | Path) -> DataSource:
                 if info.size == 0:
                     raise InputError(f"{text}: file is empty")
                 return DataSource(text, [DataFile(path, text)], fs)
-            base, is_dataset = path, True
+            base = path
             infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
             found = [i.path for i in infos if i.type == pafs.FileType.File]
     except PermissionError:
@@ -171,4 +168,4 @@ def resolve_source(location: str | Path) -> DataSource:
     if len(keys) > 1:
         shown = " vs ".join("/".join(k) or "(none)" for k in sorted(keys)[:2])
         raise InputError(f"{text}: files sit under different partition folders ({shown}); point DATA at one dataset")
-    return DataSource(text, files, fs, is_dataset, next(iter(keys)))
+    return DataSource(text, files, fs)

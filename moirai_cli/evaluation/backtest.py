@@ -399,3 +399,23 @@ def evaluate(
         past_covariates=covariates("past_covariates"),
         known_covariates=covariates("known_covariates"),
     )
+
+
+OUTPUT_COLUMNS = ("window", "cutoff", "window_start_row", "forecast_start", "target", "step", "timestamp", "actual")
+"""Key columns of the per-window and forecast tables (besides the id and the model_/baseline_ scores)."""
+MODEL_COLUMN = "model"  # names the forecaster of each row of a leaderboard's tables
+
+
+def check_output_id_column(id_column: str, leaderboard: bool = False) -> None:
+    """InputError when the input's id column would clash with a column of the backtest's output tables
+    (a leaderboard's also have a `model` column)."""
+    clashes = id_column in OUTPUT_COLUMNS or (leaderboard and id_column == MODEL_COLUMN)
+    if clashes or id_column.startswith(("model_", "baseline_", "n_", "seasonal_", "sum_")):
+        raise InputError(
+            f"id column '{id_column}': the backtest's output has a column of that name; rename it in the input"
+        )
+
+
+def with_input_id_column(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    """A backtest table with its `item_id` column named like the input's id column, as `forecast` writes it."""
+    return frame if id_column == "item_id" else frame.rename(columns={"item_id": id_column})

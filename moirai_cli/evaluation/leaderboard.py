@@ -20,11 +20,10 @@ import pandas as pd
 import torch
 
 from moirai_cli.errors import InputError
-from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult, SeriesLike, evaluate
+from moirai_cli.evaluation.backtest import BASELINE, MODEL, MODEL_COLUMN, BacktestResult, SeriesLike, evaluate
 from moirai_cli.evaluation.metrics import DEFAULT_QUANTILE_LEVELS, INTERVAL_ALPHA, METRIC_INFO, METRIC_NAMES
 
 BASELINE_LABEL = "seasonal naive"
-MODEL_COLUMN = "model"
 RELATIVE_METRICS = ("mase", "wql")  # relative_<metric>: geometric mean over series of model / baseline
 RELATIVE_COLUMNS = tuple(f"relative_{name}" for name in RELATIVE_METRICS)
 SCORE_COLUMNS = (*METRIC_NAMES, *RELATIVE_COLUMNS)  # the columns a best value is marked in

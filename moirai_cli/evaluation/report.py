@@ -13,7 +13,7 @@ from rich.table import Table
 from moirai_cli.data.io import atomic_path
 from moirai_cli.errors import MoiraiError
 from moirai_cli.evaluation.backtest import BASELINE, MODEL, BacktestResult, quantile_columns
-from moirai_cli.evaluation.leaderboard import BASELINE_LABEL, NOMINAL_COVERAGE, RELATIVE_COLUMNS, Leaderboard
+from moirai_cli.evaluation.leaderboard import BASELINE_LABEL, NOMINAL_COVERAGE, SCORE_COLUMNS, Leaderboard
 from moirai_cli.evaluation.metrics import INTERVAL_LEVELS, MEDIAN_LEVEL, METRIC_INFO, METRIC_NAMES
 from moirai_cli.plotting import PLOT_INSTALL_HINT
 
@@ -65,21 +65,20 @@ def render_leaderboard(board: Leaderboard) -> Table:
             f"{len(board.skipped)} series skipped as too short; {board.n_zero_actuals} zero actuals left out of MAPE"
         ),
     )
-    scores = [*METRIC_NAMES, *RELATIVE_COLUMNS]
     table.add_column("Model")
     table.add_column("Family", style="dim")
-    for column in scores:
+    for column in SCORE_COLUMNS:
         label = METRIC_INFO[column].label if column in METRIC_INFO else f"Rel. {METRIC_INFO[column.removeprefix('relative_')].label}"
         table.add_column(label, justify="right")
     table.add_column("Time", justify="right", style="dim")
     best = board.best
     for label, row in board.table.iterrows():
         cells = []
-        for column in scores:
+        for column in SCORE_COLUMNS:
             text = _format(row[column])
             cells.append(f"[bold green]{text}*[/]" if label in best[column] else text)
         seconds = row["seconds"]
-        time_text = "-" if seconds is None or pd.isna(seconds) else f"{seconds:.1f}s"
+        time_text = "-" if pd.isna(seconds) else f"{seconds:.1f}s"
         style = "italic" if label == BASELINE_LABEL else None
         table.add_row(escape(str(label)), escape(str(row["family"] or "-")), *cells, time_text, style=style)
     return table

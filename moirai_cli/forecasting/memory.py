@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import torch
 from moirai_cli.errors import InputError
 from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET
 from moirai_cli.model.config import MOIRAI_1, MOIRAI_2, MOIRAI_MOE, NUM_EXPERTS, FamilyConfig
-from moirai_cli.model.layers import KEY_BLOCK
+from moirai_cli.model.layers import whole_key_blocks
 
 TOKEN_FIELD_BYTES = 8 * 3 + 8 + 1  # sample_id, time_id, variate_id (int64), patch_size (int64), prediction_mask
 VALUE_BYTES = 4 + 1  # target (float32) and observed (bool), per value of a token's patch
@@ -89,9 +90,9 @@ def estimate_bytes(config: FamilyConfig, request: Request) -> tuple[int, int]:
         layers = config.num_layers
         context = forward(batch, tokens, request.variates) + 2 * layers * batch * tokens * dim * 4
         slots = request.variates + request.known
-        capacity = _whole_blocks(max(future - 1, 0) * slots)  # the store is kept in whole key blocks
+        capacity = whole_key_blocks(max(future - 1, 0) * slots)  # the store is kept in whole key blocks
         store = 2 * layers * rows * capacity * dim * 4  # keys and values, every layer
-        step = rows * heads * slots * (_whole_blocks(tokens) + capacity) * 4 * (ATTENTION_COPIES + 1)
+        step = rows * heads * slots * (whole_key_blocks(tokens) + capacity) * 4 * (ATTENTION_COPIES + 1)
         step += rows * slots * (ACTIVATION_COPIES * dim + 4 * config.d_ff) * 4  # the new tokens through a layer
         paths = 3 * rows * future * request.variates * width * 4
         device = batch * tokens * per_token + context + store + step + paths
@@ -127,15 +128,17 @@ def check_fits(config: FamilyConfig, request: Request, device: torch.device) -> 
     on_device, on_host = available_bytes(device)
     shared = device.type == "cpu"
 
-    def fits(candidate: Request) -> bool:
-        device_bytes, host_bytes = estimate_bytes(config, candidate)
+    def within(device_bytes: int, host_bytes: int) -> bool:
         if shared:
             return on_host is None or device_bytes + host_bytes <= on_host
         return (on_device is None or device_bytes <= on_device) and (on_host is None or host_bytes <= on_host)
 
-    if fits(request):
-        return
+    def fits(candidate: Request) -> bool:
+        return within(*estimate_bytes(config, candidate))
+
     device_bytes, host_bytes = estimate_bytes(config, request)
+    if within(device_bytes, host_bytes):
+        return
     need = device_bytes + host_bytes if shared else device_bytes
     have = on_host if shared else on_device
     if not shared and on_device is not None and device_bytes <= on_device:
@@ -143,16 +146,16 @@ def check_fits(config: FamilyConfig, request: Request, device: torch.device) -> 
     else:
         where = "memory" if shared else f"{device.type} memory"
     hints = []
-    largest = _largest(lambda h: fits(_with(request, horizon=h)), request.horizon)
+    largest = _largest(lambda h: fits(dataclasses.replace(request, horizon=h)), request.horizon)
     if largest:
         hints.append(f"a horizon of at most {largest} fits")
     quantile_paths = request.decoding == "quantile paths"  # one per level: not a user's choice
     if request.num_samples > 1 and not quantile_paths:
-        samples = _largest(lambda s: fits(_with(request, num_samples=s)), request.num_samples)
+        samples = _largest(lambda s: fits(dataclasses.replace(request, num_samples=s)), request.num_samples)
         if samples:
             hints.append(f"or at most {samples} samples")
     if request.batch_size > 1 and min(request.batch_size, request.series) > 1:
-        batch = _largest(lambda b: fits(_with(request, batch_size=b)), min(request.batch_size, request.series))
+        batch = _largest(lambda b: fits(dataclasses.replace(request, batch_size=b)), min(request.batch_size, request.series))
         if batch:
             hints.append(f"or a batch size of at most {batch}")
     advice = "; ".join([", ".join(hints)] if hints else ["lower the horizon, the number of samples and the batch size"])
@@ -162,16 +165,6 @@ def check_fits(config: FamilyConfig, request: Request, device: torch.device) -> 
         f"of {min(request.batch_size, request.series)} ({request.decoding} decoding) needs about "
         f"{_size(need)} of {where}, {_size(have)} available; {advice}"
     )
-
-
-def _whole_blocks(count: int) -> int:
-    """`count` key slots rounded up to whole KEY_BLOCKs, as the cache and attention pad them."""
-    return count + (-count % KEY_BLOCK)
-
-
-def _with(request: Request, **changes: int) -> Request:
-    """The request with some sizes changed."""
-    return Request(**{**request.__dict__, **changes})
 
 
 def _largest(fits, upper: int) -> int | None:

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "Salesforce/moirai-moe-1.0-R-small"
 DEFAULT_CONTEXT_LENGTH = 1024
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""The weight dtypes a forecaster loads in, by the name the command line and the engines take."""
 DEFAULT_NUM_SAMPLES = 100
 
 
@@ -64,8 +66,29 @@ PROCEDURES: dict[str, FamilyProcedure] = {
 }
 
 
+class FamilyTraits:
+    """What a checkpoint's family offers (`self.family`), for loaded forecasters and bare config files alike."""
+
+    family: str
+
+    @property
+    def family_title(self) -> str:
+        """The family as people call it: 'Moirai 1.x', 'Moirai-MoE' or 'Moirai 2.0'."""
+        return FAMILY_TITLES[self.family]
+
+    @property
+    def output_kind(self) -> str:
+        """'samples' (predict returns a Forecast of sample paths) or 'quantiles' (a DirectQuantileForecast)."""
+        return NETWORK_CLASSES[self.family].output_kind
+
+    @property
+    def decodings(self) -> tuple[str, ...]:
+        """The decoding modes `predict` offers for this family ('exact' first: the reference's)."""
+        return PROCEDURES[self.family].decodings
+
+
 @dataclass(frozen=True)
-class CheckpointTraits:
+class CheckpointTraits(FamilyTraits):
     """What a checkpoint folder's forecaster will offer, read from its config.json alone (no weights loaded).
 
     The same attributes as MoiraiForecaster's, so options can be checked against several
@@ -79,18 +102,6 @@ class CheckpointTraits:
     def of_folder(cls, folder: str | Path) -> "CheckpointTraits":
         config = load_config(Path(folder) / CONFIG_FILE)
         return cls(config.family, tuple(config.patch_sizes))
-
-    @property
-    def family_title(self) -> str:
-        return FAMILY_TITLES[self.family]
-
-    @property
-    def output_kind(self) -> str:
-        return NETWORK_CLASSES[self.family].output_kind
-
-    @property
-    def decodings(self) -> tuple[str, ...]:
-        return PROCEDURES[self.family].decodings
 
 
 @dataclass
@@ -218,7 +229,7 @@ def as_2d(array: np.ndarray, name: str, series: object, dtype: type = np.float64
     return array
 
 
-class MoiraiForecaster:
+class MoiraiForecaster(FamilyTraits):
     """A loaded Moirai checkpoint (1.x, MoE or 2.0) ready to forecast; `predict` is the same for all."""
 
     def __init__(self, model: MoiraiNetwork, device: torch.device, name: str = "", plan: ExecutionPlan | None = None):
@@ -248,21 +259,6 @@ class MoiraiForecaster:
     def family(self) -> str:
         """'moirai-1', 'moirai-moe' or 'moirai-2'."""
         return self.model.family
-
-    @property
-    def family_title(self) -> str:
-        """The family as people call it: 'Moirai 1.x', 'Moirai-MoE' or 'Moirai 2.0'."""
-        return FAMILY_TITLES[self.model.family]
-
-    @property
-    def output_kind(self) -> str:
-        """'samples' (predict returns a Forecast of sample paths) or 'quantiles' (a DirectQuantileForecast)."""
-        return self.model.output_kind
-
-    @property
-    def decodings(self) -> tuple[str, ...]:
-        """The decoding modes `predict` offers for this family ('exact' first: the reference's)."""
-        return self.procedure.decodings
 
     @property
     def patch_sizes(self) -> tuple[int, ...]:

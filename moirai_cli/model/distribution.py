@@ -128,16 +128,13 @@ class MixtureDistribution:
         log_weights = torch.where(torch.isinf(per_component), torch.zeros_like(per_component), log_weights)
         return (log_weights + per_component).logsumexp(dim=0) - torch.log(torch.abs(self.scale))
 
-    def sample(self, num_samples: int, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    def sample(self, num_samples: int, generators: Sequence[torch.Generator]) -> torch.Tensor:
         """Draw (num_samples, ...) values: a component per value, then a value from it.
 
         `generators` split the first batch dimension into equal blocks of rows, block i drawn
         with generator i only (one generator per series makes a series' draws independent of
-        the rest of the batch). Without them, one generator seeded from torch's global one.
+        the rest of the batch).
         """
-        if generators is None:
-            seed = int(torch.randint(2**62, (1,)))
-            generators = [torch.Generator(device=self.loc.device).manual_seed(seed)]
         rows = self.loc.shape[0]
         if rows % len(generators):
             raise ValueError(f"{rows} rows cannot be split among {len(generators)} generators")

@@ -128,12 +128,25 @@ def default_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+def cache_root(cache_dir: str | Path | None) -> Path:
+    """The cache folder a `--cache-dir` option names, or huggingface_hub's default one."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
 @dataclass(frozen=True)
 class CachedRepo:
     """Where huggingface_hub keeps one model repo: models--{org}--{name}/{blobs,snapshots,refs}."""
 
     repo_id: str
     cache_dir: Path
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "CachedRepo | None":
+        """The repo a cache folder `models--{org}--{name}` holds (the reverse of `folder`), else None."""
+        parts = folder.name.removeprefix("models--").split("--")
+        if not folder.name.startswith("models--") or len(parts) != 2 or not all(parts):
+            return None
+        return cls("/".join(parts), folder.parent)
 
     @property
     def folder(self) -> Path:
@@ -220,7 +233,7 @@ def download_files(
     warning. A cached snapshot is used without them.
     """
     _check_repo_id(repo_id)
-    cache = CachedRepo(repo_id, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
+    cache = CachedRepo(repo_id, cache_root(cache_dir))
     if revision is not None and COMMIT_HASH.fullmatch(revision) and not (force or verify):
         # A commit never changes: with every file cached there is nothing to ask the Hub.
         cached = cache.cached_snapshot(revision, filenames)
@@ -292,12 +305,9 @@ def refetch_command(folder: Path) -> str | None:
     folder = Path(folder)
     snapshots = folder.parent
     repo_folder = snapshots.parent
-    if snapshots.name != "snapshots" or not repo_folder.name.startswith("models--"):
+    cache = CachedRepo.from_folder(repo_folder) if snapshots.name == "snapshots" else None
+    if cache is None:
         return None
-    parts = repo_folder.name[len("models--") :].split("--")
-    if len(parts) != 2 or not all(parts):
-        return None
-    cache = CachedRepo("/".join(parts), repo_folder.parent)
     command = f"moirai download {cache.repo_id} --force"
     if cache.commit_of("main") != folder.name:
         command += f" --revision {folder.name}"
@@ -516,7 +526,7 @@ def fetch_model_card(repo_id: str, *, revision: str | None = None, cache_dir: st
     answer, cannot be reached or fails, and HubError for any other refusal (offline mode included).
     """
     _check_repo_id(repo_id)
-    cache = CachedRepo(repo_id, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
+    cache = CachedRepo(repo_id, cache_root(cache_dir))
     if is_offline():
         raise HubError(f"offline mode is on (HF_HUB_OFFLINE), so the model card of '{repo_id}' cannot be fetched")
     endpoint, timeout = hub_endpoint(), hub_timeout()

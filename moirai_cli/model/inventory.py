@@ -27,7 +27,7 @@ from moirai_cli.model.hub import (
     HubError,
     HubUnavailableError,
     HubWarning,
-    default_cache_dir,
+    cache_root,
     fetch_model_card,
 )
 
@@ -85,7 +85,7 @@ def card_licence(card: Path) -> str | None:
 
 def list_models(cache_dir: str | Path | None = None) -> list[ModelEntry]:
     """The published checkpoints, in catalog order, then the other Moirai checkpoints found in the cache, by repo id."""
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = cache_root(cache_dir)
     counts: dict[FamilyConfig, int] = {}  # Moirai 1.0 and 1.1 share their architectures
 
     def entry(repo_id: str, config: FamilyConfig, size: str | None, published: bool) -> ModelEntry:
@@ -149,10 +149,9 @@ def _other_cached_checkpoints(root: Path) -> Iterator[tuple[str, FamilyConfig]]:
     """(repo id, config) of each cached repo outside the catalog whose newest complete snapshot is a Moirai checkpoint."""
     folders = sorted(root.glob("models--*--*")) if root.is_dir() else []
     for folder in folders:
-        parts = folder.name.removeprefix("models--").split("--")
-        if len(parts) != 2 or find_published("/".join(parts)) is not None:
+        repo = CachedRepo.from_folder(folder)
+        if repo is None or find_published(repo.repo_id) is not None:
             continue
-        repo = CachedRepo("/".join(parts), root)
         for commit in repo.snapshot_commits(CHECKPOINT_FILES)[:1]:
             try:
                 config = load_config(repo.snapshot(commit) / CONFIG_FILE)
@@ -203,7 +202,7 @@ def models_records(entries: Sequence[ModelEntry]) -> list[dict[str, object]]:
 
 def render_models(entries: Sequence[ModelEntry], cache_dir: str | Path | None = None) -> Table:
     """A rich table of the entries, for a terminal."""
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = cache_root(cache_dir)
     table = Table(
         title="Moirai checkpoints",
         caption=(

@@ -30,6 +30,11 @@ ELEMENT_BLOCK = 64
 KEY_BLOCK = 16
 
 
+def whole_key_blocks(count: int) -> int:
+    """`count` keys rounded up to whole KEY_BLOCKs, as attention and the key/value cache pad them."""
+    return count + (-count % KEY_BLOCK)
+
+
 def rowwise(fn, x: torch.Tensor, *row_args: torch.Tensor, widths: tuple[int, ...] = ()) -> torch.Tensor:
     """`fn(x, *row_args)` over the rows of x (..., D), each row's result independent of the others.
 
@@ -57,7 +62,7 @@ def rowwise(fn, x: torch.Tensor, *row_args: torch.Tensor, widths: tuple[int, ...
 
 def pad_keys(key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keys and values (..., Lk, E) and their bias (..., Lq, Lk) padded to whole KEY_BLOCKs of hidden keys."""
-    extra = -key.shape[-2] % KEY_BLOCK
+    extra = whole_key_blocks(key.shape[-2]) - key.shape[-2]
     if not extra:
         return key, value, bias
     pad = (0, 0, 0, extra)

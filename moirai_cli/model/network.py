@@ -24,7 +24,6 @@ from torch import nn
 from moirai_cli.model.config import HEAD_DIM, FamilyConfig, Moirai1Config, Moirai2Config, MoiraiMoEConfig
 from moirai_cli.model.distribution import MixtureDistribution
 from moirai_cli.model.layers import (
-    KEY_BLOCK,
     Encoder,
     MixtureOfExperts,
     ParamProjection,
@@ -32,6 +31,7 @@ from moirai_cli.model.layers import (
     ResidualBlock,
     RotaryEmbedding,
     rowwise,
+    whole_key_blocks,
 )
 
 MINIMUM_VARIANCE = 1e-5
@@ -151,13 +151,13 @@ class KeyValueCache:
         paths_per_series: int,
     ) -> "KeyValueCache":
         """A cache over a computed prefix, padded to whole key blocks, with room for `suffix_tokens` per path."""
-        extra = -visible.shape[1] % KEY_BLOCK
+        extra = whole_key_blocks(visible.shape[1]) - visible.shape[1]
         prefix = [(F.pad(key, (0, 0, 0, extra)), F.pad(value, (0, 0, 0, extra))) for key, value in prefix]
         return cls(
             prefix=prefix,
             prefix_visible=F.pad(visible, (0, extra), value=False),
             prefix_variate=F.pad(variate, (0, extra), value=-1),
-            suffix_capacity=suffix_tokens + (-suffix_tokens % KEY_BLOCK),
+            suffix_capacity=whole_key_blocks(suffix_tokens),
             paths_per_series=paths_per_series,
         )
 

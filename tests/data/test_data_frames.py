@@ -217,7 +217,7 @@ def test_series_of_different_frequencies_are_refused_with_their_names(first):
 
 
 def test_a_series_at_another_frequency_beyond_the_sampled_ones_is_refused(monkeypatch):
-    monkeypatch.setattr("moirai_cli.data.frames._FREQ_SAMPLE_SERIES", 1)  # only 'H' votes for the frequency
+    monkeypatch.setattr("moirai_cli.data.frames.FREQUENCY_SAMPLE_SERIES", 1)  # only 'H' votes for the frequency
     with pytest.raises(InputError, match=r"series have different frequencies: 'D' is D, the others h \(like series 'H'\)"):
         load_dataset(hourly_and_daily("H"), source="in.csv")
     data = load_dataset(hourly_and_daily("H"), freq="h")  # on one grid when asked, with a warning

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from moirai_cli.cli import app
 from moirai_cli.data import DatasetWriter, TableWriter, is_grouped_by, iter_series_chunks, read_table, resolve_source
+from moirai_cli.data.io import read_pieces
 from moirai_cli.errors import InputError
 
 @pytest.fixture
@@ -159,3 +160,23 @@ def test_object_store_read_and_write_against_a_local_s3_server(runner, tiny_chec
     assert sorted(one["item_id"].unique()) == ["shop1-item0", "shop1-item1"]
     missing = runner.invoke(app, ["forecast", f"s3://{s3_bucket}/nothing/", *model])
     assert missing.exit_code == 2 and f"s3://{s3_bucket}/nothing/: no such file" in missing.stderr
+
+
+def test_csv_files_on_the_object_store_read_like_local_ones(tmp_path, s3_bucket):
+    import gzip
+
+    import pyarrow.fs as pafs
+
+    table = shop_table()
+    (tmp_path / "csv").mkdir()
+    table.to_csv(tmp_path / "csv" / "a.csv", index=False)  # commas
+    with gzip.open(tmp_path / "csv" / "b.csv.gz", "wt") as handle:  # semicolons, compressed
+        table.to_csv(handle, index=False, sep=";")
+    s3 = pafs.FileSystem.from_uri(f"s3://{s3_bucket}")[0]
+    pafs.copy_files(str(tmp_path / "csv"), f"{s3_bucket}/csv", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
+    for name in ("a.csv", "b.csv.gz"):
+        local = read_table(tmp_path / "csv" / name)
+        pd.testing.assert_frame_equal(read_table(f"s3://{s3_bucket}/csv/{name}"), local)
+        streamed = pd.concat(read_pieces(f"s3://{s3_bucket}/csv/{name}", 7))
+        pd.testing.assert_frame_equal(streamed, local)
+    assert read_table(tmp_path / "csv" / "b.csv.gz").columns.tolist() == table.columns.tolist()
