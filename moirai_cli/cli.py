@@ -197,8 +197,8 @@ TokensPerPassOpt = Annotated[
     Optional[int],
     typer.Option(
         "--tokens-per-pass",
-        help="Most tokens (series x samples x patches) in one forward pass; bounds memory "
-        "(default: 8192 on a CPU, from the free memory on a GPU).",
+        help="Most tokens (series x samples x patches) in a forward pass at once; bounds memory "
+        "(default: 4096 per CPU thread, at least 8192; from the free memory on a GPU).",
     ),
 ]
 PatchSizeOpt = Annotated[

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET
+from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET, chunk_workers, map_chunks, row_chunks
 from moirai_cli.forecasting.packing import TokenBatch
 from moirai_cli.model.distribution import MixtureDistribution
 from moirai_cli.model.network import KeyValueCache, Moirai1, Moirai2, MoiraiMoE, MoiraiNetwork, PackedTokens, gather_rows
@@ -49,7 +49,8 @@ def forward_at(
     token_budget: int,
     plan: tuple[np.ndarray, np.ndarray] | None = None,
 ):
-    """The network's output at `positions` (R, Q), computed over row chunks of at most `token_budget` tokens.
+    """The network's output at `positions` (R, Q), computed over row chunks of at most `token_budget` tokens
+    (side by side on a CPU with several threads, see execution.py).
 
     The scaler statistics come from every token: known covariates' future values enter
     them, as in the reference. Then, with a `plan` (`TokenBatch.pass_plan`: the columns the
@@ -64,11 +65,13 @@ def forward_at(
         tokens = tokens.map(lambda t: t.index_select(1, index))
         loc, scale = loc.index_select(1, index), scale.index_select(1, index)
         positions = torch.from_numpy(read).to(positions.device).expand(positions.shape[0], -1)
-    rows_per_chunk = max(1, token_budget // tokens.sample_id.shape[1])
-    outputs = []
-    for start in range(0, positions.shape[0], rows_per_chunk):
-        rows = slice(start, start + rows_per_chunk)
-        outputs.append(model.forward_scaled(tokens.map(lambda t: t[rows]), loc[rows], scale[rows], positions[rows]))
+    workers = chunk_workers(positions.device)
+    chunks = row_chunks(positions.shape[0], tokens.sample_id.shape[1], token_budget, workers)
+
+    def run(rows: slice):
+        return model.forward_scaled(tokens.map(lambda t: t[rows]), loc[rows], scale[rows], positions[rows])
+
+    outputs = map_chunks(run, chunks, workers)
     if isinstance(outputs[0], MixtureDistribution):
         return MixtureDistribution.concatenate(outputs)
     return torch.cat(outputs)

@@ -5,8 +5,9 @@ horizon of a million steps is a one-line refusal saying what would fit instead o
 kills. The estimate follows decoding.py and network.py:
 
 - exact decoding copies each series' tokens once per sample path (rows R = batch x samples), twice
-  while later tokens are dropped; the network then runs over chunks of about `token_budget` tokens
-  (the device's plan, execution.py), whose attention bias and scores are (rows, heads, L, L) float32 and masks (rows, L, L);
+  while later tokens are dropped; the network then runs over chunks holding about `token_budget` tokens
+  in all (the device's plan; on a CPU, one chunk per thread side by side, execution.py), whose attention
+  bias and scores are (rows, heads, L, L) float32 and masks (rows, L, L);
 - cached decoding runs the context once per series, keeps its keys/values, and allocates a key/value
   store of (R, heads, future tokens, head size) per layer for the drawn patches, in whole blocks of
   KEY_BLOCK tokens (16: a short horizon still gets a block);
@@ -59,7 +60,7 @@ class Request:
     past: int  # Cp, past covariates
     patch_size: int
     decoding: str  # "exact", "cached", "one pass" (Moirai 1.x) or "quantile paths" (Moirai 2.0)
-    token_budget: int = CPU_TOKEN_BUDGET  # tokens per forward pass
+    token_budget: int = CPU_TOKEN_BUDGET  # tokens in flight at once in a forward pass
 
 
 def estimate_bytes(config: FamilyConfig, request: Request) -> tuple[int, int]:

@@ -2,20 +2,84 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, bytes_per_token, plan_for
+from moirai_cli.forecasting.execution import (
+    CPU_CHUNK_TOKENS,
+    CPU_TOKEN_BUDGET,
+    MAX_TOKEN_BUDGET,
+    bytes_per_token,
+    map_chunks,
+    plan_for,
+    row_chunks,
+)
 from moirai_cli.forecasting.packing import collate, pack_series
 from moirai_cli.model.config import MoiraiMoEConfig
 
 SMALL = MoiraiMoEConfig(d_model=384, d_ff=512, num_layers=6, patch_sizes=(16,))
 
 
-def test_a_cpu_gets_cache_sized_chunks():
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("threads, budget", [(1, CPU_TOKEN_BUDGET), (2, CPU_TOKEN_BUDGET), (4, 4 * CPU_CHUNK_TOKENS)])
+def test_a_cpu_gets_cache_sized_chunks_one_per_thread(restore_threads, threads, budget):
+    torch.set_num_threads(threads)
     plan = plan_for(torch.device("cpu"), SMALL)
-    assert (plan.batch_size, plan.token_budget) == (32, CPU_TOKEN_BUDGET)
+    assert (plan.batch_size, plan.token_budget) == (32, budget)
+
+
+@pytest.mark.parametrize("rows, per_row, budget, workers", [(3200, 33, 8192, 2), (800, 34, 8192, 2), (7, 33, 8192, 3), (5, 100, 40, 2), (1, 33, 8192, 4), (100, 10, 1000, 1)])
+def test_row_chunks_cover_the_rows_evenly_within_the_budget(rows, per_row, budget, workers):
+    chunks = row_chunks(rows, per_row, budget, workers)
+    covered = np.concatenate([np.arange(rows)[chunk] for chunk in chunks])
+    np.testing.assert_array_equal(covered, np.arange(rows))  # every row once, in order
+    sizes = [len(range(rows)[chunk]) for chunk in chunks]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= max(sizes) // 2 + 1
+    # Chunks running side by side hold at most the budget (one row at least, whatever the budget).
+    assert max(sizes) == 1 or workers * max(sizes) * per_row <= budget
+    if len(chunks) > 1 and rows >= workers:
+        assert len(chunks) % workers == 0 or len(chunks) == rows
+
+
+def test_chunks_run_side_by_side_on_one_thread_each_in_the_callers_mode(restore_threads):
+    torch.set_num_threads(2)
+    chunks = [slice(start, start + 1) for start in range(6)]
+    seen = []
+
+    def run(chunk: slice):
+        seen.append(threading.current_thread().name)
+        return chunk.start, torch.get_num_threads(), torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    with torch.inference_mode():
+        results = map_chunks(run, chunks, workers=2)
+    assert [r[0] for r in results] == list(range(6))  # in order
+    assert all(r[1:] == (1, True, False) for r in results)
+    assert all(name.startswith("moirai-chunk") for name in seen)
+    assert torch.get_num_threads() == 2  # the caller's setting is back
+    with torch.no_grad():
+        assert all(r[2:] == (False, False) for r in map_chunks(run, chunks, workers=2))
+
+
+@pytest.mark.parametrize("decoding", ["exact", "cached"])
+def test_forecasts_do_not_depend_on_the_number_of_threads(tiny_forecaster, restore_threads, decoding):
+    rng = np.random.default_rng(2)
+    series = [rng.normal(size=n).cumsum() for n in (150, 150, 150, 90, 120)]
+    options = dict(num_samples=12, seed=3, context_length=128, decoding=decoding, token_budget=400)
+    samples = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        samples.append(tiny_forecaster.predict(series, 40, **options).samples)
+    np.testing.assert_array_equal(samples[1], samples[0])
+    np.testing.assert_array_equal(samples[2], samples[0])
 
 
 @pytest.mark.parametrize("free_gib", [80, 20, 0.1])
