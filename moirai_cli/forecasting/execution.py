@@ -7,7 +7,7 @@ kernel launches and host round-trips that leave the card idle. Both numbers can 
 On a CPU with several compute threads, the chunks of a pass run side by side, one thread each,
 instead of one after the other with every thread on each operation: a chunk's products are large
 enough to keep a core busy, and its element-wise work and small products then no longer wait for
-the other threads at every step (benchmarks/README.md: 8% faster on 2 cores). Each chunk is then
+the other threads at every step (benchmarks/README.md: 11-17% faster on 2 cores). Each chunk is then
 computed as with one thread, so forecasts do not depend on the number of threads.
 """
 
