@@ -198,7 +198,7 @@ TokensPerPassOpt = Annotated[
     typer.Option(
         "--tokens-per-pass",
         help="Most tokens (series x samples x patches) in a forward pass at once; bounds memory "
-        "(default: 4096 per CPU thread, at least 8192; from the free memory on a GPU).",
+        "(default: 4096 per CPU thread, from 8192 to 65536; from the free memory on a GPU).",
     ),
 ]
 PatchSizeOpt = Annotated[

@@ -26,6 +26,7 @@ from moirai_cli.model.config import MoiraiMoEConfig
 
 CPU_TOKEN_BUDGET = 8192  # tokens in flight on a CPU with one or two threads: measured fastest on 2-core machines
 CPU_CHUNK_TOKENS = 4096  # tokens per chunk when chunks run side by side, one per thread (as fast as 8,192 on one)
+CPU_MAX_TOKEN_BUDGET = 16 * CPU_CHUNK_TOKENS  # about 2 GiB of activations (small model); more threads get smaller chunks
 CPU_BATCH_SIZE = 32
 ACCELERATOR_BATCH_SIZE = 256
 MAX_TOKEN_BUDGET = 1 << 20
@@ -50,7 +51,8 @@ def bytes_per_token(config: MoiraiMoEConfig, dtype: torch.dtype = torch.float32)
 def plan_for(device: torch.device, config: MoiraiMoEConfig, dtype: torch.dtype = torch.float32) -> ExecutionPlan:
     """The default plan for `device`: cache-sized chunks on a CPU (one per thread), passes filling part of a GPU's free memory."""
     if device.type == "cpu":
-        return ExecutionPlan(CPU_BATCH_SIZE, max(CPU_TOKEN_BUDGET, CPU_CHUNK_TOKENS * chunk_workers(device)))
+        in_flight = CPU_CHUNK_TOKENS * chunk_workers(device)
+        return ExecutionPlan(CPU_BATCH_SIZE, max(CPU_TOKEN_BUDGET, min(CPU_MAX_TOKEN_BUDGET, in_flight)))
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
     else:  # MPS and others: no free-memory query; a moderate size

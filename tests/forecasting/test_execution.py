@@ -10,6 +10,7 @@ import torch
 
 from moirai_cli.forecasting.execution import (
     CPU_CHUNK_TOKENS,
+    CPU_MAX_TOKEN_BUDGET,
     CPU_TOKEN_BUDGET,
     MAX_TOKEN_BUDGET,
     bytes_per_token,
@@ -30,7 +31,9 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("threads, budget", [(1, CPU_TOKEN_BUDGET), (2, CPU_TOKEN_BUDGET), (4, 4 * CPU_CHUNK_TOKENS)])
+@pytest.mark.parametrize(
+    "threads, budget", [(1, CPU_TOKEN_BUDGET), (2, CPU_TOKEN_BUDGET), (4, 4 * CPU_CHUNK_TOKENS), (64, CPU_MAX_TOKEN_BUDGET)]
+)
 def test_a_cpu_gets_cache_sized_chunks_one_per_thread(restore_threads, threads, budget):
     torch.set_num_threads(threads)
     plan = plan_for(torch.device("cpu"), SMALL)
