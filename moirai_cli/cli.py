@@ -26,6 +26,7 @@ from rich.table import Table
 
 from moirai_cli import __version__
 from moirai_cli.data import (
+    DEFAULT_QUANTILE_LEVELS,
     STDIO,
     Layout,
     SeriesDataset,
@@ -46,7 +47,7 @@ from moirai_cli.data import (
     samples_frame,
     write_table,
 )
-from moirai_cli.errors import InputError, ModelError, MoiraiError
+from moirai_cli.errors import InputError, ModelError, MoiraiError, check_at_least_one
 from moirai_cli.model.hub import HubError
 from moirai_cli.evaluation import compare as compare_models
 from moirai_cli.evaluation.backtest import check_output_id_column, with_input_id_column
@@ -74,7 +75,7 @@ from moirai_cli.forecasting.seeding import run_seed
 
 SERIES_PER_CHUNK = 1024  # series forecast and written at a time, so memory does not grow with the file
 ROWS_PER_READ = 65_536  # rows read at a time from a long file that is streamed
-DEFAULT_QUANTILES = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+DEFAULT_QUANTILES = ",".join(str(level) for level in DEFAULT_QUANTILE_LEVELS)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DECODINGS = ("exact", "cached")
 LAYOUTS = ("auto", "long", "wide", "single")
@@ -408,14 +409,12 @@ class PredictOptions:
 
     def settings(self) -> dict[str, object]:
         """Validated keyword arguments for MoiraiForecaster.predict (unset options keep its defaults)."""
-        for option, value in (
+        check_at_least_one(
             ("--num-samples", self.num_samples),
             ("--context-length", self.context_length),
             ("--batch-size", self.batch_size),
             ("--tokens-per-pass", self.tokens_per_pass),
-        ):
-            if value is not None and value < 1:
-                raise InputError(f"{option} must be at least 1, got {value}")
+        )
         if self.decoding not in DECODINGS:
             raise InputError(f"--decoding: '{self.decoding}' is not one of {', '.join(DECODINGS)}")
         given = {
@@ -672,12 +671,10 @@ def forecast(
 ) -> None:
     """Forecast every series in DATA and write quantiles (and optionally sample paths and a plot)."""
     with reported_errors(debug):
-        if horizon < 1:
-            raise InputError(f"--horizon must be at least 1, got {horizon}")
+        check_at_least_one(("--horizon", horizon))
         if engine not in ENGINES:
             raise InputError(f"--engine: '{engine}' is not one of {', '.join(ENGINES)}")
-        if workers < 1:
-            raise InputError(f"--workers must be at least 1, got {workers}")
+        check_at_least_one(("--workers", workers))
         predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding, tokens_per_pass)
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)
@@ -1002,14 +999,7 @@ def evaluate(
     With several --model, every model is backtested on the same windows, one after the other, and ranked in one leaderboard with the baseline.
     """
     with reported_errors(debug):
-        for option, value in (
-            ("--horizon", horizon),
-            ("--windows", windows),
-            ("--stride", stride),
-            ("--season-length", season_length),
-        ):
-            if value is not None and value < 1:
-                raise InputError(f"{option} must be at least 1, got {value}")
+        check_at_least_one(("--horizon", horizon), ("--windows", windows), ("--stride", stride), ("--season-length", season_length))
         predict_options = PredictOptions(num_samples, context_length, batch_size, patch_size, decoding, tokens_per_pass)
         settings = predict_options.settings()
         levels = parse_quantiles(quantiles)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from moirai_cli.data import (
+    DEFAULT_QUANTILE_LEVELS,
     DataSource,
     ReadPlan,
     Layout,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
     import ray.data
 
 RAY_INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'moirai-cli[ray]'"
-DEFAULT_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ROWS_PER_BUCKET = 262_144  # rows a shuffled bucket holds on average: what one actor holds in memory at a time
 ROWS_PER_READ = 65_536  # rows read at a time from a file
 SERIES_PER_CHUNK = 1024  # series forecast at a time from a file that holds whole series
@@ -86,7 +86,7 @@ class ForecastJob:
     cache_dir: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
-    quantile_levels: tuple[float, ...] = DEFAULT_QUANTILES
+    quantile_levels: tuple[float, ...] = DEFAULT_QUANTILE_LEVELS
     predict_options: dict[str, Any] = field(default_factory=dict)  # num_samples, context_length, batch_size, ...
     future: str | None = None  # file or URI with the known covariates over the horizon (read by each worker)
 
@@ -303,7 +303,7 @@ def forecast_dataset(
     workers: int = 1,
     cpus_per_worker: float = 1,
     seed: int | None = None,
-    quantile_levels: Sequence[float] = DEFAULT_QUANTILES,
+    quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
     layout: str = "long",
     id_column: str | None = None,
     timestamp_column: str | None = None,

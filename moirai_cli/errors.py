@@ -23,3 +23,10 @@ def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (library errors can span many lines)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def check_at_least_one(*options: tuple[str, int | None]) -> None:
+    """InputError naming the first (name, value) pair whose value is below 1; None means unset and passes."""
+    for name, value in options:
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from moirai_cli.errors import InputError
+from moirai_cli.errors import InputError, check_at_least_one
 
 # glibc mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -158,8 +158,7 @@ def threads_to_use(requested: int | None = None) -> int:
             raise InputError(f"{THREADS_ENV}: '{text}' is not a whole number of threads") from None
     if requested is None:
         return usable_cpus()
-    if requested < 1:
-        raise InputError(f"{source} must be at least 1, got {requested}")
+    check_at_least_one((source, requested))
     return requested
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from moirai_cli.data import (
+    DEFAULT_QUANTILE_LEVELS,
     ReadPlan,
     SeriesDataset,
     SeriesRecord,
@@ -43,10 +44,9 @@ from moirai_cli.data import (
 )
 from moirai_cli.data.frames import FREQUENCY_SAMPLE_SERIES, parse_timestamps
 from moirai_cli.data.layout import find_column
-from moirai_cli.errors import InputError, ModelError, MoiraiError, first_line
+from moirai_cli.errors import InputError, ModelError, MoiraiError, check_at_least_one, first_line
 from moirai_cli.evaluation.backtest import evaluate as evaluate_records
 from moirai_cli.evaluation.backtest import has_backtest_history, summarise_windows, too_short_error
-from moirai_cli.evaluation.metrics import DEFAULT_QUANTILE_LEVELS
 from moirai_cli.forecasting.pipeline import (
     DEFAULT_CONTEXT_LENGTH,
     DEFAULT_MODEL,
@@ -108,7 +108,7 @@ def forecast(
     single-series table is forecast by one task. Bad data raises InputError naming the series.
     """
     levels = _check_levels(quantile_levels)
-    _check_at_least_one(horizon=horizon, num_samples=1 if num_samples is None else num_samples, series_per_call=series_per_call)
+    check_at_least_one(("horizon", horizon), ("num_samples", num_samples), ("series_per_call", series_per_call))
     if known_covariates and future_df is None:
         raise InputError("known covariates need future values: pass future_df")
     if future_df is not None and not known_covariates:
@@ -179,9 +179,10 @@ def evaluate(
     """
     levels = _check_levels(quantile_levels)
     stride = horizon if stride is None else stride
-    _check_at_least_one(horizon=horizon, windows=windows, stride=stride, num_samples=1 if num_samples is None else num_samples, series_per_call=series_per_call)
-    if season_length is not None:
-        _check_at_least_one(season_length=season_length)
+    check_at_least_one(
+        ("horizon", horizon), ("windows", windows), ("stride", stride), ("num_samples", num_samples),
+        ("series_per_call", series_per_call), ("season_length", season_length),
+    )
     plan, sample = _plan(df, id_column, timestamp_column, target, freq, past_covariates, known_covariates)
     job = _Job(
         task="evaluate",
@@ -231,13 +232,6 @@ def _check_levels(levels: Sequence[float]) -> list[float]:
     if outside:
         raise InputError(f"quantile_levels: {outside[0]} is not strictly between 0 and 1")
     return values
-
-
-def _check_at_least_one(**values: int) -> None:
-    """InputError naming the first option below 1."""
-    for name, value in values.items():
-        if value < 1:
-            raise InputError(f"{name} must be at least 1, got {value}")
 
 
 def _plan(

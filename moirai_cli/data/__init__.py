@@ -34,6 +34,7 @@ from moirai_cli.data.layout import Layout, detect_layout
 from moirai_cli.data.plan import ReadPlan, plan_file_reading, plan_reading
 from moirai_cli.data.sources import STDIO, DataFile, DataSource, is_uri, resolve_source
 from moirai_cli.data.output import (
+    DEFAULT_QUANTILE_LEVELS,
     check_output_columns,
     forecast_frame,
     parse_quantiles,
@@ -42,6 +43,7 @@ from moirai_cli.data.output import (
 )
 
 __all__ = [
+    "DEFAULT_QUANTILE_LEVELS",
     "STDIO",
     "DataFile",
     "DataSource",

@@ -18,7 +18,7 @@ from moirai_cli.data.dates import TimestampParser, has_numeric_dates, row_number
 from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table
 from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
-from moirai_cli.errors import InputError
+from moirai_cli.errors import InputError, check_at_least_one
 
 DEFAULT_ID_COLUMN = "item_id"
 MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
@@ -447,8 +447,7 @@ def check_covariate_options(known_covariates: Sequence[str], future: object, hor
         raise InputError("a future file needs the horizon it covers")
     if future is not None and not known_covariates:
         raise InputError("--future is only used with --known-covariates")
-    if horizon is not None and horizon < 1:
-        raise InputError(f"horizon must be at least 1, got {horizon}")
+    check_at_least_one(("horizon", horizon))
 
 
 def _build(

@@ -14,6 +14,7 @@ TARGET_COLUMN = "target"
 SAMPLE_COLUMN = "sample"
 VALUE_COLUMN = "value"
 MEAN_COLUMN = "mean"
+DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # a forecast's quantile columns unless asked otherwise
 
 
 class ForecastLike(Protocol):

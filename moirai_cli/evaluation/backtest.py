@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from moirai_cli.errors import InputError
+from moirai_cli.data.output import DEFAULT_QUANTILE_LEVELS
+from moirai_cli.errors import InputError, check_at_least_one
 from moirai_cli.evaluation.baseline import seasonal_naive
 from moirai_cli.evaluation.forecast import QuantileForecast, scoring_levels
 from moirai_cli.evaluation.metrics import (
-    DEFAULT_QUANTILE_LEVELS,
     METRIC_INFO,
     METRIC_NAMES,
     aggregate_metrics,
@@ -255,14 +255,7 @@ def run_backtest(
     target has several columns.
     """
     stride = horizon if stride is None else stride
-    for name, value in (
-        ("horizon", horizon),
-        ("windows", windows),
-        ("stride", stride),
-        ("season length", season_length),
-    ):
-        if value < 1:
-            raise InputError(f"{name} must be at least 1, got {value}")
+    check_at_least_one(("horizon", horizon), ("windows", windows), ("stride", stride), ("season length", season_length))
     inputs = _validate(series, item_ids, target_names, timestamps, past_covariates, known_covariates)
     n_variates = len(inputs.target_names)
     row_names = inputs.target_names if target_names is not None or n_variates > 1 else None

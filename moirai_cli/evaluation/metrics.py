@@ -48,7 +48,6 @@ import pandas as pd
 INTERVAL_ALPHA = 0.2  # MSIS and coverage use the central 1 - alpha = 80% interval
 INTERVAL_LEVELS = (INTERVAL_ALPHA / 2, 1 - INTERVAL_ALPHA / 2)  # (0.1, 0.9)
 MEDIAN_LEVEL = 0.5
-DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 RATIO_CLIP = (0.01, 100.0)  # bounds of one series' model/baseline error ratio
 
 # Metrics in table order; every one is an error (lower is better) except coverage.

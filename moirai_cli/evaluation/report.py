@@ -25,17 +25,26 @@ def _format(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
+def _windows_title(kind: str, run: BacktestResult | Leaderboard) -> str:
+    """The title line both backtest tables share: what was scored, over which windows."""
+    return (
+        f"{kind}: {run.n_series} series, {run.windows} window(s) of {run.horizon} steps, "
+        f"stride {run.stride}, season length {run.season_length}"
+    )
+
+
+def _left_out_note(run: BacktestResult | Leaderboard) -> str:
+    """The caption's end in both backtest tables: what the scores leave out."""
+    return f"{len(run.skipped)} series skipped as too short; {run.n_zero_actuals} zero actuals left out of MAPE"
+
+
 def render_summary(result: BacktestResult) -> Table:
     """A rich table of the aggregated metrics for the model, the baseline and their ratio."""
     table = Table(
-        title=(
-            f"Backtest: {result.n_series} series, {result.windows} window(s) of {result.horizon} steps, "
-            f"stride {result.stride}, season length {result.season_length}"
-        ),
+        title=_windows_title("Backtest", result),
         caption=(
             f"mean = over series and windows; relative = geometric mean over series of model / seasonal "
-            f"naive (< 1: model better); {len(result.skipped)} series skipped as too short; "
-            f"{result.n_zero_actuals} zero actuals left out of MAPE"
+            f"naive (< 1: model better); {_left_out_note(result)}"
         ),
     )
     table.add_column("Metric")
@@ -55,14 +64,11 @@ def render_summary(result: BacktestResult) -> Table:
 def render_leaderboard(board: Leaderboard) -> Table:
     """A rich table with a row per model and the baseline, a column per metric, the best of each column marked '*'."""
     table = Table(
-        title=(
-            f"Leaderboard: {board.n_series} series, {board.windows} window(s) of {board.horizon} steps, "
-            f"stride {board.stride}, season length {board.season_length}"
-        ),
+        title=_windows_title("Leaderboard", board),
         caption=(
             f"* best in its column (coverage: closest to {NOMINAL_COVERAGE:.2f}); metrics aggregated as for one model "
             f"(moirai evaluate --help); Rel. = geometric mean over series of model / seasonal naive (< 1: better); "
-            f"{len(board.skipped)} series skipped as too short; {board.n_zero_actuals} zero actuals left out of MAPE"
+            f"{_left_out_note(board)}"
         ),
     )
     table.add_column("Model")

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from moirai_cli.errors import InputError
+from moirai_cli.data.output import DEFAULT_QUANTILE_LEVELS
+from moirai_cli.errors import InputError, check_at_least_one
 from moirai_cli.forecasting.decoding import (
     decode_cached,
     decode_exact,
@@ -314,8 +315,7 @@ class MoiraiForecaster(FamilyTraits):
         """
         batch_size = self.plan.batch_size if batch_size is None else batch_size
         token_budget = self.plan.token_budget if token_budget is None else token_budget
-        if token_budget < 1:
-            raise InputError(f"token_budget must be at least 1, got {token_budget}")
+        check_at_least_one(("token_budget", token_budget))
         num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
         targets, past, known = self._check_inputs(target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size)
         if decoding not in self.decodings:
@@ -391,7 +391,7 @@ class MoiraiForecaster(FamilyTraits):
         df: pd.DataFrame,
         horizon: int,
         *,
-        quantile_levels: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
         id_column: str | None = None,
         timestamp_column: str | None = None,
         target: Sequence[str] | str = (),
@@ -455,8 +455,7 @@ class MoiraiForecaster(FamilyTraits):
 
     def _check_inputs(self, target, horizon, past_covariates, known_covariates, context_length, num_samples, batch_size):
         """Validate shapes, values and options; return float64 (T, K) arrays."""
-        if horizon < 1:
-            raise InputError(f"horizon must be at least 1, got {horizon}")
+        check_at_least_one(("horizon", horizon))
         if context_length < 1 or num_samples < 1 or batch_size < 1:
             raise InputError("context_length, num_samples and batch_size must be at least 1")
         targets = [as_2d(t, "target", i) for i, t in enumerate(target)]

@@ -47,7 +47,7 @@ COMPONENT_PARAMS: dict[str, tuple[str, ...]] = {
 NUM_EXPERTS = 32
 EXPERTS_PER_TOKEN = 2
 HEAD_DIM = 64
-DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MOIRAI_2_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # a 2.0 config without its own levels
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ class Moirai2Config(ConfigFields):
     dropout_p: float = 0.0
     scaling: bool = True
     num_predict_token: int = 1
-    quantile_levels: tuple[float, ...] = DEFAULT_QUANTILE_LEVELS
+    quantile_levels: tuple[float, ...] = MOIRAI_2_QUANTILE_LEVELS
 
     @property
     def patch_sizes(self) -> tuple[int, ...]:
