@@ -218,12 +218,13 @@ def iter_series_chunks(
 
     for file in data.files:  # a folder or glob: its files in turn, each chunk from one file
         source = file.label
-        buffer = pd.DataFrame()
+        pieces: list[pd.DataFrame] = []  # rows read and not yet emitted, joined only when a chunk is due
+        blocks = 0  # runs of equal ids in `pieces` (an id going on into the next piece counts once)
+        last_id: object = None
         for piece in read_pieces(file, rows_per_read, source=data):
-            buffer = pd.concat([buffer, piece]) if len(buffer) else piece
             if lay is None:
                 lay = detect_layout(
-                    buffer,
+                    piece,
                     source=source,
                     layout="long",
                     id_column=id_column,
@@ -234,10 +235,18 @@ def iter_series_chunks(
                 )
             if not settled:
                 settled = True
-                if reading.timestamps.dayfirst is None and not data.is_stdin and has_numeric_dates(buffer[lay.timestamp_column]):
+                if reading.timestamps.dayfirst is None and not data.is_stdin and has_numeric_dates(piece[lay.timestamp_column]):
                     column = lay.timestamp_column
-                    pieces = (p[column] for p in read_pieces(data, rows_per_read, columns=[column]))
-                    reading.timestamps.settle(pieces, data.label, column)
+                    stamps = (p[column] for p in read_pieces(data, rows_per_read, columns=[column]))
+                    reading.timestamps.settle(stamps, data.label, column)
+            ids = piece[lay.id_column].to_numpy()
+            if len(ids):
+                blocks += int(np.count_nonzero(ids[1:] != ids[:-1])) + int(not blocks or ids[0] != last_id)
+                last_id = ids[-1]
+            pieces.append(piece)
+            if blocks - 1 < chunk_size:  # cannot hold a whole chunk yet: read on before joining the rows
+                continue
+            buffer = pd.concat(pieces) if len(pieces) > 1 else piece
             starts, order = _blocks(buffer, lay.id_column, done, source)
             taken = 0  # series emitted from this buffer; each chunk is a block of consecutive rows
             while len(order) - 1 - taken >= chunk_size:  # the last id may continue in the next piece
@@ -245,8 +254,10 @@ def iter_series_chunks(
                 done.add(order[taken : taken + chunk_size])
                 taken += chunk_size
             buffer = buffer.iloc[starts[taken] :] if taken else buffer
-        if lay is None:
+            pieces, blocks = [buffer], len(order) - taken
+        if lay is None or not pieces:
             continue
+        buffer = pd.concat(pieces) if len(pieces) > 1 else pieces[0]
         if len(buffer):
             starts, order = _blocks(buffer, lay.id_column, done, source)
             ends = np.r_[starts, len(buffer)]
@@ -737,7 +748,8 @@ def infer_frequency(
             if inferred:
                 votes[inferred] += 1
                 voters.setdefault(inferred, names[position] if names is not None else position)
-        steps.update(index[1:] - index[:-1])
+        values, counts = np.unique((index[1:] - index[:-1]).to_numpy(), return_counts=True)
+        steps.update({pd.Timedelta(value): int(count) for value, count in zip(values, counts)})
     if votes:
         chosen = votes.most_common(1)[0][0]
         for other in votes:
