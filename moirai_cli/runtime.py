@@ -75,7 +75,6 @@ def let_idle_threads_sleep() -> bool:
     return True
 
 
-
 def usable_cpus(root: Path = Path("/")) -> int:
     """The CPUs this process may really use: its affinity mask, capped by its cgroup's CPU quota (rounded up).
 
