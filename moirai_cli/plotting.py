@@ -7,7 +7,7 @@ from pathlib import Path
 from moirai_cli.data.frames import SeriesDataset
 from moirai_cli.data.io import atomic_path
 from moirai_cli.data.output import ForecastLike
-from moirai_cli.errors import InputError, MoiraiError
+from moirai_cli.errors import InputError, MoiraiError, option
 
 PLOT_INSTALL_HINT = "plotting needs matplotlib: pip install matplotlib (in a clone of moirai-cli: pip install -e '.[plot]')"
 
@@ -19,7 +19,7 @@ def check_plot_path(path: str | Path) -> None:
     except ImportError:
         raise MoiraiError(PLOT_INSTALL_HINT) from None
     if not str(path).lower().endswith(".png"):
-        raise InputError(f"{path}: --plot writes a PNG file; name it *.png")
+        raise InputError(f"{path}: {option('plot')} writes a PNG file; name it *.png")
 
 
 def plot_forecasts(

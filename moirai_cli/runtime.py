@@ -148,16 +148,17 @@ def _read_cpu_limit(folder: Path, version: int) -> float | None:
 
 def threads_to_use(requested: int | None = None) -> int:
     """`requested` if given, else the MOIRAI_NUM_THREADS environment variable, else usable_cpus()."""
-    source = "--threads"
     if requested is None and os.environ.get(THREADS_ENV, "").strip():
-        source, text = THREADS_ENV, os.environ[THREADS_ENV].strip()
+        text = os.environ[THREADS_ENV].strip()
         try:
             requested = int(text)
         except ValueError:
             raise InputError(f"{THREADS_ENV}: '{text}' is not a whole number of threads") from None
+        if requested < 1:
+            raise InputError(f"{THREADS_ENV} must be at least 1, got {requested}")
     if requested is None:
         return usable_cpus()
-    check_at_least_one((source, requested))
+    check_at_least_one(("threads", requested))
     return requested
 
 

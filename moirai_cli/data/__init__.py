@@ -34,16 +34,13 @@ from moirai_cli.data.layout import Layout, detect_layout
 from moirai_cli.data.plan import ReadPlan, plan_file_reading, plan_reading
 from moirai_cli.data.sources import STDIO, DataFile, DataSource, is_uri, resolve_source
 from moirai_cli.data.output import (
-    DEFAULT_QUANTILE_LEVELS,
     check_output_columns,
     forecast_frame,
-    parse_quantiles,
     quantile_column,
     samples_frame,
 )
 
 __all__ = [
-    "DEFAULT_QUANTILE_LEVELS",
     "STDIO",
     "DataFile",
     "DataSource",
@@ -73,7 +70,6 @@ __all__ = [
     "load_dataset",
     "output_format",
     "parse_freq",
-    "parse_quantiles",
     "peek_layout",
     "plan_file_reading",
     "plan_reading",

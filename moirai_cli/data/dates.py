@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from moirai_cli.errors import InputError, first_line
+from moirai_cli.errors import InputError, first_line, option
 
 # Day and month (either order), then the year, then anything (a time): 03/04/2024, 3.4.24 13:00, 03-04-2024.
 NUMERIC_DATE = r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})((?:[T\s].*)?)$"
@@ -63,7 +63,7 @@ class DateConvention:
         if day and month:
             raise InputError(
                 f"{source}: column '{column}' mixes day-first dates (row {day[0]}: '{day[1]}') and month-first "
-                f"dates (row {month[0]}: '{month[1]}'); make them consistent, or set --date-format"
+                f"dates (row {month[0]}: '{month[1]}'); make them consistent, or set {option('date_format')}"
             )
         if day or month:
             return day is not None
@@ -71,7 +71,7 @@ class DateConvention:
             row, text = self.ambiguous_row
             raise InputError(
                 f"{source}: column '{column}': no date settles whether '{text}' (row {row}) is day-first or "
-                "month-first; pass --dayfirst or --monthfirst, or --date-format (e.g. '%d/%m/%Y')"
+                f"month-first; pass {option('dayfirst', True)} or {option('dayfirst', False)}, or {option('date_format')} (e.g. '%d/%m/%Y')"
             )
         return False  # every date reads the same either way
 
@@ -108,7 +108,7 @@ class TimestampParser:
         shown = values.astype(str).str.strip()
         if self.date_format is not None:
             parsed = _to_datetime(shown, source, column, self.date_format)
-            problem = "'{}' does not match --date-format '" + self.date_format + "'"
+            problem = "'{}' does not match " + option("date_format") + " '" + self.date_format + "'"
             return self._checked(parsed, shown, source, column, problem)
         self.settle([shown], source, column)  # when unsettled: by this column, kept for later pieces and the future file
         text, reading = shown, "cannot parse timestamp '{}'"
@@ -198,7 +198,7 @@ def _to_datetime(text: pd.Series, source: str, column: str, fmt: str | None) -> 
         if "mixed timezones" in str(exc).lower():  # pandas 3 refuses what pandas 2 returned as objects
             return _to_datetime_each(text, fmt)
         if fmt not in (None, "mixed"):
-            raise InputError(f"{source}: column '{column}': --date-format '{fmt}' is not usable ({first_line(exc)})") from None
+            raise InputError(f"{source}: column '{column}': {option('date_format')} '{fmt}' is not usable ({first_line(exc)})") from None
         raise InputError(f"{source}: column '{column}': cannot parse timestamps ({first_line(exc)})") from None
 
 

@@ -18,7 +18,7 @@ from moirai_cli.data.dates import TimestampParser, has_numeric_dates, row_number
 from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table
 from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
-from moirai_cli.errors import InputError, check_at_least_one
+from moirai_cli.errors import InputError, check_at_least_one, option, render
 
 DEFAULT_ID_COLUMN = "item_id"
 MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
@@ -53,7 +53,12 @@ class SeriesDataset:
     skipped: list[Hashable] = field(default_factory=list)
     horizon: int | None = None  # the horizon the known covariates cover, when there are any
     notes: list[str] = field(default_factory=list)  # how the values were read (e.g. timestamps turned to UTC)
-    warnings: list[str] = field(default_factory=list)  # what the user should check (sparse grids, values dropped)
+    findings: list[str] = field(default_factory=list)  # what the user should check (sparse grids, values dropped), as templates
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should check, as a Python caller reads it (see moirai_cli.errors.render)."""
+        return [render(text) for text in self.findings]
 
     @property
     def id_column(self) -> str:
@@ -91,7 +96,7 @@ def future_index(last: pd.Timestamp, freq: str, horizon: int, what: str = "the f
     if index is None or len(index) < horizon:
         raise InputError(
             f"{what}: {horizon} steps of {freq} after {last} run past {pd.Timestamp.max.floor('D').date()}, "
-            "the last date pandas can hold; shorten --horizon"
+            f"the last date pandas can hold; shorten {option('horizon')}"
         )
     return index
 
@@ -453,11 +458,11 @@ class SeenIds:
 def check_covariate_options(known_covariates: Sequence[str], future: object, horizon: int | None) -> None:
     """Known covariates need a future table when forecasting (a horizon), none for backtests; and vice versa."""
     if known_covariates and horizon is not None and future is None:
-        raise InputError("known covariates need future values: pass --future FILE")
+        raise InputError(f"known covariates need future values: pass {option('future')}")
     if future is not None and known_covariates and horizon is None:
         raise InputError("a future file needs the horizon it covers")
     if future is not None and not known_covariates:
-        raise InputError("--future is only used with --known-covariates")
+        raise InputError(f"{option('future')} is only used with {option('known_covariates')}")
     check_at_least_one(("horizon", horizon))
 
 
@@ -539,21 +544,21 @@ def _build(
         beside = f" (like series '{names[regular[0]]}')" if len(regular) else ""
         raise InputError(
             f"{source}: series have different frequencies: '{names[code]}' is {own}, the others {freq}{beside}; "
-            "put them in separate files, or set --freq to forecast them all on one grid"
+            f"put them in separate files, or set {option('freq')} to forecast them all on one grid"
         )
     if len(sparse):
         name, share = names[sparse[0]], missing_share[sparse[0]]
         others = f" and {len(sparse) - 1} more series" if len(sparse) > 1 else ""
         warnings_.append(
             f"{source}: series '{name}'{others}: more than half of the {freq} grid is missing "
-            f"({share:.0%} for '{name}'); the model reads the gaps as missing values; check --freq"
+            f"({share:.0%} for '{name}'); the model reads the gaps as missing values; check {option('freq')}"
         )
     if horizon is not None and records:
         latest = max(records, key=lambda record: record.timestamps[-1])
         future_index(latest.timestamps[-1], freq, horizon, f"{source}: series '{latest.item_id}'")
     dataset = SeriesDataset(records, freq, lay, source, skipped, horizon if lay.known_covariates else None)
     dataset.notes = list(reading.timestamps.notes)
-    dataset.warnings = warnings_
+    dataset.findings = warnings_
     return dataset
 
 
@@ -634,7 +639,7 @@ class _SeriesGrids:
             series = int(np.searchsorted(self.starts, bad, side="right") - 1)
             raise InputError(
                 f"{source}: series '{names[series]}', row {int(rows[bad]) + 1}: timestamp {stamps[bad]} is not on "
-                f"the {freq} grid starting at {stamps[self.starts[series]]}; fix the row, or set --freq"
+                f"the {freq} grid starting at {stamps[self.starts[series]]}; fix the row, or set {option('freq')}"
             )
         self.positions = positions  # (rows,) step of each row from its series' first row
         self.lengths = positions[np.r_[self.starts[1:], len(codes)] - 1] + 1  # (series,) grid length to the last row
@@ -643,7 +648,7 @@ class _SeriesGrids:
             series = too_long[0]
             raise InputError(
                 f"{source}: series '{names[series]}' would need {self.lengths[series]} steps at frequency {freq} "
-                f"for {self.counts[series]} rows; check --freq"
+                f"for {self.counts[series]} rows; check {option('freq')}"
             )
 
     def timestamps(self, first: np.ndarray, lengths: np.ndarray, base: np.ndarray) -> pd.DatetimeIndex:
@@ -690,12 +695,12 @@ def infer_table_frequency(
 
 
 def _canonical_frequency(canon: pd.DataFrame, source: str) -> str:
-    """The frequency of a canonical table's first series, or InputError asking for --freq (or naming
+    """The frequency of a canonical table's first series, or InputError asking for the frequency (or naming
     two sampled series whose own frequencies differ)."""
     sample = list(_first_groups(canon))
     freq = infer_frequency([group["_ts"] for _, group in sample], names=[key for key, _ in sample], source=source)
     if freq is None:
-        raise InputError(f"{source}: cannot infer the frequency (too few or irregular timestamps); set --freq")
+        raise InputError(f"{source}: cannot infer the frequency (too few or irregular timestamps); set {option('freq')}")
     return freq
 
 
@@ -713,7 +718,7 @@ def parse_freq(freq: str) -> str:
             return to_offset(freq).freqstr
     except (ValueError, TypeError):
         raise InputError(
-            f"--freq: '{freq}' is not a pandas frequency (for example h, D, W-SUN, MS, QS, YS, 15min)"
+            f"{option('freq')}: '{freq}' is not a pandas frequency (for example h, D, W-SUN, MS, QS, YS, 15min)"
         ) from None
 
 
@@ -757,7 +762,7 @@ def infer_frequency(
             if not 1 / _SAME_FREQUENCY < ratio < _SAME_FREQUENCY:
                 raise InputError(
                     f"{source}: series have different frequencies: '{voters[chosen]}' is {parse_freq(chosen)}, "
-                    f"'{voters[other]}' is {parse_freq(other)}; put them in separate files, or set --freq to "
+                    f"'{voters[other]}' is {parse_freq(other)}; put them in separate files, or set {option('freq')} to "
                     "forecast them all on one grid"
                 )
         return parse_freq(chosen)
@@ -866,7 +871,7 @@ def _check_duplicates(canon: pd.DataFrame, source: str, lay: Layout, frame: pd.D
         rows_in_frame = frame.loc[rows.to_numpy()]
         apart = [c for c in candidates if rows_in_frame[c].nunique(dropna=False) > 1 and c != first["_id"]]
         if apart:
-            hint = f"; if column '{apart[0]}' holds series ids, pass --id-column {apart[0]}"
+            hint = f"; if column '{apart[0]}' holds series ids, pass {option('id_column', apart[0])}"
     raise InputError(
         f"{source}: series '{first['_id']}' has duplicate timestamp {first['_ts']} "
         f"(column '{lay.timestamp_column}', rows {where}){hint}"
@@ -925,7 +930,7 @@ def parse_numbers(
         if not inf_as_missing:
             raise InputError(
                 f"{source}: column '{column}', row {row}: '{shown}' is not a finite number; remove it, "
-                "or pass --inf-as-missing to read infinite values as missing"
+                f"or pass {option('inf_as_missing', True)} to read infinite values as missing"
             )
         parsed = np.where(infinite, np.nan, parsed)
         if warnings_ is not None:

@@ -8,7 +8,7 @@ from typing import Callable, Literal, Sequence
 
 import pandas as pd
 
-from moirai_cli.errors import InputError
+from moirai_cli.errors import InputError, option
 
 LayoutKind = Literal["long", "wide", "single"]
 LayoutChoice = Literal["auto", "long", "wide", "single"]
@@ -157,7 +157,7 @@ def detect_layout(
         if ts is None:
             raise InputError(
                 f"{source}: no timestamp column found (looked for {', '.join(TIMESTAMP_NAMES)} "
-                "and date-like columns); name it with --timestamp-column"
+                f"and date-like columns); name it with {option('timestamp_column')}"
             )
     reserved = {ts, *past, *known, *targets}
     overlap = set(targets) & ({ts} | set(past) | set(known))
@@ -213,7 +213,7 @@ def _choose_id(
     """The series id column, or None for the wide and single layouts."""
     if id_column is not None:
         if layout in ("wide", "single"):
-            raise InputError(f"--id-column does not apply to the {layout} layout")
+            raise InputError(f"{option('id_column')} does not apply to the {layout} layout")
         return find_column(frame, id_column, source)
     if layout in ("wide", "single"):
         return None
@@ -228,10 +228,10 @@ def _choose_id(
     if len(candidates) > 1:
         raise InputError(
             f"{source}: several text columns ({_quoted(candidates)}) could be the series id; "
-            "choose one with --id-column"
+            f"choose one with {option('id_column')}"
         )
     if layout == "long":
-        raise InputError(f"{source}: no id column found (looked for {', '.join(ID_NAMES)}); name it with --id-column")
+        raise InputError(f"{source}: no id column found (looked for {', '.join(ID_NAMES)}); name it with {option('id_column')}")
     return None
 
 
@@ -246,8 +246,8 @@ def _choose_targets(
         guessed.add("target")
         return tuple(numeric)
     if not numeric:
-        raise InputError(f"{source}: no numeric target column found; name it with --target")
+        raise InputError(f"{source}: no numeric target column found; name it with {option('target')}")
     raise InputError(
         f"{source}: several numeric columns ({_quoted(numeric)}) could be the target; "
-        "choose with --target (repeat it for a multivariate forecast)"
+        f"choose with {option('target')} (repeat it for a multivariate forecast)"
     )

@@ -14,7 +14,6 @@ TARGET_COLUMN = "target"
 SAMPLE_COLUMN = "sample"
 VALUE_COLUMN = "value"
 MEAN_COLUMN = "mean"
-DEFAULT_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # a forecast's quantile columns unless asked otherwise
 
 
 class ForecastLike(Protocol):
@@ -31,20 +30,6 @@ class ForecastLike(Protocol):
 def quantile_column(level: float) -> str:
     """A quantile level as AutoGluon names its column: 0.1 -> '0.1', 0.05 -> '0.05'."""
     return repr(float(level))
-
-
-def parse_quantiles(text: str) -> list[float]:
-    """Parse '0.1,0.5,0.9' into sorted, distinct levels strictly between 0 and 1."""
-    try:
-        levels = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--quantiles: '{text}' is not a comma-separated list of numbers") from None
-    if not levels:
-        raise InputError("--quantiles: give at least one level, e.g. 0.1,0.5,0.9")
-    outside = [q for q in levels if not 0 < q < 1]
-    if outside:
-        raise InputError(f"--quantiles: {outside[0]} is not strictly between 0 and 1")
-    return sorted(set(levels))
 
 
 def check_output_columns(
@@ -103,15 +88,18 @@ def forecast_frame(
     *,
     start: int = 0,
 ) -> pd.DataFrame:
-    """Long table of the forecast for series `start .. start+N` of `dataset`: keys, `mean`, one column per level."""
+    """Long table of the forecast for series `start .. start+N` of `dataset`: keys, `mean`, one column per level.
+
+    Values are float64 on every surface: computed in the forecast's own precision, then widened exactly.
+    """
     check_output_columns(dataset, quantile_levels)
     mean = forecast.mean  # (N, H, V)
     n, horizon, n_var = mean.shape
     records = dataset.series[start : start + n]
     columns = _key_columns(dataset, records, horizon)
-    columns[MEAN_COLUMN] = mean.transpose(0, 2, 1).reshape(-1)  # (N, V, H)
+    columns[MEAN_COLUMN] = mean.transpose(0, 2, 1).reshape(-1).astype(np.float64)  # (N, V, H)
     if len(quantile_levels):
-        q = forecast.quantiles(quantile_levels).astype(mean.dtype, copy=False)
+        q = forecast.quantiles(quantile_levels).astype(mean.dtype, copy=False).astype(np.float64)
         q = q.transpose(0, 3, 2, 1).reshape(-1, len(quantile_levels))  # (N, V, H, Q)
         for j, level in enumerate(quantile_levels):
             columns[quantile_column(level)] = q[:, j]
@@ -129,5 +117,5 @@ def samples_frame(dataset: SeriesDataset, forecast: ForecastLike, *, start: int 
     columns = _key_columns(dataset, records, horizon, inner=n_samples)
     key_order = list(columns)
     columns[SAMPLE_COLUMN] = np.tile(np.repeat(np.arange(n_samples), horizon), n * n_var)
-    columns[VALUE_COLUMN] = samples.transpose(0, 3, 1, 2).reshape(-1)  # (N, V, S, H)
+    columns[VALUE_COLUMN] = samples.transpose(0, 3, 1, 2).reshape(-1).astype(np.float64)  # (N, V, S, H), widened exactly
     return pd.DataFrame(columns, columns=[*key_order, SAMPLE_COLUMN, VALUE_COLUMN])

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from moirai_cli.data.output import DEFAULT_QUANTILE_LEVELS
+from moirai_cli.forecasting.job import DEFAULT_QUANTILE_LEVELS
 from moirai_cli.errors import InputError, check_at_least_one
 from moirai_cli.evaluation.baseline import seasonal_naive
 from moirai_cli.evaluation.forecast import QuantileForecast, scoring_levels
@@ -255,7 +255,7 @@ def run_backtest(
     target has several columns.
     """
     stride = horizon if stride is None else stride
-    check_at_least_one(("horizon", horizon), ("windows", windows), ("stride", stride), ("season length", season_length))
+    check_at_least_one(("horizon", horizon), ("windows", windows), ("stride", stride), ("season_length", season_length))
     inputs = _validate(series, item_ids, target_names, timestamps, past_covariates, known_covariates)
     n_variates = len(inputs.target_names)
     row_names = inputs.target_names if target_names is not None or n_variates > 1 else None

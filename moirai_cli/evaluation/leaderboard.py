@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from moirai_cli.data.output import DEFAULT_QUANTILE_LEVELS
+from moirai_cli.forecasting.job import DEFAULT_QUANTILE_LEVELS
 from moirai_cli.errors import InputError
 from moirai_cli.evaluation.backtest import BASELINE, MODEL, MODEL_COLUMN, BacktestResult, SeriesLike, evaluate
 from moirai_cli.evaluation.metrics import INTERVAL_ALPHA, METRIC_INFO, METRIC_NAMES

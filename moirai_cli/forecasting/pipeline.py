@@ -15,6 +15,8 @@ future patch from one pass, Moirai 2.0 predicts quantiles. Sampling families ret
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from moirai_cli.data.output import DEFAULT_QUANTILE_LEVELS
-from moirai_cli.errors import InputError, check_at_least_one
+from moirai_cli.errors import InputError, ModelError, MoiraiError, check_at_least_one, first_line, option
 from moirai_cli.forecasting.decoding import (
     decode_cached,
     decode_exact,
@@ -33,6 +34,14 @@ from moirai_cli.forecasting.decoding import (
     decode_quantiles,
 )
 from moirai_cli.forecasting.execution import ExecutionPlan, plan_for
+from moirai_cli.forecasting.job import (
+    DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_MODEL,
+    DEFAULT_NUM_SAMPLES,
+    DTYPE_NAMES,
+    ForecastJob,
+    ModelSpec,
+)
 from moirai_cli.forecasting.memory import check_fits, request_for
 from moirai_cli.forecasting.numerics import condition_inputs, restore_samples
 from moirai_cli.forecasting.packing import TokenBatch, collate, pack_series
@@ -44,11 +53,8 @@ from moirai_cli.model.network import NETWORK_CLASSES, MoiraiNetwork, gather_rows
 if TYPE_CHECKING:
     from moirai_cli.data import SeriesDataset
 
-DEFAULT_MODEL = "Salesforce/moirai-moe-1.0-R-small"
-DEFAULT_CONTEXT_LENGTH = 1024
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 """The weight dtypes a forecaster loads in, by the name the command line and the engines take."""
-DEFAULT_NUM_SAMPLES = 100
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,10 @@ class Forecast:
         """(N, Q, H, V) empirical quantiles of the sample paths."""
         return np.quantile(self.samples, np.asarray(levels), axis=1).transpose(1, 0, 2, 3)
 
+    def with_sorted_quantiles(self) -> "Forecast":
+        """Itself: quantiles of sample paths never cross."""
+        return self
+
 
 @dataclass
 class DirectQuantileForecast:
@@ -140,6 +150,14 @@ class DirectQuantileForecast:
     def mean(self) -> np.ndarray:
         """(N, H, V): the median, as GluonTS's QuantileForecast defines the mean without one stored."""
         return self.quantiles([0.5])[:, 0]
+
+    def with_sorted_quantiles(self) -> "DirectQuantileForecast":
+        """The same forecast with each step's predicted quantiles in increasing order, so no two levels cross.
+
+        The model's own levels keep their values, reassigned in order; other levels and the mean
+        are then read off the sorted values by the usual rule (as TimesFM's fix_quantile_crossing does).
+        """
+        return DirectQuantileForecast(np.sort(self.values, axis=1), self.levels, self.patch_sizes)
 
     def quantiles(self, levels: Sequence[float]) -> np.ndarray:
         """(N, Q', H, V) at the given levels: the model's own where they match, else interpolated."""
@@ -181,9 +199,9 @@ def pick_device(device: str) -> torch.device:
     except RuntimeError as exc:
         raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from exc
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise InputError(f"device 'cuda' was asked for but torch sees no CUDA GPU; use {option('device')} cpu")
     if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("device 'mps' was asked for but is not available; use --device cpu")
+        raise InputError(f"device 'mps' was asked for but is not available; use {option('device')} cpu")
     return chosen
 
 
@@ -191,25 +209,54 @@ _PROCESS_FORECASTERS: dict[tuple, "MoiraiForecaster"] = {}
 _PROCESS_FORECASTERS_LOCK = threading.Lock()
 
 
-def load_forecaster_once(
-    name_or_path: str = DEFAULT_MODEL,
-    *,
-    revision: str | None = None,
-    cache_dir: str | None = None,
-    device: str = "auto",
-    dtype: torch.dtype = torch.float32,
-) -> "MoiraiForecaster":
-    """`MoiraiForecaster.from_pretrained`, loaded once per process for each set of arguments.
+@contextlib.contextmanager
+def model_errors(failure: str, *, local_folder_hint: bool = True) -> Iterator[None]:
+    """Any failure to fetch or load a checkpoint as a one-line ModelError starting with `failure` (bad options stay InputErrors).
+
+    A Hub failure that a local folder would avoid says so when `local_folder_hint`.
+    """
+    from moirai_cli.model.hub import HubError
+
+    try:
+        yield
+    except HubError as exc:
+        hint = f"or pass {option('model')} with a local checkpoint folder" if local_folder_hint else None
+        raise ModelError(exc.message(hint)) from exc
+    except MoiraiError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{failure}: {' '.join(str(exc).split()) or type(exc).__name__}") from exc
+
+
+def load_forecaster(spec: ModelSpec, *, device: str | None = None, progress: bool = False) -> "MoiraiForecaster":
+    """Load `spec`'s checkpoint (on `device` when given, else the spec's); failures as one-line ModelErrors."""
+    with model_errors(f"cannot load model '{spec.model}'"):
+        return MoiraiForecaster.from_pretrained(
+            spec.model, revision=spec.revision, cache_dir=spec.cache_dir, device=device or spec.device,
+            dtype=DTYPES[spec.dtype], progress=progress,
+        )
+
+
+def fetch_checkpoint(spec: ModelSpec, *, progress: bool = False) -> Path:
+    """The checkpoint's local folder, downloading it first if needed; failures as one-line ModelErrors."""
+    with model_errors(f"cannot fetch model '{spec.model}'"):
+        return resolve_checkpoint(spec.model, spec.revision, spec.cache_dir, progress=progress)
+
+
+def load_forecaster_once(spec: ModelSpec | str = DEFAULT_MODEL, *, device: str | None = None, **options) -> "MoiraiForecaster":
+    """`load_forecaster`, once per process for each checkpoint and device (a Hub id or folder, or a ModelSpec).
 
     Engine workers (Spark, Ray) call this for every partition or batch they forecast: a worker
     process reads the checkpoint the first time only and reuses the loaded model afterwards.
+    `options` (revision, cache_dir, device, dtype) complete a name given as text.
     """
-    key = (str(name_or_path), revision, cache_dir, str(device), dtype)
+    if not isinstance(spec, ModelSpec):
+        spec = ModelSpec(spec, **options)
+    device = device or spec.device
+    key = (spec, str(device))
     with _PROCESS_FORECASTERS_LOCK:
         if key not in _PROCESS_FORECASTERS:
-            _PROCESS_FORECASTERS[key] = MoiraiForecaster.from_pretrained(
-                name_or_path, revision=revision, cache_dir=cache_dir, device=device, dtype=dtype
-            )
+            _PROCESS_FORECASTERS[key] = load_forecaster(spec, device=device)
         return _PROCESS_FORECASTERS[key]
 
 
@@ -297,6 +344,7 @@ class MoiraiForecaster(FamilyTraits):
         decoding: Literal["exact", "cached"] = "exact",
         progress: Callable[[int], None] | None = None,
         token_budget: int | None = None,
+        sort_quantiles: bool = False,
     ) -> Forecast | DirectQuantileForecast:
         """Forecast `horizon` steps after the end of each series.
 
@@ -311,7 +359,8 @@ class MoiraiForecaster(FamilyTraits):
         Sampling families return num_samples (default 100) sample paths per series; Moirai
         2.0 returns its quantiles, and num_samples and seed do not apply to it.
         batch_size (series per batch) and token_budget (tokens per forward pass) default to the
-        device's plan (`self.plan`): small chunks on a CPU, large passes on a GPU.
+        device's plan (`self.plan`): small chunks on a CPU, large passes on a GPU. sort_quantiles
+        puts a quantile model's levels in order where they cross (see `with_sorted_quantiles`).
         """
         batch_size = self.plan.batch_size if batch_size is None else batch_size
         token_budget = self.plan.token_budget if token_budget is None else token_budget
@@ -349,7 +398,8 @@ class MoiraiForecaster(FamilyTraits):
                     if progress is not None:
                         progress(len(rows))
         if quantile_levels is not None:
-            return DirectQuantileForecast(out, quantile_levels, sizes)
+            direct = DirectQuantileForecast(out, quantile_levels, sizes)
+            return direct.with_sorted_quantiles() if sort_quantiles else direct
         return Forecast(out, sizes)
 
     def _decode(
@@ -386,42 +436,30 @@ class MoiraiForecaster(FamilyTraits):
             **options,
         )
 
-    def predict_df(
-        self,
-        df: pd.DataFrame,
-        horizon: int,
-        *,
-        quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
-        id_column: str | None = None,
-        timestamp_column: str | None = None,
-        target: Sequence[str] | str = (),
-        freq: str | None = None,
-        past_covariates: Sequence[str] = (),
-        known_covariates: Sequence[str] = (),
-        future_df: pd.DataFrame | None = None,
-        dayfirst: bool | None = None,
-        date_format: str | None = None,
-        inf_as_missing: bool = False,
-        **options,
-    ) -> pd.DataFrame:
+    def predict_df(self, df: pd.DataFrame, horizon: int, *, future_df: pd.DataFrame | None = None, **options) -> pd.DataFrame:
         """Forecast a pandas frame (long, wide or single series) into a long frame of mean and quantiles.
 
-        Columns, dates and values are read as by the command line (see `load_dataset`); the reader's
-        warnings are issued as Python warnings; `options` go to `predict`.
+        `options` are those of `ForecastJob.build` for reading and predicting (id_column, target, freq,
+        past_covariates, known_covariates, dayfirst, ..., context_length, num_samples, quantile_levels,
+        seed, ...); `future_df` holds the known covariates over the horizon. The table is read and
+        forecast exactly as the command line does (the same procedure, `forecast_chunk`); what it warns
+        about comes as Python warnings.
         """
-        import warnings
+        from moirai_cli.data import check_output_columns, load_dataset
+        from moirai_cli.forecasting.procedure import FORECAST, forecast_chunk, report_to_python
+        from moirai_cli.runtime import use_threads
 
-        from moirai_cli.data import check_output_columns, forecast_frame, load_dataset
-
-        dataset = load_dataset(
-            df, id_column=id_column, timestamp_column=timestamp_column, target=target, freq=freq,
-            past_covariates=past_covariates, known_covariates=known_covariates, future=future_df, horizon=horizon,
-            dayfirst=dayfirst, date_format=date_format, inf_as_missing=inf_as_missing,
-        )
-        for message in dataset.warnings:
-            warnings.warn(message, stacklevel=2)
-        check_output_columns(dataset, quantile_levels)  # before the model runs
-        return forecast_frame(dataset, self.predict_dataset(dataset, horizon, **options), quantile_levels)
+        loading = sorted(set(options) & {f.name for f in dataclasses.fields(ModelSpec)})
+        if loading:
+            raise TypeError(f"predict_df: {loading[0]!r} is an option of loading the model; give it to from_pretrained")
+        job = ForecastJob.build(horizon, future=future_df, **options)
+        dataset = load_dataset(df, future=job.read.future, horizon=horizon, **job.read.table)
+        check_output_columns(dataset, job.predict.quantile_levels)  # before the model runs
+        if job.predict.threads is not None:
+            use_threads(job.predict.threads)
+        result = forecast_chunk(self, dataset, job)
+        report_to_python(result, dataset.source)
+        return result.tables[FORECAST]
 
     def _batches(
         self, rows, targets, past, known, horizon, context_length, size, batch_size, holdout=False

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from fake_hub import HUB_COMMIT, HUB_REPO
 
-from moirai_cli import cli
+from moirai_cli.cli import models as cli
 from moirai_cli.cli import app, main
 from moirai_cli.errors import ModelError
 from moirai_cli.forecasting.pipeline import DEFAULT_MODEL

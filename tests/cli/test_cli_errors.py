@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from moirai_cli import cli
+from moirai_cli.engines import local as engine
+from moirai_cli.forecasting.pipeline import MoiraiForecaster
 from moirai_cli.cli import app
 from moirai_cli.errors import ModelError
 
@@ -64,7 +65,7 @@ def test_unknown_or_broken_model_exit_1(runner, monkeypatch, tmp_path, failure, 
     def from_pretrained(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(cli.MoiraiForecaster, "from_pretrained", staticmethod(from_pretrained))
+    monkeypatch.setattr(MoiraiForecaster, "from_pretrained", staticmethod(from_pretrained))
     data = tmp_path / "d.csv"
     data.write_text(GOOD)
     result = runner.invoke(app, ["forecast", str(data), "-H", "2", "--model", "x/y", "-o", str(tmp_path / "o.csv")])
@@ -73,7 +74,7 @@ def test_unknown_or_broken_model_exit_1(runner, monkeypatch, tmp_path, failure, 
 
 
 def test_failure_mid_forecast_leaves_no_output(runner, fake_model, tmp_path, monkeypatch, one_line_error):
-    monkeypatch.setattr(cli, "SERIES_PER_CHUNK", 1)
+    monkeypatch.setattr(engine, "SERIES_PER_CHUNK", 1)
     calls = {"n": 0}
     original = fake_model.predict
 

@@ -69,7 +69,8 @@ def test_moirai_2_says_num_samples_does_not_apply(runner, moirai2_checkpoint):
     assert note in with_samples.stderr.splitlines() and note not in plain.stderr
     assert with_samples.stdout == plain.stdout
     quiet = runner.invoke(app, args + ["--num-samples", "7", "-q"])
-    assert quiet.exit_code == 0 and quiet.stderr == ""
+    # -q keeps warnings only: the random tiny model's quantiles cross, which is a warning
+    assert quiet.exit_code == 0 and all(line.startswith("warning: ") and "crossing quantiles" in line for line in quiet.stderr.splitlines())
 
 
 @pytest.mark.parametrize("family", ["moirai-1", "moirai-2"])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from moirai_cli import cli
+from moirai_cli.engines import local as engine
 from moirai_cli.cli import app
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
@@ -181,7 +181,7 @@ def test_quiet_and_skipped_series_warning(runner, fake_model):
 
 
 def test_chunks_and_plot(runner, fake_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "SERIES_PER_CHUNK", 2)
+    monkeypatch.setattr(engine, "SERIES_PER_CHUNK", 2)
     out, png = tmp_path / "o.csv", tmp_path / "p.png"
     result = runner.invoke(
         app, ["forecast", str(SAMPLES / "stocks.csv"), "-H", "2", "--seed", "1", "-o", str(out), "--plot", str(png)]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moirai_cli import cli
+from moirai_cli.engines import local as engine
 from moirai_cli.cli import app
 
 DAYS = pd.date_range("2024-01-01", periods=40, freq="D")
@@ -157,7 +157,7 @@ def test_a_full_disk_names_the_output_file(runner, fake_model, tmp_path, monkeyp
 
 
 def test_streamed_parquet_output_keeps_float64_forecasts_after_float32_ones(runner, tiny_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "SERIES_PER_CHUNK", 1)
+    monkeypatch.setattr(engine, "SERIES_PER_CHUNK", 1)
     rng = np.random.default_rng(1)
     unit = np.sin(np.arange(30) / 3) + 0.1 * rng.normal(size=30)
     table = pd.DataFrame({"item_id": np.repeat(["plain", "level"], 30), "date": np.tile(DAYS[:30].strftime("%Y-%m-%d"), 2),

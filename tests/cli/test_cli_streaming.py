@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moirai_cli import cli
+from moirai_cli.engines import local as engine
 from moirai_cli.cli import app
 
 FAST = ["--num-samples", "4", "--context-length", "32", "--seed", "3", "--device", "cpu", "-q"]
@@ -34,10 +34,10 @@ def long_table(n_series: int = 5, length: int = 30) -> pd.DataFrame:
 @pytest.fixture
 def reads(monkeypatch) -> dict[str, list]:
     """Record the chunks the streaming reader yields and the whole-file loads, with small chunks and reads."""
-    monkeypatch.setattr(cli, "SERIES_PER_CHUNK", 2)
-    monkeypatch.setattr(cli, "ROWS_PER_READ", 7)
+    monkeypatch.setattr(engine, "SERIES_PER_CHUNK", 2)
+    monkeypatch.setattr(engine, "ROWS_PER_READ", 7)
     seen: dict[str, list] = {"chunks": [], "whole": []}
-    stream, load = cli.iter_series_chunks, cli.load_dataset
+    stream, load = engine.iter_series_chunks, engine.load_dataset
 
     def recording_stream(*args, **kwargs):
         for chunk in stream(*args, **kwargs):
@@ -48,8 +48,8 @@ def reads(monkeypatch) -> dict[str, list]:
         seen["whole"].append(args[0])
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "iter_series_chunks", recording_stream)
-    monkeypatch.setattr(cli, "load_dataset", recording_load)
+    monkeypatch.setattr(engine, "iter_series_chunks", recording_stream)
+    monkeypatch.setattr(engine, "load_dataset", recording_load)
     return seen
 
 

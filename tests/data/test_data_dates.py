@@ -41,7 +41,7 @@ def test_dates_that_read_either_way_are_refused_until_settled():
     dates = DAYS[:10].strftime("%d/%m/%Y")
     with pytest.raises(InputError, match=r"d\.csv: column 'date': no date settles whether '02/01/2024' \(row 2\)") as err:
         load_dataset(frame(dates), source="d.csv")
-    assert "--dayfirst" in str(err.value) and "--date-format" in str(err.value)
+    assert "dayfirst=True" in str(err.value) and "date_format" in str(err.value)  # a Python caller's error names the parameter
     assert load_dataset(frame(dates), dayfirst=True).series[0].timestamps.equals(pd.DatetimeIndex(DAYS[:10]))
     month_first = load_dataset(frame(dates), dayfirst=False)
     assert month_first.freq == "MS" and month_first.series[0].timestamps[1] == pd.Timestamp("2024-02-01")
@@ -58,7 +58,7 @@ def test_a_column_mixing_conventions_is_refused_naming_both_rows():
 def test_a_settled_convention_is_enforced_on_every_row():
     with pytest.raises(InputError, match=r"row 3: cannot parse timestamp '01/15/2024' \(dates in this column are day-first\)"):
         load_dataset(frame(["13/01/2024", "14/01/2024", "01/15/2024"]), dayfirst=True, source="d.csv")
-    with pytest.raises(InputError, match=r"row 2: '2024-01-02' does not match --date-format '%d/%m/%Y'"):
+    with pytest.raises(InputError, match=r"row 2: '2024-01-02' does not match date_format '%d/%m/%Y'"):  # a Python caller's error names the parameter
         load_dataset(frame(["01/01/2024", "2024-01-02", "03/01/2024"]), date_format="%d/%m/%Y", source="d.csv")
 
 

@@ -12,11 +12,11 @@ from moirai_cli.data import (
     check_output_columns,
     forecast_frame,
     load_dataset,
-    parse_quantiles,
     quantile_column,
     samples_frame,
 )
 from moirai_cli.errors import InputError
+from moirai_cli.forecasting.job import quantile_levels
 from moirai_cli.forecasting.pipeline import Forecast
 
 
@@ -69,11 +69,11 @@ def test_samples_frame_long_paths():
 
 
 def test_quantile_levels():
-    assert parse_quantiles("0.9, 0.1,0.5,0.1") == [0.1, 0.5, 0.9]
+    assert quantile_levels("0.9, 0.1,0.5,0.1") == (0.1, 0.5, 0.9)
     assert [quantile_column(q) for q in (0.1, 0.05, 0.5)] == ["0.1", "0.05", "0.5"]
     for bad in ("0,0.5", "x", ""):
-        with pytest.raises(InputError, match="--quantiles"):
-            parse_quantiles(bad)
+        with pytest.raises(InputError, match="quantile_levels"):  # a Python caller's error names the parameter
+            quantile_levels(bad)
 
 
 def test_plot_writes_png(tmp_path):

@@ -85,7 +85,7 @@ def test_plan_settles_the_date_convention_so_a_part_of_ambiguous_dates_reads_lik
     plan = plan_reading(table, target="sales")
     assert plan.dayfirst is True and plan.freq == "D" and plan.freq_inferred
     early = table[table["day"].str[:2].astype(int) <= 12]  # 01/02 .. 12/02: either convention would do
-    with pytest.raises(InputError, match="pass --dayfirst or --monthfirst"):
+    with pytest.raises(InputError, match="pass dayfirst=True or dayfirst=False"):  # a Python caller's error names the parameter
         load_dataset(early, target="sales")  # alone, this part cannot be settled
     part = load_dataset(early, **plan.read_options())
     assert part.series[0].timestamps[0] == pd.Timestamp("2024-02-01") and part.freq == "D"
@@ -93,7 +93,7 @@ def test_plan_settles_the_date_convention_so_a_part_of_ambiguous_dates_reads_lik
 
 def test_plan_refuses_a_sample_that_cannot_settle_the_dates_unless_told():
     table = day_first_table(pd.date_range("2024-02-01", periods=10))  # every date reads both ways
-    with pytest.raises(InputError, match="pass --dayfirst or --monthfirst"):
+    with pytest.raises(InputError, match="pass dayfirst=True or dayfirst=False"):  # a Python caller's error names the parameter
         plan_reading(table, target="sales")
     assert plan_reading(table, target="sales", dayfirst=True).read_options()["dayfirst"] is True
 

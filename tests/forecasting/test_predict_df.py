@@ -45,7 +45,7 @@ def test_predict_df_rejects_a_frame_without_values(tiny_forecaster):
 def test_predict_df_takes_the_date_convention_and_refuses_colliding_columns(tiny_forecaster):
     stamps = pd.date_range("2024-01-01", periods=10, freq="D").strftime("%d/%m/%Y")  # every day up to 12: ambiguous
     frame = pd.DataFrame({"date": stamps, "y": np.arange(10.0)})
-    with pytest.raises(InputError, match="--dayfirst"):
+    with pytest.raises(InputError, match="dayfirst=True"):  # a Python caller's error names the parameter
         tiny_forecaster.predict_df(frame, 2, num_samples=5)
     out = tiny_forecaster.predict_df(frame, 2, num_samples=5, dayfirst=True)
     assert out["date"].tolist() == [pd.Timestamp("2024-01-11"), pd.Timestamp("2024-01-12")]

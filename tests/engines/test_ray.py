@@ -15,10 +15,13 @@ from moirai_cli.cli import app
 
 ray = pytest.importorskip("ray", reason="the Ray engine tests need ray[data] (pip install -e '.[dev]')")
 
-from moirai_cli import distributed  # noqa: E402
 from moirai_cli.data import plan_file_reading, resolve_source  # noqa: E402
+from moirai_cli.engines import ray as distributed  # noqa: E402
+from moirai_cli.engines import transport  # noqa: E402
+from moirai_cli.forecasting.job import ForecastJob  # noqa: E402
+from moirai_cli.forecasting.procedure import FORECAST  # noqa: E402
 
-CHECKPOINT = str(Path(__file__).parent / "fixtures" / "tiny-moe")
+CHECKPOINT = str(Path(__file__).parent.parent / "fixtures" / "tiny-moe")
 FAST = ["-H", "4", "--num-samples", "5", "--context-length", "32", "--seed", "11", "--device", "cpu",
         "--decoding", "cached", "--model", CHECKPOINT]
 
@@ -134,19 +137,30 @@ def test_known_covariates_from_a_future_file(runner, cluster, tmp_path):
     assert forecast(runner, tmp_path / "ds", "--target", "y")[0] != local  # the covariate changes the forecast
 
 
+def worker_job(reading, **options) -> distributed.WorkerJob:
+    """What each actor gets for a forecast of 4 steps with the tiny model, seed 11, on the CPU."""
+    return distributed.WorkerJob(ForecastJob.build(4, model=CHECKPOINT, seed=11, device="cpu", **options), reading)
+
+
+def forecast_rows(frames) -> tuple[pd.DataFrame, list]:
+    """(forecast rows, skipped ids) of the workers' output frames."""
+    results = list(transport.unpacked(frames, FORECAST))
+    return pd.concat([r.tables[FORECAST] for r in results], ignore_index=True), sum((r.skipped for r in results), [])
+
+
 def test_each_series_goes_whole_to_one_worker_call(cluster, tmp_path):
     table = sales(30)
     table.sample(frac=1, random_state=1).to_parquet(tmp_path / "mixed.parquet", index=False)  # rows in any order
     source = resolve_source(tmp_path / "mixed.parquet")
     reading = plan_file_reading(source)
-    job = distributed.ForecastJob(4, reading, 11, CHECKPOINT, predict_options={"num_samples": 3, "context_length": 32})
+    job = worker_job(reading, num_samples=3, context_length=32)
     plan = distributed.SourcePlan(by_file=False, rows=len(table), buckets=7)
     frames = list(distributed.collect(distributed.forecast_source(source, job, workers=2, plan=plan)))
-    rows = pd.concat(frames)
-    forecast_rows = rows[~rows[distributed.SKIPPED_COLUMN]]
-    assert forecast_rows.groupby("item_id").size().eq(4).all()  # every series exactly once, all its steps
-    assert sorted(forecast_rows["item_id"].unique()) == sorted(set(table["item_id"]) - {"sku-005"})
-    assert rows.loc[rows[distributed.SKIPPED_COLUMN], "item_id"].tolist() == ["sku-005"]
+    forecast_rows_, skipped = forecast_rows(frames)
+    assert forecast_rows_.groupby("item_id").size().eq(4).all()  # every series exactly once, all its steps
+    assert sorted(forecast_rows_["item_id"].unique()) == sorted(set(table["item_id"]) - {"sku-005"})
+    assert skipped == ["sku-005"]
+    frames = [result.tables[FORECAST] for result in transport.unpacked(frames, FORECAST) if FORECAST in result.tables]
     assert all(frame["item_id"].nunique() == frame.groupby("item_id").ngroups for frame in frames)
 
 
@@ -177,9 +191,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(runner, cluster, t
     split_by_series(table, tmp_path / "ds", files=8)
     local, _ = forecast(runner, tmp_path / "ds")
     source = resolve_source(tmp_path / "ds")
-    job = distributed.ForecastJob(
-        4, plan_file_reading(source), 11, CHECKPOINT, quantile_levels=tuple(np.arange(1, 10) / 10),
-        predict_options={"num_samples": 5, "context_length": 32, "decoding": "cached"},
+    job = worker_job(
+        plan_file_reading(source), quantile_levels=tuple(np.arange(1, 10) / 10), num_samples=5, context_length=32, decoding="cached"
     )
     frames, killed = [], []
     for frame in distributed.collect(distributed.forecast_source(source, job, workers=1)):
@@ -192,9 +205,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(runner, cluster, t
             killed.extend(pids)
     assert killed and len(frames) >= 2
     assert not set(killed) & set(_forecasting_actor_pids())  # the pool runs on a restarted process
-    rows, skipped, _ = zip(*distributed.forecast_rows(iter(frames), "item_id"))
-    out = pd.concat(rows, ignore_index=True)
-    assert sum(skipped, []) == ["sku-005"]
+    out, skipped = forecast_rows(frames)
+    assert skipped == ["sku-005"]
     text = out.to_csv(index=False, date_format="%Y-%m-%d").splitlines()
     assert "\n".join([text[0], *sorted(text[1:])]) == local
 

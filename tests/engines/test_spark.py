@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
 
-CHECKPOINT = str(Path(__file__).resolve().parent / "fixtures" / "tiny-moe")
+CHECKPOINT = str(Path(__file__).resolve().parent.parent / "fixtures" / "tiny-moe")
 OPTIONS = dict(num_samples=10, context_length=64, seed=11, device="cpu")
 
 
@@ -240,7 +240,7 @@ def test_missing_checkpoint_and_bad_options_are_one_line_errors(spark):
 
 
 def test_series_chunks_keep_each_series_whole_across_batches():
-    from moirai_cli.spark import _series_chunks
+    from moirai_cli.engines.spark import _series_chunks
 
     ids = np.repeat(["a", "b", "c", "d", "e"], [5, 1, 7, 2, 3])
     rows = pd.DataFrame({"id": ids, "t": np.arange(len(ids))})
@@ -256,18 +256,19 @@ def test_a_task_with_a_gpu_loads_the_model_on_that_gpu(monkeypatch):
     pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]'")
     from pyspark.resource import ResourceInformation
 
-    from moirai_cli import spark as moirai_spark
+    from moirai_cli.engines import spark as moirai_spark
+    from moirai_cli.forecasting.job import ModelSpec
 
     class TaskWithGpu:
         def resources(self):
             return {"gpu": ResourceInformation("gpu", ["3"])}
 
     devices = []
-    monkeypatch.setattr(moirai_spark, "load_forecaster_once", lambda name, **options: devices.append(options["device"]))
-    spec = lambda device: moirai_spark._ModelSpec(CHECKPOINT, None, None, device, None)  # noqa: E731
+    monkeypatch.setattr(moirai_spark, "load_forecaster_once", lambda spec, **options: devices.append(options["device"]))
+    load = lambda device: moirai_spark.executor_forecaster(ModelSpec(CHECKPOINT, device=device))  # noqa: E731
     monkeypatch.setattr(pyspark.TaskContext, "get", classmethod(lambda cls: TaskWithGpu()))
     for device in ("auto", "cuda", "cpu"):
-        spec(device).load()
+        load(device)
     monkeypatch.setattr(pyspark.TaskContext, "get", classmethod(lambda cls: None))  # no task, or no GPU assigned
-    spec("auto").load()
+    load("auto")
     assert devices == ["cuda:3", "cuda:3", "cpu", "auto"]
