@@ -93,7 +93,9 @@ def is_numeric_column(values: pd.Series) -> bool:
     present = values.dropna()
     if present.empty:
         return True  # an all-empty column is a missing numeric column, not an id
-    parsed = pd.to_numeric(present.head(1000), errors="coerce")
+    # As Python objects: Arrow-backed text (string[pyarrow], ArrowDtype strings, dictionaries) would parse to
+    # Arrow NaN, which counts as present.
+    parsed = pd.to_numeric(present.head(1000).astype(object), errors="coerce")
     return parsed.notna().mean() >= 0.5
 
 

@@ -176,17 +176,16 @@ class PredictSettings:
             object.__setattr__(self, "seed", int(self.seed))
 
     def predict_options(self) -> dict[str, Any]:
-        """Keyword arguments of MoiraiForecaster.predict, defaults left to it (the seed is passed apart, once settled)."""
-        given = {
-            "context_length": self.context_length,
-            "num_samples": self.num_samples,
-            "patch_size": self.patch_size,
-            "decoding": self.decoding,
-            "batch_size": self.batch_size,
-            "token_budget": self.token_budget,
-            "sort_quantiles": self.sort_quantiles or None,
-        }
-        return {name: value for name, value in given.items() if value is not None}
+        """Keyword arguments of MoiraiForecaster.predict: every setting but those applied elsewhere, unset ones left to it."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _APPLIED_ELSEWHERE}
+        return {name: value for name, value in given.items() if value is not None and value is not False}
+
+
+_APPLIED_ELSEWHERE = {
+    "seed",  # settled once per run, passed apart
+    "threads",  # set for the process by each engine
+    "quantile_levels",  # read off the forecast when its table is laid out
+}
 
 
 Job = TypeVar("Job", bound="ForecastJob")

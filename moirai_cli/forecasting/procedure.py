@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Literal
 
-import numpy as np
 
 import logging
 import warnings
@@ -85,6 +84,8 @@ def read_findings(dataset: "SeriesDataset") -> ChunkResult:
 
 def crossing_rows(table: "pd.DataFrame", levels: tuple[float, ...]) -> int:
     """Rows of a forecast table whose quantile columns decrease somewhere as the level rises."""
+    import numpy as np
+
     from moirai_cli.data import quantile_column
 
     if len(levels) < 2 or not len(table):

@@ -26,18 +26,9 @@ FAST = ["-H", "4", "--num-samples", "5", "--context-length", "32", "--seed", "11
         "--decoding", "cached", "--model", CHECKPOINT]
 
 
-@pytest.fixture(scope="module")
-def cluster(request):
-    """One local Ray cluster for the module (3 logical CPUs: two forecasting actors and the reading tasks).
-
-    The local S3 server starts first when moto is installed, so that the workers inherit its AWS variables.
-    """
-    try:
-        request.getfixturevalue("s3_server")
-    except pytest.skip.Exception:
-        pass
-    with distributed.RayCluster(num_cpus=3):
-        yield
+@pytest.fixture
+def cluster(ray_cluster):
+    """The session's local Ray cluster (tests/engines/conftest.py)."""
 
 
 @pytest.fixture
@@ -275,3 +266,64 @@ def test_reading_from_s3_on_the_cluster(runner, cluster, tmp_path, s3_bucket):
     local, _ = forecast(runner, tmp_path / "ds")
     on_ray, _ = forecast(runner, f"s3://{s3_bucket}/ds/", "--engine", "ray", "--workers", "2")
     assert on_ray == local
+
+
+# --- Options the Ray engine once dropped, and a pool that once starved its own reading tasks ---------------------
+
+
+def test_an_actor_computes_with_the_threads_asked_for(monkeypatch):
+    import torch
+
+    reading = plan_file_reading(resolve_source(str(Path(__file__).parent.parent.parent / "sample_data" / "stocks.csv")))
+    before = torch.get_num_threads()
+    try:
+        distributed.BucketForecaster(distributed.WorkerJob(ForecastJob.build(2, model=CHECKPOINT, threads=3), reading, cpus=1), "x")
+        assert torch.get_num_threads() == 3  # --threads, as on the local engine
+        distributed.BucketForecaster(distributed.WorkerJob(ForecastJob.build(2, model=CHECKPOINT), reading, cpus=2), "x")
+        assert torch.get_num_threads() == 2  # else the actor's share of the cluster's CPUs
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_pool_leaves_a_cpu_for_reading():
+    assert distributed.fit_pool(2, 1, cluster_cpus=3) == (1, None)  # room enough: as asked
+    share, message = distributed.fit_pool(2, 1, cluster_cpus=2)
+    assert share == 0.5 and "each of the 2 worker(s) gets 0.5 CPU(s)" in message
+    assert distributed.fit_pool(4, 1, cluster_cpus=2)[0] == 0.25
+
+
+FORECAST_ON_TWO_CPUS = """
+import warnings, ray, pandas as pd
+from moirai_cli.distributed import forecast_dataset
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=__import__("tempfile").mkdtemp())
+rows = ray.data.read_parquet({path!r})
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = forecast_dataset(rows, horizon=3, workers=2, model={model!r}, seed=1, num_samples=4, context_length=32).to_pandas()
+print(len(out), out["symbol"].nunique(), any("one CPU stays free for reading" in str(w.message) for w in caught))
+"""
+
+
+def test_forecast_dataset_with_as_many_workers_as_cpus_completes(tmp_path):
+    """Two actors on a 2-CPU cluster: they get half a CPU each, so the reading tasks run (they once waited for ever)."""
+    import subprocess
+    import sys
+
+    path = str(Path(__file__).parent.parent.parent / "sample_data" / "stocks.parquet")
+    script = FORECAST_ON_TWO_CPUS.format(path=path, model=CHECKPOINT)
+    # A generous bound only turns a hang into a failure; the run itself takes seconds.
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["15", "5", "True"]
+
+
+def test_forecast_dataset_finds_the_id_column_of_arrow_backed_text(cluster, tiny_forecaster):
+    table = sales(9).query("item_id != 'sku-005'")
+    rows = ray.data.from_arrow(__import__("pyarrow").Table.from_pandas(table, preserve_index=False))  # string columns: Arrow text
+    options = dict(num_samples=5, context_length=32, decoding="cached", seed=4)
+    out = distributed.forecast_dataset(rows, 4, model=CHECKPOINT, workers=2, **options).to_pandas()  # no id_column given
+    expected = tiny_forecaster.predict_df(table, 4, **options)
+    pd.testing.assert_frame_equal(
+        out.sort_values(["item_id", "date"]).reset_index(drop=True), expected.sort_values(["item_id", "date"]).reset_index(drop=True),
+        check_dtype=False,
+    )

@@ -6,8 +6,6 @@ Skipped, with the reason shown, only where pyspark or Java is missing.
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,34 +27,6 @@ pytestmark = [
 
 CHECKPOINT = str(Path(__file__).resolve().parent.parent / "fixtures" / "tiny-moe")
 OPTIONS = dict(num_samples=10, context_length=64, seed=11, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def spark():
-    """One local Spark session (2 cores) for the module: no UI, few shuffle partitions, small Arrow batches, quiet logs."""
-    pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]'")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.skip("Java is not installed: Spark needs a Java runtime (17 or newer)")
-    from pyspark.sql import SparkSession
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-        patch.setenv("PYSPARK_PYTHON", sys.executable)  # the workers run this interpreter, with its packages
-        session = (
-            SparkSession.builder.master("local[2]")
-            .appName("moirai-cli-tests")
-            .config("spark.ui.enabled", "false")
-            .config("spark.driver.host", "127.0.0.1")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.sql.shuffle.partitions", "3")
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "64")  # series straddle Arrow batches
-            .config("spark.ui.showConsoleProgress", "false")
-            .getOrCreate()
-        )
-        session.sparkContext.setLogLevel("ERROR")
-        yield session
-        session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +242,36 @@ def test_a_task_with_a_gpu_loads_the_model_on_that_gpu(monkeypatch):
     monkeypatch.setattr(pyspark.TaskContext, "get", classmethod(lambda cls: None))  # no task, or no GPU assigned
     load("auto")
     assert devices == ["cuda:3", "cuda:3", "cpu", "auto"]
+
+
+# --- Options Spark once lacked, and values it once rounded -------------------------------------------------------
+
+
+def test_spark_reads_dates_and_infinite_values_as_predict_df_does(spark, forecaster):
+    from moirai_cli import spark as moirai_spark
+
+    table = shops(4).query("shop != 'shop-empty'")
+    table = table.assign(date=table["date"].dt.strftime("%d/%m/%Y"), sales=table["sales"].astype(object))
+    table.loc[table.index[5], "sales"] = "inf"
+    table["sales"] = table["sales"].astype(str)
+    for options in (dict(dayfirst=True, inf_as_missing=True), dict(date_format="%d/%m/%Y", inf_as_missing=True)):
+        with pytest.warns(UserWarning, match="infinite value"):
+            result = moirai_spark.forecast(spark.createDataFrame(table), 3, model=CHECKPOINT, **options, **OPTIONS)
+        with pytest.warns(UserWarning, match="infinite value"):
+            local = forecaster.predict_df(table, 3, num_samples=10, context_length=64, seed=11, **options)
+        pd.testing.assert_frame_equal(by_key(result.toPandas(), "shop", "date"), by_key(local, "shop", "date"))
+    with pytest.raises(InputError, match="pass inf_as_missing=True"):  # a Python caller's error names the parameter
+        moirai_spark.forecast(spark.createDataFrame(table), 3, model=CHECKPOINT, dayfirst=True, **OPTIONS)
+
+
+def test_spark_values_are_doubles_as_predict_dfs(spark, forecaster):
+    from moirai_cli import spark as moirai_spark
+
+    table = shops(3).query("shop != 'shop-empty'")
+    table.loc[table["shop"] == "shop-1", "sales"] += 1e9  # a level float32 cannot hold to the unit
+    result = moirai_spark.forecast(spark.createDataFrame(table), 3, model=CHECKPOINT, **OPTIONS)
+    assert {f.name: f.dataType.simpleString() for f in result.schema.fields}["mean"] == "double"
+    local = forecaster.predict_df(table, 3, num_samples=10, context_length=64, seed=11)
+    pd.testing.assert_frame_equal(by_key(result.toPandas(), "shop", "date"), by_key(local, "shop", "date"))
+    level = by_key(local, "shop", "date").query("shop == 'shop-1'")["mean"]
+    assert (level != 1e9).all() and level.nunique() > 1  # not a flat 1.000000000e+09

@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pathlib import Path
+
 from moirai_cli.errors import InputError
+
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "sample_data"
 
 
 def long_frame(num_series: int = 3, length: int = 60) -> pd.DataFrame:
@@ -54,3 +58,43 @@ def test_predict_df_takes_the_date_convention_and_refuses_colliding_columns(tiny
         tiny_forecaster.predict_df(colliding, 2, id_column="0.5", num_samples=5)
     with pytest.warns(UserWarning, match="more than half of the D grid is missing"):
         tiny_forecaster.predict_df(long_frame(1, 30).iloc[::3], 2, freq="D", num_samples=5)
+
+
+@pytest.mark.parametrize("backend", ["string[pyarrow]", "arrow string", "arrow large string", "arrow dictionary", "category"])
+def test_arrow_backed_and_categorical_text_columns_are_text(tiny_forecaster, backend):
+    import pyarrow as pa
+
+    plain = pd.read_csv(SAMPLES / "stocks.csv")
+    kinds = {
+        "string[pyarrow]": "string[pyarrow]",
+        "arrow string": pd.ArrowDtype(pa.string()),
+        "arrow large string": pd.ArrowDtype(pa.large_string()),
+        "arrow dictionary": pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())),
+        "category": "category",
+    }
+    frame = plain.assign(**{column: pd.Series(pd.array(plain[column].astype(object), dtype=kinds[backend])) for column in ("symbol", "date")})
+    expected = tiny_forecaster.predict_df(plain, 3, seed=0, num_samples=5)
+    got = tiny_forecaster.predict_df(frame, 3, seed=0, num_samples=5)  # the id and the target are found as with plain text
+    assert got["symbol"].astype(str).tolist() == expected["symbol"].tolist()
+    np.testing.assert_array_equal(got["mean"].to_numpy(), expected["mean"].to_numpy())
+    assert got["mean"].dtype == np.float64
+
+
+def test_errors_name_python_parameters_and_the_command_line_its_flags(tiny_forecaster, tmp_path):
+    from typer.testing import CliRunner
+
+    from moirai_cli.cli import app
+
+    table = pd.DataFrame({"id": "a", "date": ["03/04/2024", "04/04/2024", "05/04/2024"], "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(InputError) as raised:
+        tiny_forecaster.predict_df(table, 2)
+    assert "pass dayfirst=True or dayfirst=False, or date_format" in str(raised.value) and "--" not in str(raised.value)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    result = CliRunner().invoke(app, ["forecast", str(tmp_path / "t.csv"), "-H", "2", "--model", str(SAMPLES.parent / "tests" / "fixtures" / "tiny-moe")])
+    assert result.exit_code == 2 and "pass --dayfirst or --monthfirst, or --date-format" in result.stderr
+    with pytest.raises(InputError, match=r"^num_samples must be at least 1, got 0$"):
+        tiny_forecaster.predict_df(table, 2, num_samples=0, dayfirst=True)
+    with pytest.raises(TypeError, match="unknown option 'num_sample' \\(did you mean 'num_samples'\\?\\)"):
+        tiny_forecaster.predict_df(table, 2, num_sample=3)
+    with pytest.raises(TypeError, match="'device' is an option of loading the model"):
+        tiny_forecaster.predict_df(table, 2, device="cpu")
