@@ -90,7 +90,8 @@ def _leaderboard(job, models: list[str], dataset, console: Console, outputs: "Ba
 
     from moirai_cli.evaluation import compare, render_leaderboard
     from moirai_cli.forecasting.pipeline import CheckpointTraits, fetch_checkpoint, load_forecaster, pick_device
-    from moirai_cli.forecasting.procedure import check_forecaster, model_notices
+    from moirai_cli.evaluation.backtest import MODEL_COLUMN
+    from moirai_cli.forecasting.procedure import check_forecaster, crossing_notice, crossing_rows, model_notices
 
     specs = {name: dataclasses.replace(job.model, model=name) for name in models}
     folders = {name: fetch_checkpoint(spec, progress=not console.quiet) for name, spec in specs.items()}
@@ -111,6 +112,11 @@ def _leaderboard(job, models: list[str], dataset, console: Console, outputs: "Ba
         )
         warn_too_short(board.skipped, job)
         write(board.per_window, board.forecasts, dataset.id_column)
+    for label in models:
+        rows = board.forecasts[board.forecasts[MODEL_COLUMN] == label]
+        crossing = crossing_rows(rows, job.predict.quantile_levels)
+        if crossing:
+            console.notice(crossing_notice(crossing, len(rows), label))
     where = f"{len(models)} models, device {pick_device(job.model.device)}"
     return render_leaderboard(board), where, board.n_series, len(board.skipped)
 

@@ -94,11 +94,12 @@ def crossing_rows(table: "pd.DataFrame", levels: tuple[float, ...]) -> int:
     return int((np.diff(values, axis=1) < 0).any(axis=1).sum())
 
 
-def crossing_notice(rows: int, total: int) -> Notice:
-    """The one warning for a run whose output has `rows` rows (of `total`) with crossing quantiles."""
+def crossing_notice(rows: int, total: int, label: str | None = None) -> Notice:
+    """The one warning for a run whose output has `rows` rows (of `total`) with crossing quantiles (`label`: which model)."""
+    which = "" if label is None else f"model '{label}': "
     return Notice(
         "warning",
-        f"{rows} of {total} forecast rows have crossing quantiles (a lower level above a higher one), as the model "
+        f"{which}{rows} of {total} forecast rows have crossing quantiles (a lower level above a higher one), as the model "
         f"predicted them; pass {option('sort_quantiles', True)} to sort each row's quantiles",
     )
 

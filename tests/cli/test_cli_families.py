@@ -129,3 +129,48 @@ def test_weights_of_another_family_are_named(runner, moirai1_checkpoint, moirai2
     result = runner.invoke(app, ["download", str(folder)])
     assert result.exit_code == 1
     assert "of a Moirai 1.x network (as config.json describes)" in result.stderr
+
+
+def test_crossing_quantiles_are_counted_once_and_sorted_on_request(runner, moirai2_checkpoint):
+    args = ["forecast", str(SAMPLES / "stocks.csv"), "-H", "6", "--model", str(moirai2_checkpoint), *FAST, "-q"]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0, plain.stderr
+    values = pd.read_csv(io.StringIO(plain.stdout))[LEVELS].to_numpy()
+    crossing = int((np.diff(values, axis=1) < 0).any(axis=1).sum())
+    assert 0 < crossing <= len(values)  # the random head's levels cross: the output keeps them as the model predicts them
+    assert plain.stderr == (
+        f"warning: {crossing} of {len(values)} forecast rows have crossing quantiles (a lower level above a higher one), "
+        "as the model predicted them; pass --sort-quantiles to sort each row's quantiles\n"
+    )
+    fixed = runner.invoke(app, args + ["--sort-quantiles"])
+    assert fixed.exit_code == 0 and fixed.stderr == ""
+    sorted_values = pd.read_csv(io.StringIO(fixed.stdout))[LEVELS].to_numpy()
+    np.testing.assert_array_equal(sorted_values, np.sort(values, axis=1))  # the model's own levels, each row in order
+
+
+def test_evaluate_says_when_rows_crossed_and_scores_sorted_quantiles_on_request(runner, moirai2_checkpoint, tmp_path):
+    args = ["evaluate", str(SAMPLES / "stocks.csv"), "-H", "6", "--windows", "2", "--model", str(moirai2_checkpoint), *FAST]
+    plain = runner.invoke(app, args + ["-o", str(tmp_path / "plain.csv")])
+    fixed = runner.invoke(app, args + ["-o", str(tmp_path / "fixed.csv"), "--sort-quantiles"])
+    assert plain.exit_code == fixed.exit_code == 0
+    assert "forecast rows have crossing quantiles" in plain.stderr and "crossing" not in fixed.stderr
+    plain_wql, fixed_wql = (pd.read_csv(tmp_path / f"{name}.csv")["model_wql"] for name in ("plain", "fixed"))
+    assert not np.allclose(plain_wql, fixed_wql)  # the option changes what is scored
+    board = runner.invoke(app, args + ["--model", str(SAMPLES.parent / "tests" / "fixtures" / "tiny-moe")])
+    assert board.exit_code == 0 and f"model '{moirai2_checkpoint}':" in board.stderr  # a leaderboard names the model
+
+
+def test_predict_df_warns_about_crossing_quantiles_once(moirai2_checkpoint):
+    import warnings
+
+    from moirai_cli.forecasting.pipeline import MoiraiForecaster
+
+    forecaster = MoiraiForecaster.from_pretrained(str(moirai2_checkpoint), device="cpu")
+    table = pd.read_csv(SAMPLES / "stocks.csv")
+    with pytest.warns(UserWarning, match=r"forecast rows have crossing quantiles.*pass sort_quantiles=True") as caught:
+        forecaster.predict_df(table, 6, context_length=64)
+    assert sum("crossing" in str(w.message) for w in caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sorted_frame = forecaster.predict_df(table, 6, context_length=64, sort_quantiles=True)
+    assert (np.diff(sorted_frame[LEVELS].to_numpy(), axis=1) >= 0).all()
