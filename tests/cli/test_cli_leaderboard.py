@@ -84,7 +84,9 @@ def test_per_window_csv_on_stdout_puts_the_leaderboard_on_stderr(runner, family_
     windows = pd.read_csv(io.StringIO(result.stdout))
     assert len(windows) == 3 * 3 and "Leaderboard" in result.stderr
     quiet = runner.invoke(app, args + FAST + ["-o", "-", "-q"])
-    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == result.stdout
+    # -q keeps warnings only: the random tiny Moirai 2.0's quantiles cross, which is a warning
+    assert quiet.exit_code == 0 and quiet.stdout == result.stdout
+    assert all(line.startswith("warning: ") and "crossing quantiles" in line for line in quiet.stderr.splitlines())
 
 
 def test_num_samples_is_noted_for_each_quantile_model(runner, family_checkpoints):
