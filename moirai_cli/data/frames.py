@@ -32,7 +32,9 @@ _FREQUENCY_CHECKS = 100  # series per table whose own frequency is inferred (whe
 class SeriesRecord:
     """One series on a regular grid: `target` is (T, V) float64 with NaN where nothing was observed.
 
-    Values stay float64, as read: the forecaster decides how they reach its float32 network.
+    The grid runs from the series' first row to its last, rows before its first observed value
+    included (they are context, as the reference reads them). Values stay float64, as read: the
+    forecaster decides how they reach its float32 network.
     """
 
     item_id: Hashable
