@@ -3,7 +3,7 @@
 Run by hand, never by CI, in the reference's own virtual environment:
 
     bash scripts/make-reference-venv.sh /tmp/moirai-ref
-    /tmp/moirai-ref/bin/python scripts/make_parity_fixtures.py [--family moe moirai-1 moirai-2]
+    /tmp/moirai-ref/bin/python scripts/make_parity_fixtures.py [--family moe moirai-1 moirai-2] [--cases standard leading-gaps]
 
 For each family (all by default) it writes tiny random-initialised checkpoints in the Hub
 layout and, for a set of awkward input batches, what the reference computes from them:
@@ -15,6 +15,13 @@ layout and, for a set of awkward input batches, what the reference computes from
   picks by, and the quantiles of auto-patch forecasts (two seeds), in parity-moirai-1/.
 - Moirai 2.0 (`tiny-moirai-2`, patch 16, four patches per pass): tokens and the first
   pass's quantiles at every token, and the forecast quantiles, in parity-moirai-2/.
+
+The leading-gap cases (`--cases leading-gaps`, in parity-leading-gaps/) start from small
+files instead, written first: long (with covariates and a future file), wide and
+multivariate tables whose series start with missing values. GluonTS's PandasDataset reads
+them, as uni2ts's examples do, and each family's tiny checkpoint (read back from its folder,
+not rewritten) forecasts them: tokens, and forecast quantiles per series. `--cases
+leading-gaps` leaves every other file as it is.
 
 Each family's data come from its own seeded generator, so one family can be rewritten
 without touching the others' files. The test suite compares moirai_cli against these
@@ -491,16 +498,227 @@ def make_moirai_2() -> None:
     )
 
 
+# Series that start with missing values, read from tables the way a uni2ts user reads them (GluonTS's
+# PandasDataset), written to parity-leading-gaps/ with the tables themselves. Context 64, patches of 16:
+# a series' patches end at its last row, so a leading gap that ends (length - gap) rows before the end
+# covers whole patches of the context when that is a multiple of 16, and ends mid-patch otherwise.
+LEADING_GAPS = FIXTURES / "parity-leading-gaps"
+GAP_CONTEXT = 64
+GAP_PATCH = 16  # the patch size whose tokens are stored (Moirai-MoE's default, Moirai 2.0's only one)
+# name: (rows, leading missing rows, inner gaps); every series starts on 2021-01-01.
+LONG_SERIES = {
+    "full": (120, 0, []),
+    "before_context": (120, 10, []),  # shorter than the context, all of it before the context window
+    "mid_patch": (80, 24, []),  # shorter than the context, ends 8 rows into the context's first patch
+    "whole_patches": (100, 52, []),  # shorter than the context, covers the context's first patch exactly
+    "as_long_as_context": (90, 64, []),
+    "longer_than_context": (150, 100, [slice(120, 123)]),  # an inner gap whose causal mean the leading rows change
+    "far_before_context": (200, 90, [slice(170, 175)]),  # outside the context, but in the causal means
+    "short_series": (40, 20, []),  # a series shorter than the context: padding, then the gap
+    "nearly_all_missing": (70, 66, []),  # four observed values, all in the last patch
+    "nothing_observed": (30, 30, []),  # skipped by moirai-cli (the reference forecasts it from zeros)
+}
+WIDE_ROWS = 120
+WIDE_SERIES = {
+    "w_full": (0, []),
+    "w_whole_patch": (72, []),  # longer than the context; covers its first patch exactly
+    "w_mid_patch": (61, []),
+    "w_before_context": (40, [slice(100, 103)]),
+    "w_late": (110, []),
+    "w_empty": (WIDE_ROWS, []),  # skipped by moirai-cli
+}
+# name: (rows, leading missing rows of t1, of t2)
+MULTIVARIATE_SERIES = {
+    "m_full": (90, 0, 0),
+    "m_both": (100, 70, 70),  # rows where neither variate is observed
+    "m_staggered": (90, 30, 50),
+    "m_second_only": (50, 0, 20),  # shorter than the context
+    "m_full_short": (60, 0, 0),
+}
+GAP_TABLES = {
+    "long": dict(table="long.csv", future="long_future.csv", target=["y"], past_covariates=["rain"], known_covariates=["promo"]),
+    "wide": dict(table="wide.csv", layout="wide", target=list(WIDE_SERIES)),
+    "multivariate": dict(table="multivariate.csv", target=["t1", "t2"]),
+}
+GAP_HORIZONS = {  # family: table: horizon (Moirai 2.0: two passes for long; one for multivariate, see above)
+    "moe": {"long": 20, "wide": 30, "multivariate": 16},
+    "moirai-1": {"long": 20, "wide": 30, "multivariate": 16},
+    "moirai-2": {"long": 80, "wide": 30, "multivariate": 20},
+}
+GAP_FUTURE_ROWS = 80  # rows of known covariates after each series in the future file (the longest horizon)
+
+
+def daily(start: int, rows: int) -> list[str]:
+    """`rows` dates, one a day, from `start` days after 2021-01-01."""
+    return list(pd.date_range("2021-01-01", periods=start + rows, freq="D")[start:].strftime("%Y-%m-%d"))
+
+
+def rounded(values: np.ndarray) -> np.ndarray:
+    """Three decimals, so that the CSV text is short and both readers read the same numbers."""
+    return np.round(np.asarray(values, dtype=np.float64), 3)
+
+
+def write_gap_tables(rng: np.random.Generator) -> None:
+    """The tables every family's leading-gap cases read: long (with covariates and a future file), wide, multivariate."""
+    LEADING_GAPS.mkdir(exist_ok=True)
+    history, future = [], []
+    for name, (rows, lead, gaps) in LONG_SERIES.items():
+        y = rounded(make_series(rng, rows, 20.0 + rows / 20, gaps))
+        y[:lead] = np.nan
+        rain = rounded(rng.normal(size=rows))
+        rain[rows // 2 : rows // 2 + 2] = np.nan
+        promo = rng.integers(0, 2, size=rows + GAP_FUTURE_ROWS)
+        history.append(pd.DataFrame({"item_id": name, "timestamp": daily(0, rows), "y": y, "rain": rain, "promo": promo[:rows]}))
+        future.append(pd.DataFrame({"item_id": name, "timestamp": daily(rows, GAP_FUTURE_ROWS), "promo": promo[rows:]}))
+    pd.concat(history).to_csv(LEADING_GAPS / "long.csv", index=False)
+    pd.concat(future).to_csv(LEADING_GAPS / "long_future.csv", index=False)
+    wide = {"timestamp": daily(0, WIDE_ROWS)}
+    for name, (lead, gaps) in WIDE_SERIES.items():
+        wide[name] = rounded(make_series(rng, WIDE_ROWS, 30.0, gaps))
+        wide[name][:lead] = np.nan
+    pd.DataFrame(wide).to_csv(LEADING_GAPS / "wide.csv", index=False)
+    parts = []
+    for name, (rows, lead_1, lead_2) in MULTIVARIATE_SERIES.items():
+        t1, t2 = rounded(make_series(rng, rows, 5.0, [])), rounded(make_series(rng, rows, -20.0, [slice(rows - 3, rows - 1)]))
+        t1[:lead_1], t2[:lead_2] = np.nan, np.nan
+        parts.append(pd.DataFrame({"item_id": name, "timestamp": daily(0, rows), "t1": t1, "t2": t2}))
+    pd.concat(parts).to_csv(LEADING_GAPS / "multivariate.csv", index=False)
+    (LEADING_GAPS / "cases.json").write_text(json.dumps(GAP_TABLES, indent=2) + "\n")
+
+
+def gap_case(table: str, horizon: int) -> dict:
+    """A table read by GluonTS's PandasDataset, as uni2ts's examples read one: entries, ids and wrapper settings."""
+    from gluonts.dataset.pandas import PandasDataset
+
+    spec = GAP_TABLES[table]
+    frame = pd.read_csv(LEADING_GAPS / spec["table"], float_precision="round_trip")
+    known, past = spec.get("known_covariates", []), spec.get("past_covariates", [])
+    if table == "wide":
+        frame.index = pd.to_datetime(frame.pop("timestamp"))
+        dataset = PandasDataset(dict(frame), freq="D")
+    else:
+        if known:  # the horizon's rows of the future file, with no target: PandasDataset cuts them off the target
+            ahead = pd.read_csv(LEADING_GAPS / spec["future"], float_precision="round_trip").groupby("item_id").head(horizon)
+            frame = pd.concat([frame, ahead]).sort_values(["item_id", "timestamp"], kind="stable")
+        dataset = PandasDataset.from_long_dataframe(
+            frame, item_id="item_id", timestamp="timestamp", target=spec["target"] if len(spec["target"]) > 1 else spec["target"][0],
+            feat_dynamic_real=known or None, past_feat_dynamic_real=past or None, future_length=horizon if known else 0, freq="D",
+        )
+    entries = list(dataset)
+    target_dim = 1 if table == "wide" else len(spec["target"])  # a wide table's columns are univariate series
+    return dict(
+        entries=entries, item_ids=np.array([str(e["item_id"]) for e in entries]), context_length=GAP_CONTEXT,
+        horizon=horizon, target_dim=target_dim, known=len(known), past=len(past),
+    )
+
+
+def save_gap_case(checkpoint: str, table: str, case: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """One .npz per checkpoint and table: the reference's outputs, per series in `item_ids` order."""
+    out = dict(arrays, item_ids=case["item_ids"], context_length=np.array(case["context_length"]), horizon=np.array(case["horizon"]))
+    path = LEADING_GAPS / f"{checkpoint}__{table}.npz"
+    np.savez_compressed(path, **out)
+    return path
+
+
+def gap_summary(path: Path) -> dict[str, object]:
+    """A leading-gap fixture's horizon and series, and the reference's seed-to-seed quantile gaps when it samples."""
+    data = np.load(path)
+    summary: dict[str, object] = {"horizon": int(data["horizon"]), "series": len(data["item_ids"])}
+    if "quantiles_seed0" in data:
+        gap = np.abs(data["quantiles_seed0"] - data["quantiles_seed1"])
+        summary.update({"seed gap mean": f"{gap.mean():.4f}", "max": f"{gap.max():.4f}"})
+    return summary
+
+
+def sampled_gap_outputs(forecast, case: dict) -> dict[str, np.ndarray]:
+    """Quantiles of NUM_SAMPLES reference sample paths, two seeds."""
+    inputs = reference_batch(forecast, case)
+    return {
+        "quantile_levels": QUANTILE_LEVELS,
+        "quantiles_seed0": sample_quantiles(forecast, inputs, seed=0),
+        "quantiles_seed1": sample_quantiles(forecast, inputs, seed=1),
+    }
+
+
+def moe_gap_outputs(case: dict) -> tuple[str, dict[str, np.ndarray]]:
+    """Moirai-MoE (tiny-moe, patch size 16): tokens and sample quantiles."""
+    module = MoiraiMoEModule.from_pretrained(FIXTURES / "tiny-moe").eval()
+    forecast = MoiraiMoEForecast(
+        prediction_length=case["horizon"], target_dim=case["target_dim"], feat_dynamic_real_dim=case["known"],
+        past_feat_dynamic_real_dim=case["past"], context_length=case["context_length"], module=module,
+        patch_size=GAP_PATCH, num_samples=NUM_SAMPLES,
+    ).eval()
+    arrays = token_arrays(converted_tokens(forecast, GAP_PATCH, reference_batch(forecast, case)))
+    return "tiny-moe", {**arrays, **sampled_gap_outputs(forecast, case)}
+
+
+def moirai_1_gap_outputs(case: dict) -> tuple[str, dict[str, np.ndarray]]:
+    """Moirai 1.x (tiny-moirai-1): tokens at patch size 16; with auto sizes, every size's hold-out loss and sample quantiles."""
+    module = MoiraiModule.from_pretrained(FIXTURES / "tiny-moirai-1").eval()
+    fixed = moirai_1_wrapper(module, case, GAP_PATCH)
+    arrays = token_arrays(converted_tokens(fixed, GAP_PATCH, reference_batch(fixed, case)))
+    auto = moirai_1_wrapper(module, case, "auto")
+    arrays["patch_sizes"] = np.array(module.patch_sizes)
+    arrays["holdout_loss"] = holdout_losses(auto, reference_batch(auto, case))
+    return "tiny-moirai-1", {**arrays, **sampled_gap_outputs(auto, case)}
+
+
+def moirai_2_gap_outputs(case: dict) -> tuple[str, dict[str, np.ndarray]]:
+    """Moirai 2.0 (tiny-moirai-2): tokens and forecast quantiles."""
+    module = Moirai2Module.from_pretrained(FIXTURES / "tiny-moirai-2").eval()
+    forecast = Moirai2Forecast(
+        prediction_length=case["horizon"], target_dim=case["target_dim"], feat_dynamic_real_dim=case["known"],
+        past_feat_dynamic_real_dim=case["past"], context_length=case["context_length"], module=module,
+    ).eval()
+    inputs = reference_batch(forecast, case)
+    arrays = token_arrays(converted_tokens(forecast, GAP_PATCH, inputs))
+    with torch.no_grad():
+        quantiles = forecast(**inputs).numpy()  # (N, Q, H[, V])
+    arrays["quantiles"] = quantiles[..., None] if quantiles.ndim == 3 else quantiles
+    arrays["quantile_levels"] = np.asarray(module.quantile_levels)
+    return "tiny-moirai-2", arrays
+
+
+GAP_FAMILIES = {"moe": moe_gap_outputs, "moirai-1": moirai_1_gap_outputs, "moirai-2": moirai_2_gap_outputs}
+
+
+def make_leading_gaps(families: list[str]) -> None:
+    """Leading-gap cases of the given families, from tables written first (with their own seeded generator)."""
+    write_gap_tables(np.random.default_rng(20261129))
+    for family in families:
+        for table, horizon in GAP_HORIZONS[family].items():
+            case = gap_case(table, horizon)
+            checkpoint, arrays = GAP_FAMILIES[family](case)
+            path = save_gap_case(checkpoint, table, case, arrays)
+            print(path.name, gap_summary(path))
+    write_readme(
+        LEADING_GAPS,
+        {path.name: gap_summary(path) for path in sorted(LEADING_GAPS.glob("*.npz"))},
+        "Series that start with missing values (long.csv with long_future.csv, wide.csv, multivariate.csv; "
+        "cases.json says how each is read), read by GluonTS's PandasDataset and forecast by uni2ts with "
+        f"context {GAP_CONTEXT}: tokens at patch size {GAP_PATCH} and forecast quantiles (Moirai-MoE and 1.x: "
+        "of 2000 sample paths, two seeds; 1.x also the hold-out loss of every patch size)",
+    )
+
+
 FAMILIES = {"moe": make_moe, "moirai-1": make_moirai_1, "moirai-2": make_moirai_2}
+CASE_SETS = ("standard", "leading-gaps")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Regenerate the parity fixtures with uni2ts 2.0.0.")
     parser.add_argument("--family", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES), help="families to rewrite (default all)")
+    parser.add_argument(
+        "--cases", nargs="+", choices=CASE_SETS, default=list(CASE_SETS),
+        help="standard: checkpoints and the array cases; leading-gaps: the tables in parity-leading-gaps/ (default both)",
+    )
     args = parser.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    for family in args.family:
-        FAMILIES[family]()
+    if "standard" in args.cases:
+        for family in args.family:
+            FAMILIES[family]()
+    if "leading-gaps" in args.cases:
+        make_leading_gaps([family for family in sorted(FAMILIES) if family in args.family])
 
 
 if __name__ == "__main__":

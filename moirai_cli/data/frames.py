@@ -32,7 +32,9 @@ _FREQUENCY_CHECKS = 100  # series per table whose own frequency is inferred (whe
 class SeriesRecord:
     """One series on a regular grid: `target` is (T, V) float64 with NaN where nothing was observed.
 
-    Values stay float64, as read: the forecaster decides how they reach its float32 network.
+    The grid runs from the series' first row to its last, rows before its first observed value
+    included (they are context, as the reference reads them). Values stay float64, as read: the
+    forecaster decides how they reach its float32 network.
     """
 
     item_id: Hashable
@@ -499,19 +501,19 @@ def _build(
     has_observed = np.bitwise_or.reduceat(observed, grid.starts)
     skipped = [names[code] for code in np.flatnonzero(~has_observed)]
 
-    # Each series runs from its first observed target (leading gaps dropped) to its last row.
-    first = np.minimum.reduceat(np.where(observed, grid.positions, np.iinfo(np.int64).max), grid.starts)
-    kept = has_observed[codes] & (grid.positions >= first[codes])  # (rows,)
-    lengths = np.where(has_observed, grid.lengths - first, 0)  # (series,)
+    # Each series runs from its first row to its last, rows before its first observed target included:
+    # the reference reads them as context (missing values), so they change the forecast.
+    kept = has_observed[codes]  # (rows,)
+    lengths = np.where(has_observed, grid.lengths, 0)  # (series,)
     base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    slot = base[codes[kept]] + grid.positions[kept] - first[codes[kept]]
+    slot = base[codes[kept]] + grid.positions[kept]
     total = int(lengths.sum())
     parts = {"target": (0, n_target), "past": (n_target, n_target + n_past), "known": (n_target + n_past, values.shape[1])}
     dense = {}
     for part, (lo, hi) in parts.items():
         dense[part] = np.full((total, hi - lo), np.nan)
         dense[part][slot] = values[kept, lo:hi]
-    timestamps = grid.timestamps(first, lengths, base)
+    timestamps = grid.timestamps(lengths, base)
 
     # Frequency checks on the rows kept: steps between rows (in grid steps) and the share observed.
     kept_codes, kept_positions = codes[kept], grid.positions[kept]
@@ -651,14 +653,14 @@ class _SeriesGrids:
                 f"for {self.counts[series]} rows; check {option('freq')}"
             )
 
-    def timestamps(self, first: np.ndarray, lengths: np.ndarray, base: np.ndarray) -> pd.DatetimeIndex:
-        """All series' grids end to end: series i from its step first[i], lengths[i] steps, at base[i]."""
+    def timestamps(self, lengths: np.ndarray, base: np.ndarray) -> pd.DatetimeIndex:
+        """All series' grids end to end: series i from its first row, lengths[i] steps (0 or its whole grid), at base[i]."""
         if self.mode == "per series":
-            pieces = [grid[f : f + n] for grid, f, n in zip(self.grids, first, lengths) if n]
+            pieces = [grid[:n] for grid, n in zip(self.grids, lengths) if n]
             return pieces[0].append(pieces[1:]) if pieces else pd.DatetimeIndex([], tz=self.tz)
         total = int(lengths.sum())
         series = np.repeat(np.arange(len(lengths)), lengths)
-        step_of = np.arange(total) - base[series] + np.where(lengths > 0, first, 0)[series]
+        step_of = np.arange(total) - base[series]
         if self.mode == "tick":
             ticks = self.origin[series] + step_of * self.step
             index = pd.DatetimeIndex(ticks.view("M8[ns]"))

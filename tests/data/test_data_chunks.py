@@ -142,6 +142,27 @@ def test_chunks_attach_the_future_file_like_a_whole_read(tmp_path):
     assert [s.known_covariates.shape for s in history_only] == [(6, 1)] * 5
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_chunks_keep_the_rows_before_a_series_first_value_like_a_whole_read(tmp_path, suffix):
+    """Leading missing values (some cut by a read boundary, one series with none observed) stream as they read whole."""
+    table = long_table(5, length=7)
+    table["rain"] = np.arange(len(table), dtype=float)
+    for series, lead in (("s0", 3), ("s2", 5), ("s3", 7), ("s4", 1)):  # s3: nothing observed
+        table.loc[table.index[table["item_id"] == series][:lead], "target"] = np.nan
+    path = tmp_path / f"d{suffix}"
+    (table.to_csv if suffix == ".csv" else table.to_parquet)(path, index=False)
+    chunks = list(iter_series_chunks(path, chunk_size=2, rows_per_read=4, past_covariates=["rain"]))
+    whole = load_dataset(path, past_covariates=["rain"])
+    flat = [s for c in chunks for s in c.series]
+    assert [s.item_id for s in flat] == ["s0", "s1", "s2", "s4"] and [x for c in chunks for x in c.skipped] == ["s3"]
+    for a, b in zip(flat, whole.series, strict=True):
+        assert len(a.target) == 7 and a.timestamps[0] == pd.Timestamp("2021-01-01")
+        np.testing.assert_array_equal(a.target, b.target)
+        np.testing.assert_array_equal(a.past_covariates, b.past_covariates)
+        assert a.timestamps.equals(b.timestamps)
+    assert np.isnan(flat[2].target[:5, 0]).all() and flat[2].target[5:, 0].tolist() == [205, 206]
+
+
 def test_a_broken_file_read_in_pieces_is_a_one_line_input_error(tmp_path):
     path = tmp_path / "d.csv.gz"
     data = gzip.compress(long_table(50).to_csv(index=False).encode())

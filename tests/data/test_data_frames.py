@@ -105,13 +105,45 @@ def test_known_covariates_shared_by_wide_series():
     assert [s.known_covariates[:, 0].tolist() for s in data.series] == [[0, 1, 1], [0, 1, 1]]
 
 
-def test_all_missing_series_is_skipped_and_leading_gaps_trimmed():
+def test_all_missing_series_is_skipped_and_leading_gaps_kept():
     frame = csv("id,date,y\nA,2020-01-01,\nA,2020-01-02,2\nA,2020-01-03,3\nB,2020-01-01,\nB,2020-01-02,\n")
     data = load_dataset(frame)
     assert data.skipped == ["B"] and [s.item_id for s in data.series] == ["A"]
-    assert len(data.series[0].timestamps) == 2
+    assert list(data.series[0].timestamps.strftime("%d")) == ["01", "02", "03"]  # from its first row, not its first value
+    assert np.isnan(data.series[0].target[0, 0]) and data.series[0].target[1:, 0].tolist() == [2, 3]
     with pytest.raises(InputError, match="no series has an observed target value"):
         load_dataset(frame[frame["id"] == "B"], freq="D")
+
+
+def test_rows_before_the_first_observed_value_are_context_in_every_layout():
+    """A series starts at its first row (long: its earliest timestamp; wide and single: the table's first), with
+    the covariates of those rows; the reference reads them as missing context values."""
+    long = load_dataset(
+        csv(
+            "id,date,y,rain\n"
+            "A,2020-01-03,,0.3\nA,2020-01-02,,0.2\nA,2020-01-05,5,0.5\nA,2020-01-04,,\n"  # unsorted, a covariate gap
+            "B,2020-01-01,1,1.0\nB,2020-01-02,2,2.0\n"
+        ),
+        past_covariates=["rain"],
+    )
+    a, b = long.series
+    assert list(a.timestamps.strftime("%m-%d")) == ["01-02", "01-03", "01-04", "01-05"]
+    np.testing.assert_array_equal(a.target[:, 0], [np.nan, np.nan, np.nan, 5])
+    np.testing.assert_array_equal(a.past_covariates[:, 0], [0.2, 0.3, np.nan, 0.5])
+    assert b.target[:, 0].tolist() == [1, 2]
+    wide = load_dataset(csv("date,a,b\n2020-01-01,,1\n2020-01-02,,2\n2020-01-03,3,3\n2020-01-04,4,\n"))
+    assert [len(s.timestamps) for s in wide.series] == [4, 4]
+    np.testing.assert_array_equal(wide.series[0].target[:, 0], [np.nan, np.nan, 3, 4])
+    assert wide.series[0].timestamps.equals(wide.series[1].timestamps)
+    single = load_dataset(csv("date,t1,t2\n2020-01-01,,\n2020-01-02,,7\n2020-01-03,1,8\n"), layout="single")
+    np.testing.assert_array_equal(single.series[0].target, [[np.nan, np.nan], [np.nan, 7], [1, 8]])
+
+
+def test_a_series_mostly_missing_before_its_first_value_is_named_by_the_sparse_grid_warning():
+    frame = csv("id,date,y\n" + "".join(f"A,2020-01-{d:02d},\n" for d in range(1, 8)) + "A,2020-01-08,1\nA,2020-01-09,2\n")
+    data = load_dataset(frame, freq="D")
+    assert len(data.series[0].target) == 9
+    assert len(data.warnings) == 1 and "series 'A': more than half of the D grid is missing (78% for 'A')" in data.warnings[0]
 
 
 @pytest.mark.parametrize(

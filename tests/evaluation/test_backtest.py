@@ -169,9 +169,11 @@ class FakeMoirai:
 
     def __init__(self) -> None:
         self.kwargs: list[dict] = []
+        self.targets: list[list[np.ndarray]] = []  # the contexts of each call
 
     def predict(self, target, horizon, *, num_samples=100, seed=None, **options):
         self.kwargs.append({"num_samples": num_samples, "seed": seed, **options})
+        self.targets.append(list(target))
         assert all(t.ndim == 1 for t in target)  # univariate targets go in as (T,)
         rng = np.random.default_rng(seed)
         return FakeForecast(np.stack([t[-1] + rng.normal(size=(num_samples, horizon, 1)) for t in target]))
@@ -297,3 +299,27 @@ def test_actuals_keep_their_precision_from_file_to_scores(real_forecaster):
     assert result.n_zero_actuals == 0
     model = result.per_window.set_index("item_id")
     assert np.isfinite(model.loc[["tiny", "level"], "model_mase"]).all() and (model["model_mase"] < 20).all()
+
+
+def test_windows_of_a_series_with_leading_missing_values_count_from_its_first_row():
+    """Rows before a series' first observed value are history: the windows, their cutoffs and the contexts
+    the forecaster gets are counted from the series' first row in the file."""
+    days = pd.date_range("2024-01-01", periods=40).strftime("%Y-%m-%d")
+    values = noisy_series([40])[0][:, 0]
+    text = "id,date,y\n" + "".join(
+        f"{item},{day},{'' if item == 'late' and row < 5 else value}\n"
+        for item in ("late", "whole")
+        for row, (day, value) in enumerate(zip(days, values))
+    )
+    dataset = load_dataset(pd.read_csv(io.StringIO(text), dtype=str))
+    forecaster = FakeMoirai()
+    result = evaluate(forecaster, dataset.series, 4, windows=2, freq="D", num_samples=5, seed=0)
+    rows = result.per_window.set_index(["item_id", "window"])
+    for item in ("late", "whole"):
+        assert rows.loc[(item, 0), "window_start_row"] == 32 and rows.loc[(item, 1), "window_start_row"] == 36
+        assert rows.loc[(item, 0), "cutoff"] == pd.Timestamp(days[31]) and rows.loc[(item, 1), "forecast_start"] == pd.Timestamp(days[36])
+    late = result.forecasts[(result.forecasts["item_id"] == "late") & (result.forecasts["window"] == 0)]
+    np.testing.assert_array_equal(late["actual"], values[32:36])
+    late_context, whole_context = forecaster.targets[0]
+    assert len(late_context) == len(whole_context) == 32
+    assert np.isnan(late_context[:5]).all() and not np.isnan(late_context[5:]).any()
