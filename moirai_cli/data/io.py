@@ -12,12 +12,13 @@ import stat
 import sys
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Literal, Mapping, Union
 
 import pandas as pd
 
-from moirai_cli.data.sources import STDIO, DataFile, DataSource, filesystem_for, is_uri, resolve_source
+from moirai_cli.data.sources import GLOB_CHARACTERS, STDIO, DataFile, DataSource, filesystem_for, is_uri, resolve_source
 from moirai_cli.errors import InputError, MoiraiError, first_line
 from moirai_cli.runtime import hold_stop_signals, release_stop_signals
 
@@ -112,34 +113,134 @@ def check_input_path(path: str | Path) -> str:
     return str(path)
 
 
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name the same file (after resolving links and '..'); '-' is never a file."""
-    if STDIO in (str(a), str(b)):
+@dataclass(frozen=True)
+class _Place:
+    """Where a path option points, in a form two spellings of one place share: a local absolute path with
+    links resolved (file:// URIs included), or a normalised remote URI (scheme in lower case, no '//' or '..')."""
+
+    given: str
+    local: Path | None = None
+    uri: str | None = None
+
+    @classmethod
+    def of(cls, location: str | Path) -> "_Place":
+        text = str(location)
+        if not is_uri(text):
+            return cls(text, local=Path(os.path.abspath(text)).resolve())
+        scheme, rest = text.split("://", 1)
+        if scheme.lower() == "file":
+            with contextlib.suppress(InputError):
+                return cls(text, local=Path(filesystem_for(text)[1]).resolve())
+        return cls(text, uri=f"{scheme.lower()}://{posixpath.normpath(rest).strip('/')}")
+
+    @property
+    def key(self) -> str:
+        return str(self.local) if self.local is not None else str(self.uri)
+
+    def same(self, other: "_Place") -> bool:
+        """The same file: the same resolved path or URI, or (local files) the same inode (a hard link)."""
+        if self.key == other.key and (self.local is None) == (other.local is None):
+            return True
+        if self.local is None or other.local is None:
+            return False
+        with contextlib.suppress(OSError):
+            return os.path.samefile(self.local, other.local)
         return False
-    first, second = Path(a).resolve(), Path(b).resolve()
-    if first == second:
-        return True
-    with contextlib.suppress(OSError):
-        return first.exists() and second.exists() and os.path.samefile(first, second)
-    return False
+
+    def holds(self, other: "_Place") -> bool:
+        """Whether `other` lies strictly inside this place taken as a folder."""
+        if (self.local is None) != (other.local is None):
+            return False
+        if self.local is not None:
+            return self.local != other.local and other.local.is_relative_to(self.local)
+        return other.key.startswith(self.key.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class _InputPlace:
+    """An input option resolved: the file, folder or glob it names and, for local ones, the data files it holds."""
+
+    option: str
+    place: _Place
+    kind: Literal["file", "folder", "pattern"]
+    pattern: str | None = None  # a glob, absolute (local) or normalised (remote), to match outputs against
+    files: tuple[_Place, ...] = ()
+
+    @classmethod
+    def of(cls, option: str, location: str | Path) -> "_InputPlace":
+        place = _Place.of(location)
+        text = place.given
+        glob_at = min((text.find(c) for c in GLOB_CHARACTERS if c in text), default=-1)
+        if glob_at >= 0:
+            pattern = place.key
+            if place.local is not None:
+                pattern = os.path.normpath(filesystem_for(text)[1] if is_uri(text) else os.path.abspath(text))
+            return cls(option, place, "pattern", pattern, cls._local_files(place, text))
+        if place.local is not None and place.local.is_dir():
+            return cls(option, place, "folder", files=cls._local_files(place, text))
+        if place.local is None and text.endswith("/"):
+            return cls(option, place, "folder")
+        return cls(option, place, "file", files=(place,))
+
+    @staticmethod
+    def _local_files(place: _Place, text: str) -> tuple[_Place, ...]:
+        """The data files a local folder or glob names (none when it names nothing: reading reports that)."""
+        if place.local is None:
+            return ()
+        try:
+            return tuple(_Place.of(file.path) for file in resolve_source(text).files)
+        except InputError:
+            return ()
+
+    def conflict(self, output: _Place, folder: bool) -> str | None:
+        """Why writing `output` (a dataset folder when `folder`) would destroy or mix with this input, else None."""
+        name = f"({self.option})"
+        if any(output.same(file) for file in self.files) or (self.kind == "file" and output.same(self.place)):
+            return f"would overwrite the input file {name}"
+        if self.kind == "folder" and output.same(self.place):
+            return f"is the input folder {name}"
+        if self.kind == "folder" and self.place.holds(output):
+            return f"is inside the input folder {name}"
+        if self.kind == "pattern" and fnmatch.fnmatchcase(output.key, self.pattern or ""):
+            return f"matches the input pattern {name}"
+        if folder:
+            held = next((file for file in self.files if output.holds(file)), None)
+            if held is None and self.place.local is None and output.holds(self.place):
+                held = self.place
+            if held is not None:
+                return f"is a folder that holds input files of {self.option} ({posixpath.basename(held.key)})"
+        return None
 
 
 def check_distinct_paths(inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]) -> None:
-    """Before any work: no output overwrites an input, and no two outputs share a file (or stdout).
+    """Before any work: no output is an input, lies in an input folder or matches an input glob, or is a folder
+    holding inputs; no two outputs share a file (or stdout), and none lies in another's dataset folder.
 
-    `inputs` and `outputs` map an option name ('DATA', '--output', ...) to its path (None when unset).
+    `inputs` and `outputs` map an option name ('DATA', '--output', ...) to its path (None when unset). Every
+    spelling of a place is compared as one: relative or absolute, file:// URIs, symbolic and hard links, the
+    files of a folder or glob; remote URIs as normalised text.
     """
-    given = [(option, path) for option, path in outputs.items() if path is not None]
+    sources = [_InputPlace.of(option, path) for option, path in inputs.items() if path is not None and str(path) != STDIO]
+    given = [(option, str(path)) for option, path in outputs.items() if path is not None]
+    places = {option: _Place.of(path) for option, path in given if path != STDIO}
     for option, path in given:
-        for input_option, input_path in inputs.items():
-            if input_path is not None and same_file(path, input_path):
-                raise InputError(f"{path}: {option} would overwrite the input file ({input_option}); write elsewhere")
+        if path == STDIO:
+            continue
+        for source in sources:
+            problem = source.conflict(places[option], names_folder(path))
+            if problem is not None:
+                raise InputError(f"{path}: {option} {problem}; write elsewhere")
     for i, (option, path) in enumerate(given):
         for other, other_path in given[i + 1 :]:
-            if str(path) == STDIO and str(other_path) == STDIO:
+            if path == STDIO and other_path == STDIO:
                 raise InputError(f"{option} and {other} both write to stdout; give one of them a file name")
-            if same_file(path, other_path):
+            if STDIO in (path, other_path):
+                continue
+            if places[option].same(places[other]):
                 raise InputError(f"{path}: {option} and {other} name the same file; give each its own path")
+            for outer, inner in ((option, other), (other, option)):
+                if names_folder(outputs[outer]) and places[outer].holds(places[inner]):
+                    raise InputError(f"{outputs[inner]}: {inner} is inside the folder of {outer}; give each its own path")
 
 
 def csv_separator(header: str) -> str:
@@ -241,7 +342,7 @@ def _csv_input(source: DataSource, file: DataFile) -> Iterator[tuple[object, str
     filesystem) and the file's separator, sniffed from its header line."""
     compressed = input_format(file.path) == "csv.gz"
     if file.path == STDIO:
-        text = sys.stdin.read()  # read whole: the header is needed before pandas starts
+        text = _stdin_text()  # read whole: the header is needed before pandas starts
         yield io.StringIO(text), csv_separator(text.split("\n", 1)[0])
         return
     remote = _remote(source)
@@ -255,6 +356,16 @@ def _csv_input(source: DataSource, file: DataFile) -> Iterator[tuple[object, str
         sep = csv_separator(_header_line(stream, compressed))
         stream.seek(0)
         yield stream, sep
+
+
+def _stdin_text() -> str:
+    """All of stdin as text; InputError when the process has no stdin (started with it closed)."""
+    try:
+        if sys.stdin is None:
+            raise ValueError("no stdin")
+        return sys.stdin.read()
+    except (OSError, ValueError):  # closed (`<&-`): None, or a stream whose descriptor is gone
+        raise InputError("<stdin>: stdin is closed; pipe the CSV into the command, or give DATA as a file") from None
 
 
 def _header_line(handle: IO[bytes], compressed: bool) -> str:

@@ -250,3 +250,88 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, su
         write_table(FRAME, path)
     assert str(err.value) == f"{path}: cannot write: No space left on device" and err.value.exit_code == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# --- path identity: no output may be an input, lie in an input folder, or be a folder holding inputs ---
+
+
+@pytest.fixture
+def stock_files(tmp_path, monkeypatch):
+    """A folder `data/` of two CSV files and one of Spark-style part files, the working directory at tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("MSFT", "AAPL"):
+        (tmp_path / "data" / f"{name}.csv").write_text("symbol,date,price\nX,2020-01-01,1\n")
+    (tmp_path / "parts").mkdir()
+    for part in range(2):
+        FRAME.to_parquet(tmp_path / "parts" / f"part-0000{part}.parquet")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "data, output, message",
+    [
+        # `moirai forecast 'data/*.csv' -o data/MSFT.csv` replaced a 124-line input with the forecast.
+        ("data/*.csv", "data/MSFT.csv", r"data/MSFT\.csv: --output would overwrite the input file \(DATA\)"),
+        # A folder of part files written over by a dataset output of the same folder (every part deleted).
+        ("parts/", "parts/", r"--output is the input folder \(DATA\)"),
+        ("parts", "parts", r"--output is the input folder \(DATA\)"),
+        # `moirai evaluate parts/part-00000.parquet -o parts` replaced the input with metrics.
+        ("parts/part-00000.parquet", "parts", r"parts: --output is a folder that holds input files of DATA \(part-00000\.parquet\)"),
+        # file:// spellings of the same file, on either side.
+        ("data/MSFT.csv", "file://{root}/data/MSFT.csv", "--output would overwrite the input file"),
+        ("file://{root}/data/MSFT.csv", "data/MSFT.csv", "--output would overwrite the input file"),
+        ("file://{root}/data/", "data/new.csv", r"--output is inside the input folder \(DATA\)"),
+        # An output in an input folder, or matching an input glob, would be read by the next run.
+        ("data", "data/forecast.parquet", r"data/forecast\.parquet: --output is inside the input folder \(DATA\)"),
+        ("data/*.csv", "data/new.csv", r"--output matches the input pattern \(DATA\)"),
+        ("data/M*.csv", "data/../data/MSFT.csv", "--output would overwrite the input file"),
+        ("data/MSFT.csv", ".", r"--output is a folder that holds input files of DATA"),
+    ],
+)
+def test_an_output_that_is_or_holds_an_input_is_refused(stock_files, data, output, message):
+    root = str(stock_files)
+    with pytest.raises(InputError, match=message):
+        check_distinct_paths({"DATA": data.format(root=root)}, {"--output": output.format(root=root)})
+
+
+def test_outputs_beside_the_inputs_are_allowed(stock_files):
+    check_distinct_paths({"DATA": "data/*.csv"}, {"--output": "data/forecast.parquet", "--plot": "p.png"})
+    check_distinct_paths({"DATA": "data/MSFT.csv"}, {"--output": "data/forecast.csv"})
+    check_distinct_paths({"DATA": "parts/"}, {"--output": "out/", "--samples-output": "samples/"})
+    check_distinct_paths({"DATA": "missing/*.csv"}, {"--output": "o.csv"})  # reading reports what is missing
+
+
+def test_links_to_an_input_are_the_input(stock_files):
+    os.link(stock_files / "data" / "MSFT.csv", stock_files / "hard.csv")
+    (stock_files / "soft").symlink_to(stock_files / "data")
+    with pytest.raises(InputError, match=r"hard\.csv: --output would overwrite the input file \(DATA\)"):
+        check_distinct_paths({"DATA": "data/"}, {"--output": "hard.csv"})
+    with pytest.raises(InputError, match=r"--plot would overwrite the input file \(--future\)"):
+        check_distinct_paths({"DATA": "-", "--future": "hard.csv"}, {"--plot": "data/MSFT.csv"})
+    with pytest.raises(InputError, match="--output is inside the input folder"):
+        check_distinct_paths({"DATA": "soft"}, {"--output": "data/x.csv"})
+    with pytest.raises(InputError, match="--output is inside the input folder"):
+        check_distinct_paths({"DATA": "data"}, {"--output": "soft/x.csv"})
+
+
+def test_outputs_may_not_nest_in_each_other(stock_files):
+    with pytest.raises(InputError, match=r"--samples-output is inside the folder of --output; give each its own path"):
+        check_distinct_paths({"DATA": "-"}, {"--output": "out/", "--samples-output": "out/s.csv"})
+    with pytest.raises(InputError, match="--output and --samples-output name the same file"):
+        check_distinct_paths({"DATA": "-"}, {"--output": "o.csv", "--samples-output": f"file://{stock_files}/o.csv"})
+
+
+@pytest.mark.parametrize(
+    "data, output, message",
+    [
+        ("s3://bucket/data/x.csv", "S3://bucket//data/x.csv", "would overwrite the input file"),
+        ("s3://bucket/data/", "s3://bucket/data/forecast.csv", "is inside the input folder"),
+        ("s3://bucket/data/part-0.parquet", "s3://bucket/data", "is a folder that holds input files"),
+        ("s3://bucket/data/*.csv", "s3://bucket/data/new.csv", "matches the input pattern"),
+    ],
+)
+def test_remote_locations_are_compared_as_normalised_uris(data, output, message):
+    with pytest.raises(InputError, match=message):
+        check_distinct_paths({"DATA": data}, {"--output": output})
+    check_distinct_paths({"DATA": data}, {"--output": "s3://bucket/elsewhere/o.csv"})
