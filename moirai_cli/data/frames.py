@@ -836,6 +836,11 @@ def _canonical(
             missing = ids.isna().to_numpy()
             if missing.any():
                 raise InputError(f"{source}: column '{lay.id_column}', row {row_number(ids, missing)}: missing series id")
+            if len(ids) and isinstance(ids.iloc[0], bytes):  # a binary column that is not UTF-8 (io decodes the others)
+                raise InputError(
+                    f"{source}: column '{lay.id_column}', row {int(ids.index[0]) + 1}: series id {ids.iloc[0]!r} "
+                    "is not UTF-8 text; write the ids as text"
+                )
         else:
             name = lay.targets[0] if len(lay.targets) == 1 else "series"
             ids = pd.Series([name] * len(frame), dtype=object)

@@ -6,6 +6,7 @@ import contextlib
 import fnmatch
 import gzip
 import io
+import json
 import os
 import posixpath
 import stat
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Literal, Mapping, Union
 
+import numpy as np
 import pandas as pd
 
 from moirai_cli.data.sources import GLOB_CHARACTERS, STDIO, DataFile, DataSource, filesystem_for, is_uri, resolve_source
@@ -381,7 +383,9 @@ def _header_line(handle: IO[bytes], compressed: bool) -> str:
 
 
 def _with_partitions(frame: pd.DataFrame, file: DataFile, columns: list[str] | None = None) -> pd.DataFrame:
-    """A file's rows with its hive partition values added as text columns (those in `columns`, when given)."""
+    """A file's rows (binary columns as text) with its hive partition values added as text columns (those in
+    `columns`, when given)."""
+    _decode_binary_columns(frame)
     for key, value in file.partitions:
         if columns is not None and key not in columns:
             continue
@@ -389,6 +393,20 @@ def _with_partitions(frame: pd.DataFrame, file: DataFile, columns: list[str] | N
             raise InputError(f"{file.label}: column '{key}' is both in the file and a partition folder ({key}={value})")
         frame[key] = pd.Series(value, index=frame.index, dtype=object)
     return frame
+
+
+def _decode_binary_columns(frame: pd.DataFrame) -> None:
+    """Turn the bytes of binary Parquet columns into text where every value is UTF-8 (ids were written `b'MSFT'`);
+    a column that is not UTF-8 stays bytes (an id column of such values is refused when the series are built)."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        present = values.dropna()
+        if present.empty or not isinstance(present.iloc[0], bytes):
+            continue
+        with contextlib.suppress(UnicodeDecodeError, AttributeError):
+            frame[column] = values.str.decode("utf-8", errors="strict")
 
 
 @contextlib.contextmanager
@@ -505,6 +523,82 @@ def _write_errors(location: str) -> Iterator[None]:
         raise InputError(f"{location}: cannot write here: {first_line(exc)}") from exc
 
 
+def widened_schema(schema, incoming):
+    """`schema` with each column widened to hold `incoming`'s values too: float32 (float16) to float64 when
+    `incoming` has float64 there, an all-null column to `incoming`'s type; the metadata of `incoming`."""
+    import pyarrow as pa
+
+    fields = []
+    for field in schema:
+        other = incoming.field(field.name).type if field.name in incoming.names else field.type
+        if pa.types.is_floating(field.type) and pa.types.is_floating(other) and other.bit_width > field.type.bit_width:
+            field = field.with_type(other)
+        elif pa.types.is_null(field.type):
+            field = field.with_type(other)
+        fields.append(field)
+    return pa.schema(fields, metadata=incoming.metadata)
+
+
+def rewritten_parquet(fs, path: str, schema):
+    """Rewrite the closed Parquet file at `path` (on `fs`) with `schema`, one row group at a time; returns a
+    writer left open on it, so that more rows can follow."""
+    import pyarrow.parquet as pq
+
+    old = path + ".old"
+    fs.move(path, old)
+    try:
+        writer = pq.ParquetWriter(path, schema, filesystem=fs)
+        with fs.open_input_file(old) as handle:
+            written = pq.ParquetFile(handle)
+            for group in range(written.num_row_groups):
+                writer.write_table(written.read_row_group(group).cast(schema))
+    finally:
+        fs.delete_file(old)
+    return writer
+
+
+def json_records(frame: pd.DataFrame) -> list[str]:
+    """Each row of a table as one JSON object, exact: floats as the shortest text that reads back to the same
+    float (1e-13 stays 1e-13), timestamps in ISO 8601 at their full resolution with their UTC offset, NaN as null."""
+    keys = [json.dumps(str(column), ensure_ascii=False) + ":" for column in frame.columns]
+    cells = [_json_cells(frame.iloc[:, position]) for position in range(frame.shape[1])]
+    return ["{" + ",".join(key + cell for key, cell in zip(keys, row)) + "}" for row in zip(*cells)]
+
+
+def _json_cells(values: pd.Series) -> list[str]:
+    """One column's values as JSON texts (see json_records)."""
+    dtype = values.dtype
+    if dtype.kind == "f":
+        array = values.to_numpy()
+        return np.where(np.isfinite(array), array.astype(str), "null").tolist()
+    if dtype.kind in "iu":
+        return values.to_numpy().astype(str).tolist()
+    if dtype.kind == "b":
+        return np.where(values.to_numpy(), "true", "false").tolist()
+    if dtype.kind == "M" or isinstance(dtype, pd.DatetimeTZDtype):
+        stamps = pd.DatetimeIndex(values)
+        text = np.asarray(stamps.astype(str), dtype=object)
+        return ['"' + t.replace(" ", "T", 1) + '"' if isinstance(t, str) else "null" for t in np.where(stamps.isna(), None, text)]
+    return [_json_value(value) for value in values.tolist()]
+
+
+def _json_value(value: object) -> str:
+    """One value of a column of mixed or text values as JSON text."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return "null"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if np.isfinite(value) else "null"
+    if isinstance(value, pd.Timestamp):
+        return json.dumps(value.isoformat())
+    return json.dumps(str(value), ensure_ascii=False)
+
+
 class DatasetWriter:
     """Write DataFrame chunks as a Parquet dataset: `part-00000.parquet`, ... in a folder, local or a URI.
 
@@ -523,6 +617,7 @@ class DatasetWriter:
         parent, name = posixpath.split(self._target)
         self._tmp = posixpath.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
         self._writer = None
+        self._schema = None
         self._parts = 0
         self._part_rows = 0
 
@@ -569,22 +664,39 @@ class DatasetWriter:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is not None and self._part_rows >= self.rows_per_part:
             self._close_part()
+        if self._schema is not None:
+            wider = widened_schema(self._schema, table.schema)
+            if not wider.equals(self._schema):
+                self._widen(wider)
+            table = table.cast(self._schema)
         if self._writer is None:
             self._open_part(table.schema)
-        else:
-            table = table.cast(self._schema)
         self._writer.write_table(table)
         self._part_rows += len(table)
+
+    def _part_path(self, part: int) -> str:
+        return posixpath.join(self._tmp, f"part-{part:05d}.parquet")
 
     def _open_part(self, schema) -> None:
         import pyarrow.parquet as pq
 
         self._schema = schema
-        path = posixpath.join(self._tmp, f"part-{self._parts:05d}.parquet")
         with _write_errors(self.location):
-            self._writer = pq.ParquetWriter(path, schema, filesystem=self._fs)
+            self._writer = pq.ParquetWriter(self._part_path(self._parts), schema, filesystem=self._fs)
         self._parts += 1
         self._part_rows = 0
+
+    def _widen(self, schema) -> None:
+        """Rewrite the parts written so far with a wider schema (float64 after float32), the open one left open."""
+        with _write_errors(self.location):
+            last = self._parts - 1
+            for part in range(self._parts):
+                if part == last and self._writer is not None:
+                    self._writer.close()
+                    self._writer = rewritten_parquet(self._fs, self._part_path(part), schema)
+                else:
+                    rewritten_parquet(self._fs, self._part_path(part), schema).close()
+        self._schema = schema
 
     def _close_part(self) -> None:
         with _write_errors(self.location):
@@ -676,10 +788,10 @@ class TableWriter:
                 frame.to_csv(self._stream, index=False, header=not self._csv_header_written)
                 self._csv_header_written = True
             elif len(frame) and self.format == "jsonl":
-                self._stream.write(frame.to_json(orient="records", lines=True, date_format="iso").rstrip("\n") + "\n")
+                self._stream.write("\n".join(json_records(frame)) + "\n")
             elif len(frame):  # json: one array, opened by the first non-empty chunk and closed in _finish
                 self._stream.write("[" if self._rows == 0 else ",")
-                self._stream.write(frame.to_json(orient="records", date_format="iso")[1:-1])
+                self._stream.write(",".join(json_records(frame)))
         self._rows += len(frame)
 
     @contextlib.contextmanager
@@ -701,41 +813,19 @@ class TableWriter:
         widens the file first, so no value is rounded to the first chunk's type.
         """
         import pyarrow as pa
+        import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._tmp, table.schema)
         else:
-            schema = self._parquet.schema
-            wider = pa.schema(
-                [
-                    field.with_type(pa.float64())
-                    if pa.types.is_float32(field.type) and pa.types.is_float64(table.schema.field(field.name).type)
-                    else field
-                    for field in schema
-                ],
-                metadata=table.schema.metadata,
-            )
-            if not wider.equals(schema):
-                self._widen(wider)
+            wider = widened_schema(self._parquet.schema, table.schema)
+            if not wider.equals(self._parquet.schema):
+                self._parquet.close()
+                self._parquet = rewritten_parquet(pafs.LocalFileSystem(), str(self._tmp), wider)
             table = table.cast(self._parquet.schema)
         self._parquet.write_table(table)
-
-    def _widen(self, schema) -> None:
-        """Rewrite the Parquet rows written so far with `schema`, one row group at a time."""
-        import pyarrow.parquet as pq
-
-        self._parquet.close()
-        old = self._tmp.with_name(self._tmp.name + ".old")
-        os.replace(self._tmp, old)
-        try:
-            self._parquet = pq.ParquetWriter(self._tmp, schema)
-            written = pq.ParquetFile(old)
-            for group in range(written.num_row_groups):
-                self._parquet.write_table(written.read_row_group(group).cast(schema))
-        finally:
-            old.unlink(missing_ok=True)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:

@@ -244,7 +244,7 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, su
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", full)
-    monkeypatch.setattr(pd.DataFrame, "to_json", full)
+    monkeypatch.setattr("moirai_cli.data.io.json_records", full)
     monkeypatch.setattr("pyarrow.parquet.ParquetWriter.write_table", full)
     with pytest.raises(MoiraiError) as err:
         write_table(FRAME, path)
@@ -335,3 +335,104 @@ def test_remote_locations_are_compared_as_normalised_uris(data, output, message)
     with pytest.raises(InputError, match=message):
         check_distinct_paths({"DATA": data}, {"--output": output})
     check_distinct_paths({"DATA": data}, {"--output": "s3://bucket/elsewhere/o.csv"})
+
+
+# --- one writer layer: float64 values and timestamps (resolution, time zone) round-trip exactly in every format ---
+
+WRITE_FORMATS = [".csv", ".csv.gz", ".parquet", "folder/", ".json", ".jsonl"]
+
+
+def read_back(path, suffix: str) -> pd.DataFrame:
+    """A written table as text cells (JSON: the values as parsed by Python's json), for exact comparison."""
+    if suffix in (".json", ".jsonl"):
+        text = path.read_text()
+        records = json.loads(text) if suffix == ".json" else [json.loads(line) for line in text.splitlines()]
+        return pd.DataFrame(records, dtype=object)
+    if suffix in (".parquet", "folder/"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype=str)
+
+
+def as_floats(values) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def as_stamps(values) -> list[pd.Timestamp]:
+    return [pd.Timestamp(v) for v in values]
+
+
+@pytest.mark.parametrize("suffix", WRITE_FORMATS)
+def test_float64_values_round_trip_exactly_after_float32_chunks(tmp_path, suffix):
+    # A dataset folder cast float64 forecasts after a float32 chunk to float32 (a 1e9-level series became
+    # exactly 1000000000.0); JSON kept 10 decimals (1e-13 was 0.0, 5e-9 kept two digits).
+    rng = np.random.default_rng(0)
+    wide = np.r_[1000000005.84, 1e-13, 5.123456789e-9, 1e300, -2.5e-300, rng.normal(size=20) * 10.0 ** rng.integers(-15, 15, 20)]
+    chunks = [
+        pd.DataFrame({"item_id": ["a", "a"], "mean": np.array([0.5, np.nan], np.float32)}),
+        pd.DataFrame({"item_id": ["b"] * len(wide), "mean": wide}),
+        pd.DataFrame({"item_id": ["c"], "mean": np.array([0.25], np.float32)}),
+    ]
+    path = tmp_path / f"out{suffix}"
+    with TableWriter(path) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+    back = read_back(path, suffix)
+    values = as_floats(back["mean"])
+    expected = np.concatenate([chunk["mean"].to_numpy(np.float64) for chunk in chunks])
+    np.testing.assert_array_equal(values, expected)  # bit for bit, NaN where missing
+    assert back["item_id"].tolist() == ["a", "a", *["b"] * len(wide), "c"]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("suffix", WRITE_FORMATS)
+@pytest.mark.parametrize("zone", [None, "Europe/Paris"])
+def test_timestamps_keep_their_resolution_and_time_zone(tmp_path, suffix, zone):
+    # JSON cut timestamps to milliseconds: three 100-microsecond steps got one timestamp.
+    stamps = pd.DatetimeIndex(
+        ["2024-01-01 00:00:00", "2024-01-01 00:00:00.0001", "2024-01-01 00:00:00.0002", "2024-07-01 12:00:00.000000001"]
+    ).as_unit("ns")
+    if zone:
+        stamps = stamps.tz_localize(zone)
+    path = tmp_path / f"out{suffix}"
+    write_table(pd.DataFrame({"timestamp": stamps, "y": [1.0, 2.0, 3.0, 4.0]}), path)
+    back = read_back(path, suffix)["timestamp"]
+    parsed = list(pd.DatetimeIndex(back)) if suffix in (".parquet", "folder/") else as_stamps(back)
+    assert [t.value for t in parsed] == [t.value for t in stamps]  # the same instants, to the nanosecond
+    assert [t.utcoffset() for t in parsed] == [t.utcoffset() for t in stamps]  # None, or winter +01:00, summer +02:00
+
+
+def test_a_dataset_widens_its_earlier_parts_for_a_later_float64_chunk(tmp_path):
+    # Later parts were cast to the first part's float32: a 1e9-level series read back as 1000000000.0.
+    from moirai_cli.data import DatasetWriter
+
+    chunks = [pd.DataFrame({"item_id": [name] * 2, "mean": np.array([0.5, 1.5], np.float32)}) for name in "abc"]
+    chunks.append(pd.DataFrame({"item_id": ["d", "d"], "mean": np.array([1000000005.84, 1e-13])}))
+    chunks.append(pd.DataFrame({"item_id": ["e"], "mean": np.array([2.5], np.float32)}))
+    with DatasetWriter(tmp_path / "out", rows_per_part=3) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+    parts = sorted((tmp_path / "out").iterdir())
+    assert len(parts) > 2 and all(pd.read_parquet(part)["mean"].dtype == np.float64 for part in parts)
+    back = pd.read_parquet(tmp_path / "out")
+    assert back["mean"].tolist() == [0.5, 1.5] * 3 + [1000000005.84, 1e-13, 2.5]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_binary_parquet_ids_are_read_as_text(tmp_path):
+    # Binary Parquet ids were written as "b'MSFT'".
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moirai_cli.data import iter_series_chunks, load_dataset
+
+    days = pd.date_range("2024-01-01", periods=6, freq="D")
+    ids = pa.array([b"MSFT"] * 6 + ["Zürich".encode()] * 6, pa.binary())
+    path = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"id": ids, "date": pa.array(list(days) * 2), "y": pa.array(np.arange(12.0))}), path)
+    assert read_table(path)["id"].tolist() == ["MSFT"] * 6 + ["Zürich"] * 6
+    assert [r.item_id for r in load_dataset(path).series] == ["MSFT", "Zürich"]
+    assert [r.item_id for chunk in iter_series_chunks(path, chunk_size=1, rows_per_read=4) for r in chunk.series] == ["MSFT", "Zürich"]
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": pa.array([b"\xff\xfe"] * 6, pa.binary()), "date": pa.array(list(days)), "y": pa.array(np.arange(6.0))}), bad)
+    with pytest.raises(InputError, match=r"bad\.parquet: column 'id', row 1: series id b'\\xff\\xfe' is not UTF-8 text"):
+        load_dataset(bad)
