@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fnmatch
+import functools
 import gzip
+import hashlib
 import io
 import json
 import os
 import posixpath
+import socket
 import stat
 import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Literal, Mapping, Union
+from typing import IO, Callable, Iterator, Literal, Mapping, Union
 
 import numpy as np
 import pandas as pd
@@ -447,39 +451,190 @@ def new_file_mode(target: Path) -> int:
     return 0o666 & ~current_umask()
 
 
+# --- publishing outputs: one at a time, or a run's outputs together ---
+
+_UPLOAD, _FOLDER, _FILE = 0, 1, 2  # the order a stage publishes in: the steps likeliest to fail first, renames last
+
+
+class OutputStage:
+    """The outputs of one run, each written in full to a temporary place, waiting to be published together.
+
+    Made by `publish_together`; every TableWriter, DatasetWriter and atomic_path (tables, samples, plots,
+    uploads to URIs) closed inside that block adds its last step here instead of taking it.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[int, Callable[[], None], Callable[[], None]]] = []  # (order, publish, discard)
+
+    def add(self, order: int, publish: Callable[[], None], discard: Callable[[], None]) -> None:
+        """Stage an output: `publish` moves it into place (and cleans up), `discard` removes what was staged."""
+        self._steps.append((order, publish, discard))
+
+    def publish(self) -> None:
+        """Publish every staged output: uploads, then dataset folders, then file renames. When one fails, the
+        outputs not yet published are discarded and its error is raised."""
+        steps, self._steps = sorted(self._steps, key=lambda step: step[0]), []
+        for position, (_, publish, _) in enumerate(steps):
+            try:
+                publish()
+            except BaseException:
+                for _, _, discard in steps[position + 1 :]:
+                    with contextlib.suppress(Exception):
+                        discard()
+                raise
+
+    def discard(self) -> None:
+        """Remove every staged output; the older files of the same names stay as they were."""
+        steps, self._steps = self._steps, []
+        for _, _, discard in steps:
+            with contextlib.suppress(Exception):
+                discard()
+
+
+_STAGE: contextvars.ContextVar[OutputStage | None] = contextvars.ContextVar("moirai_output_stage", default=None)
+
+
+@contextlib.contextmanager
+def publish_together() -> Iterator[OutputStage]:
+    """A block whose outputs are published together when it exits cleanly, or not at all.
+
+    Every output written inside (TableWriter, DatasetWriter, write_table, atomic_path: forecast and
+    samples tables, per-window tables, plots, uploads to URIs) is written to a temporary place and
+    moved into place only after the whole block succeeded; when anything in it fails (an error, a stop
+    signal), every staged file is removed and older files of the same names are left untouched. Output
+    to stdout is not staged. Inside another such block, it joins the outer one.
+    """
+    current = _STAGE.get()
+    if current is not None:
+        yield current
+        return
+    stage = OutputStage()
+    token = _STAGE.set(stage)
+    try:
+        yield stage
+    except BaseException:
+        stage.discard()
+        raise
+    finally:
+        _STAGE.reset(token)
+    stage.publish()
+
+
+def _when_done(order: int, publish: Callable[[], None], discard: Callable[[], None]) -> None:
+    """Publish an output now, or stage it when a publish_together block is open."""
+    stage = _STAGE.get()
+    if stage is None:
+        publish()
+    else:
+        stage.add(order, publish, discard)
+
+
+@functools.cache
+def _machine_tag() -> str:
+    """This machine (host name and pid namespace) as 8 hex digits: a process id in a temporary name is only
+    judged where it means the same process."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
+
+
+def _owner_tag() -> str:
+    """The owner part of this process's temporary names: '<machine>-<pid>'."""
+    return f"{_machine_tag()}-{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this id runs (another user's counts; a reused id keeps a file, never the reverse)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(fs, folder: str, name: str) -> None:
+    """Delete what killed runs left in `folder` while writing `name`: `.NAME.<machine>-<pid>.*.tmp` files and
+    folders (and `.tmp.old`) made on this machine by a process that is gone. Anything else stays."""
+    import pyarrow.fs as pafs
+
+    prefix = f".{name}."
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, recursive=False, allow_not_found=True))
+    except OSError:
+        return
+    for info in infos:
+        entry = posixpath.basename(info.path)
+        if not entry.startswith(prefix) or not entry.endswith((".tmp", ".tmp.old")):
+            continue
+        machine, _, pid = entry[len(prefix) :].split(".", 1)[0].rpartition("-")
+        if machine != _machine_tag() or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if info.type == pafs.FileType.Directory:
+                fs.delete_dir(info.path)
+            else:
+                fs.delete_file(info.path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success move it over `path`, on any failure delete it.
+    """Yield a temporary path next to `path`; on success move it over `path` (or stage it, inside
+    publish_together), on any failure delete it.
 
     The file ends up with the permissions a plain `open(path, "w")` gives (see new_file_mode). For a URI
-    (`s3://bucket/out.csv`) the temporary file is local and is uploaded on success.
+    (`s3://bucket/out.csv`) the temporary file is local and is uploaded on success. Temporary files that a
+    killed run left beside `path` are removed first.
     """
     if is_uri(path):
         with _uploaded(str(path)) as tmp:
             yield tmp
         return
+    import pyarrow.fs as pafs
+
     target = Path(path)
     folder = target.parent  # Path("x.csv").parent is Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
-    with _temporary_file(str(path), f".{target.name}.", folder, new_file_mode(target)) as tmp:
+    remove_stale_temporaries(pafs.LocalFileSystem(), str(folder.absolute()), target.name)
+    with _temporary_file(str(path), f".{target.name}.{_owner_tag()}.", folder, new_file_mode(target)) as tmp:
         yield tmp
+        _when_done(_FILE, functools.partial(_replace, tmp, target), functools.partial(tmp.unlink, missing_ok=True))
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Move a finished temporary file over its target (removing it when that fails)."""
+    try:
         os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
 def _uploaded(uri: str) -> Iterator[Path]:
-    """A local temporary file that is copied to `uri` when the block succeeds (and deleted either way)."""
+    """A local temporary file that is copied to `uri` when the block succeeds (or staged, inside
+    publish_together), and deleted either way."""
     import pyarrow.fs as pafs
 
     fs, target = filesystem_for(uri)
-    with _temporary_file(f"{uri} (a local temporary file)", ".moirai-upload.") as tmp:
-        try:
-            yield tmp
-            with _write_errors(uri):
-                pafs.copy_files(str(tmp), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-        finally:
-            tmp.unlink(missing_ok=True)
+    remove_stale_temporaries(pafs.LocalFileSystem(), tempfile.gettempdir(), "moirai-upload")
+    with _temporary_file(f"{uri} (a local temporary file)", f".moirai-upload.{_owner_tag()}.") as tmp:
+        yield tmp
+        _when_done(_UPLOAD, functools.partial(_upload, tmp, uri, fs, target), functools.partial(tmp.unlink, missing_ok=True))
+
+
+def _upload(tmp: Path, uri: str, fs, target: str) -> None:
+    """Copy a finished local temporary file to its URI, then delete it."""
+    import pyarrow.fs as pafs
+
+    try:
+        with _write_errors(uri):
+            pafs.copy_files(str(tmp), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -614,8 +769,8 @@ class DatasetWriter:
         self.rows_per_part = rows_per_part
         self._fs, self._target = filesystem_for(self.location)
         self._target = self._target.rstrip("/")
-        parent, name = posixpath.split(self._target)
-        self._tmp = posixpath.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        self._parent, self._name = posixpath.split(self._target)
+        self._tmp = posixpath.join(self._parent, f".{self._name}.{_owner_tag()}.{uuid.uuid4().hex[:12]}.tmp")
         self._writer = None
         self._schema = None
         self._parts = 0
@@ -653,6 +808,7 @@ class DatasetWriter:
 
     def __enter__(self) -> "DatasetWriter":
         self.check()
+        remove_stale_temporaries(self._fs, self._parent, self._name)
         with _write_errors(self.location):
             self._fs.create_dir(self._tmp, recursive=True)
         return self
@@ -704,6 +860,7 @@ class DatasetWriter:
         self._writer = None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        staged = False
         try:
             if exc_type is None:
                 if self._writer is None and self._parts == 0:
@@ -712,17 +869,30 @@ class DatasetWriter:
                     self._open_part(pa.schema([]))  # an empty dataset is one empty part, as a file would be
                 if self._writer is not None:
                     self._close_part()
-                self._publish()
+                _when_done(_FOLDER, self._publish, self._discard)
+                staged = True
         finally:
-            if self._writer is not None:
-                with contextlib.suppress(Exception):
-                    self._writer.close()
-            with contextlib.suppress(Exception):
-                self._fs.delete_dir(self._tmp)
+            if not staged:
+                self._discard()
         return False
+
+    def _discard(self) -> None:
+        """Remove the hidden folder of new parts (the target stays as it was)."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        with contextlib.suppress(Exception):
+            self._fs.delete_dir(self._tmp)
 
     def _publish(self) -> None:
         """Replace the target's old parts with the new ones (one rename when the folder is new and local)."""
+        try:
+            self._move_parts()
+        finally:
+            self._discard()
+
+    def _move_parts(self) -> None:
         import pyarrow.fs as pafs
 
         with _write_errors(self.location):

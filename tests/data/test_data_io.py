@@ -436,3 +436,114 @@ def test_binary_parquet_ids_are_read_as_text(tmp_path):
     pq.write_table(pa.table({"id": pa.array([b"\xff\xfe"] * 6, pa.binary()), "date": pa.array(list(days)), "y": pa.array(np.arange(6.0))}), bad)
     with pytest.raises(InputError, match=r"bad\.parquet: column 'id', row 1: series id b'\\xff\\xfe' is not UTF-8 text"):
         load_dataset(bad)
+
+
+# --- a run's outputs published together, or none ---
+
+
+def test_outputs_are_published_together_only_when_every_one_succeeded(tmp_path):
+    # `evaluate -o e.csv --forecasts-output <unwritable>` replaced the old e.csv, then failed; so did a crashing --plot.
+    from moirai_cli.data.io import atomic_path, publish_together
+
+    old = {name: f"old {name}\n" for name in ("e.csv", "f.parquet", "plot.png")}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "windows").mkdir()
+    with pytest.raises(RuntimeError, match="the plot failed"):
+        with publish_together():
+            write_table(FRAME, tmp_path / "e.csv")  # closed and complete, but not published yet
+            write_table(FRAME, tmp_path / "f.parquet")
+            write_table(FRAME, tmp_path / "windows")  # a dataset folder
+            with atomic_path(tmp_path / "plot.png") as tmp:
+                tmp.write_bytes(b"png")
+            assert {name: (tmp_path / name).read_text() for name in old} == old
+            raise RuntimeError("the plot failed")
+    assert {name: (tmp_path / name).read_text() for name in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv", "f.parquet", "plot.png", "windows"]
+    assert list((tmp_path / "windows").iterdir()) == []
+
+    with publish_together():
+        write_table(FRAME, tmp_path / "e.csv")
+        with pytest.raises(InputError, match="does not exist"):  # an output that cannot be written: the run stops
+            write_table(FRAME, tmp_path / "missing" / "f.csv")
+        write_table(FRAME, tmp_path / "windows")
+        with atomic_path(tmp_path / "plot.png") as tmp:
+            tmp.write_bytes(b"png")
+    assert read_table(tmp_path / "e.csv")["item_id"].tolist() == ["007", "008"]
+    assert read_table(tmp_path / "windows")["item_id"].tolist() == ["007", "008"]
+    assert (tmp_path / "plot.png").read_bytes() == b"png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv", "f.parquet", "plot.png", "windows"]
+
+
+def test_a_stop_signal_before_publishing_removes_every_staged_file(tmp_path):
+    from moirai_cli.data.io import publish_together
+
+    with pytest.raises(StopSignal):
+        with publish_together():
+            write_table(FRAME, tmp_path / "a.csv")
+            with TableWriter(tmp_path / "b.jsonl") as writer:
+                writer.write(FRAME)
+            raise StopSignal(signal.SIGTERM)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_uploads_wait_for_the_whole_run(s3_bucket, tmp_path):
+    import pyarrow.fs as pafs
+
+    from moirai_cli.data.io import publish_together
+
+    uri = f"s3://{s3_bucket}/f.csv"
+    with pytest.raises(RuntimeError):
+        with publish_together():
+            write_table(FRAME, uri)
+            write_table(FRAME, tmp_path / "local.csv")
+            raise RuntimeError("a later output failed")
+    fs, path = pafs.FileSystem.from_uri(uri)
+    assert fs.get_file_info(path).type == pafs.FileType.NotFound and list(tmp_path.iterdir()) == []
+    with publish_together():
+        write_table(FRAME, uri)
+        assert fs.get_file_info(path).type == pafs.FileType.NotFound
+    assert read_table(uri)["item_id"].tolist() == ["007", "008"]
+
+
+# --- temporary files of killed runs ---
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+import pandas as pd
+from moirai_cli.data import TableWriter
+with TableWriter(sys.argv[1]) as writer:
+    writer.write(pd.DataFrame({"x": [1.0, 2.0]}))
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+def start_writer(target) -> "subprocess.Popen":
+    """A real process writing `target`, paused after its first chunk (its temporary file exists)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "writing\n"
+    return process
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet", "folder"])
+def test_a_later_run_removes_what_a_killed_run_left_and_keeps_a_live_runs_files(tmp_path, name):
+    # `kill -9` left `.out.csv.XXXX.tmp` (or a dataset's hidden folder) that no later run removed.
+    target = tmp_path / name
+    killed = start_writer(target)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    killed.kill()
+    killed.wait()
+    live = start_writer(target)
+    try:
+        running = sorted(set(p.name for p in tmp_path.iterdir()) - set(left))
+        assert len(left) == 1 and left[0].startswith(f".{name}.") and len(running) == 1
+        write_table(FRAME, target)  # a later run writing the same output
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, *running])  # the killed run's file is gone
+    finally:
+        live.kill()
+        live.wait()
