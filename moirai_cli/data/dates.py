@@ -17,6 +17,7 @@ from typing import Iterable, Literal
 import numpy as np
 import pandas as pd
 
+from moirai_cli.data.io import spelled_missing
 from moirai_cli.errors import InputError, first_line
 
 # Day and month (either order), then the year, then anything (a time): 03/04/2024, 3.4.24 13:00, 03-04-2024.
@@ -178,7 +179,10 @@ class TimestampParser:
 
     def parse(self, values: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
         """datetime64[ns] values of a column (indexed by 0-based file row), or InputError naming the row."""
-        missing = values.isna().to_numpy()
+        if pd.api.types.is_datetime64_any_dtype(values):
+            missing = values.isna().to_numpy()
+        else:
+            missing = spelled_missing(values)
         if missing.any():
             raise InputError(f"{source}: column '{column}', row {row_number(values, missing)}: missing timestamp")
         if pd.api.types.is_datetime64_any_dtype(values):

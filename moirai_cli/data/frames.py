@@ -28,12 +28,17 @@ from pandas.tseries.offsets import (
 )
 
 from moirai_cli.data.dates import TimestampParser, has_numeric_dates, row_number
-from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table
+from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table, spelled_missing
 from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
 from moirai_cli.errors import InputError, check_at_least_one
 
 DEFAULT_ID_COLUMN = "item_id"
+LARGEST_MAGNITUDE = 1e302  # larger values can overflow float64 in a forecast's sums (a mean over sample paths)
+TOO_LARGE = (
+    f"is too large to forecast (magnitudes above {LARGEST_MAGNITUDE:.0e} overflow the forecast's float64 arithmetic); "
+    "divide the values by a power of ten"
+)
 MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
 SPARSE_GRID = 0.5  # a series with more than this share of its grid missing gets a warning
 FREQUENCY_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
@@ -425,6 +430,8 @@ def scan_series_ids(data: DataSource, file: DataFile, column: str, rows_per_read
         rows += len(ids)
         if not len(ids):
             continue
+        if pd.isna(ids).any():  # a missing id: the read reports its row, rather than a note that rows are not grouped
+            return SeriesIdScan(True, rows, seen.hashes)
         runs = ids[np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])]  # the id of each block, in order
         if previous is not None and runs[0] == previous:
             runs = runs[1:]  # the block continues from the previous piece
@@ -531,6 +538,16 @@ def _build(
     observed = ~np.isnan(values[:, :n_target]).all(axis=1)  # (rows,)
     has_observed = np.bitwise_or.reduceat(observed, grid.starts)
     skipped = [names[code] for code in np.flatnonzero(~has_observed)]
+    if n_target > 1:  # a variate of a kept series that has no value: its forecast means nothing (left empty)
+        seen = np.bitwise_or.reduceat(~np.isnan(values[:, :n_target]), grid.starts, axis=0)  # (series, V)
+        never = np.flatnonzero(has_observed[:, None] & ~seen)
+        if len(never):
+            code, variate = divmod(int(never[0]), n_target)
+            others = f" and {len(never) - 1} more (series, target)" if len(never) > 1 else ""
+            warnings_.append(
+                f"{source}: series '{names[code]}': target '{lay.targets[variate]}' has no observed value{others}; "
+                "its forecast is left empty (NaN)"
+            )
 
     # Each series runs from its first observed target (leading gaps dropped) to its last row.
     first = np.minimum.reduceat(np.where(observed, grid.positions, np.iinfo(np.int64).max), grid.starts)
@@ -731,8 +748,22 @@ class _SeriesGrids:
 def _as_frame(data: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.DataFrame, str]:
     """The table and the name used for it in messages."""
     if isinstance(data, pd.DataFrame):
-        return data.reset_index(drop=True), source or "<dataframe>"
+        return _text_column_names(data.reset_index(drop=True)), source or "<dataframe>"
     return read_table(data), source or ("<stdin>" if str(data) == STDIO else str(data))
+
+
+def _text_column_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame whose column names are text, as in a file (integer names become '0', '1', ...)."""
+    if all(isinstance(column, str) for column in frame.columns):
+        return frame
+    names = [str(column) for column in frame.columns]
+    repeated = next((i for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        first = names.index(names[repeated])
+        raise InputError(
+            f"<dataframe>: columns {frame.columns[first]!r} and {frame.columns[repeated]!r} have the same name as text; rename one"
+        )
+    return frame.set_axis(names, axis=1)
 
 
 def infer_table_frequency(
@@ -1032,8 +1063,8 @@ def parse_numbers(
     else:
         text = values.astype("string").str.strip().replace("", pd.NA)
         valid = pd.to_numeric(text, errors="coerce").notna().to_numpy(dtype=bool)
-        spelled_nan = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)  # missing, as read_csv reads it
-        given = text.notna().to_numpy(dtype=bool) & ~spelled_nan
+        spelled_nan = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)  # any case: missing
+        given = ~spelled_missing(values) & ~spelled_nan  # 'NA', 'null', ... are missing, as read_csv would read them
         parsed = np.full(len(text), np.nan)
         try:
             parsed[valid] = text[valid].to_numpy(dtype=object).astype(np.float64)  # correctly rounded, as float()
@@ -1052,6 +1083,13 @@ def parse_numbers(
             shown = text.iloc[int(np.flatnonzero(bad)[0])]
             hint = " (use '.' for decimals)" if "," in shown else ""
             raise InputError(f"{source}: column '{column}', row {row_number(values, bad)}: '{shown}' is not a number{hint}")
+    huge = np.abs(parsed) > LARGEST_MAGNITUDE
+    huge &= ~np.isinf(parsed)
+    if huge.any():
+        raise InputError(
+            f"{source}: column '{column}', row {row_number(values, huge)}: '{values.iloc[int(np.flatnonzero(huge)[0])]}' "
+            f"{TOO_LARGE}"
+        )
     infinite = np.isinf(parsed)
     if infinite.any():
         row, shown = row_number(values, infinite), values.iloc[int(np.flatnonzero(infinite)[0])]

@@ -46,6 +46,19 @@ _WRITE_SUFFIXES: dict[str, TableFormat] = {
 FILE_ROWS = "moirai_file_rows"  # attrs key of a table stacked from several files: [(file label, rows), ...] in order
 PARQUET_READ_BUFFER = 1 << 20  # bytes read at a time per Parquet column
 CSV_SEPARATORS = (",", ";", "\t", "|")  # tried in this order on the header line
+# CSV cells are read as their text, and only an empty cell is missing: 'NA' (Namibia), 'None', 'null' or 'nan'
+# can be series ids. In number and timestamp columns those spellings still mean a missing value (MISSING_TEXTS).
+CSV_TEXT_CELLS = {"keep_default_na": False, "na_values": [""]}
+MISSING_TEXTS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+     "NULL", "NaN", "None", "n/a", "nan", "null", "+nan", "+NaN"]
+)  # pandas' default missing-value spellings (read_csv's na_values), and signed NaN
+
+
+def spelled_missing(values: pd.Series) -> np.ndarray:
+    """Which cells of a text column are missing: empty, or spelled as one of MISSING_TEXTS (after stripping)."""
+    text = values.astype("string").str.strip()
+    return (text.isna() | text.isin(MISSING_TEXTS)).to_numpy(dtype=bool)
 
 
 def _format_from_suffix(path: str | Path, table: dict[str, TableFormat], purpose: str) -> TableFormat:
@@ -286,7 +299,9 @@ def _read_file(source: DataSource, file: DataFile) -> pd.DataFrame:
             frame = pd.read_parquet(file.path, filesystem=_remote(source))
         else:
             with _csv_input(source, file) as (handle, sep):
-                frame = pd.read_csv(handle, dtype=str, sep=sep, compression="gzip" if fmt == "csv.gz" else None)
+                frame = pd.read_csv(
+                    handle, dtype=str, sep=sep, compression="gzip" if fmt == "csv.gz" else None, **CSV_TEXT_CELLS
+                )
     return _with_partitions(frame, file)
 
 
@@ -329,7 +344,7 @@ def _file_pieces(source: DataSource, file: DataFile, rows: int, columns: list[st
             compression = "gzip" if fmt == "csv.gz" else None
             with _csv_input(source, file) as (handle, sep):
                 with pd.read_csv(
-                    handle, dtype=str, sep=sep, chunksize=rows, compression=compression, usecols=wanted
+                    handle, dtype=str, sep=sep, chunksize=rows, compression=compression, usecols=wanted, **CSV_TEXT_CELLS
                 ) as reader:
                     for piece in reader:
                         yield _with_partitions(piece, file, columns)

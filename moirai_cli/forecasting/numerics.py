@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from moirai_cli.data.frames import LARGEST_MAGNITUDE, TOO_LARGE
+from moirai_cli.errors import InputError
 from moirai_cli.model.network import MINIMUM_VARIANCE
 
 COARSE_ROUNDING = 0.1  # float32 rounding above this share of the reference's scale is "coarse"
@@ -90,6 +92,12 @@ def condition_inputs(
     targets (T_i, V), past (T_i, Cp), known (T_i + H, Ck): float64 arrays. A known covariate's map is
     fitted on its history rows (the first T_i) and applied to all of its rows.
     """
+    for name, arrays in (("target", targets), ("past covariates", past), ("known covariates", known)):
+        for series, values in enumerate(arrays or ()):
+            huge = np.abs(values) > LARGEST_MAGNITUDE
+            if huge.any():
+                row, column = np.argwhere(huge)[0]
+                raise InputError(f"{name} of series {series}, row {row}: {float(values[row, column])!r} {TOO_LARGE}")
     scalings = [fit_scaling(target, context_length) for target in targets]
     conditioned = [scaling.apply(target) for scaling, target in zip(scalings, targets)]
     if past is not None:

@@ -1,4 +1,5 @@
-"""Input that gave an internal error, exit 1, or a message that contradicted itself: one line and exit 2 in a real process."""
+"""Input that gave an internal error, a wrong answer or a message that contradicted itself: now read right, or
+one line and exit 2, in a real `moirai` process."""
 
 from __future__ import annotations
 
@@ -52,3 +53,17 @@ def test_mid_month_monthly_data_is_forecast_on_the_same_day(tmp_path):
     result = forecast(single(tmp_path, dates), "--num-samples", "4", "--seed", "0")
     assert result.returncode == 0, result.stderr
     assert [line.split(",")[1] for line in result.stdout.splitlines()[1:]] == ["2022-01-15", "2022-02-15"]
+
+
+def test_ids_spelled_like_missing_values_are_forecast(tmp_path):
+    # CSV ids NA (Namibia), None, null, nan were refused as missing ids after a misleading "rows are not grouped" note.
+    path = tmp_path / "c.csv"
+    path.write_text("country,date,y\n" + "".join(
+        f"{code},2020-01-{day:02d},{day}\n" for code in ("NA", "None", "null", "nan") for day in range(1, 21)
+    ))
+    result = forecast(path, "--num-samples", "4", "--seed", "0")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert [line.split(",")[0] for line in result.stdout.splitlines()[1::2]] == ["NA", "None", "null", "nan"]
+    path.write_text("id,date,y\nNA,2020-01-01,1\nNA,2020-01-02,2\n,2020-01-01,1\n,2020-01-02,2\n")
+    empty = forecast(path)
+    assert empty.returncode == 2 and empty.stderr.splitlines() == [f"error: {path}: column 'id', row 3: missing series id"]

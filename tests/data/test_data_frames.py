@@ -340,3 +340,52 @@ def test_a_date_pandas_misreads_gets_the_format_to_give():
     )
     data = load_dataset(dated(["Jan-24", "Feb-24", "Mar-24"]), date_format="%b-%y")
     assert data.freq == "MS" and data.series[0].timestamps[0] == pd.Timestamp("2024-01-01")
+
+
+# --- values ---
+
+
+def test_values_too_large_to_forecast_are_refused_naming_the_row():
+    # 1e307 to 1.7e308 were accepted and gave mean = inf and empty quantile cells, exit 0.
+    with pytest.raises(InputError) as err:
+        load_dataset(csv("date,y\n2020-01-01,1\n2020-01-02,1.5e308\n2020-01-03,1\n"), source="d.csv")
+    assert str(err.value).startswith("d.csv: column 'y', row 2: '1.5e308' is too large to forecast (magnitudes above 1e+302")
+    assert load_dataset(csv("date,y\n2020-01-01,1e299\n2020-01-02,-1e302\n2020-01-03,1\n")).series[0].target[1, 0] == -1e302
+
+
+def test_a_variate_never_observed_in_a_series_gets_a_warning_naming_it():
+    frame = csv("id,date,a,b\nx,2020-01-01,1,\nx,2020-01-02,2,\nx,2020-01-03,3,\ny,2020-01-01,1,5\ny,2020-01-02,2,6\n")
+    data = load_dataset(frame, target=["a", "b"], source="m.csv")
+    assert [r.item_id for r in data.series] == ["x", "y"]
+    assert data.warnings == ["m.csv: series 'x': target 'b' has no observed value; its forecast is left empty (NaN)"]
+
+
+# --- ids spelled like missing values ---
+
+NAMIBIA = "country,date,y\n" + "".join(
+    f"{code},2020-01-0{day},{value}\n" for code in ("NA", "None", "null", "nan", "ZA") for day, value in ((1, 1), (2, "NA"), (3, 3))
+)
+
+
+def test_ids_spelled_like_missing_values_are_ids(tmp_path):
+    # NA (Namibia), None, null, nan were refused as missing ids, with a misleading "rows are not grouped" note.
+    from moirai_cli.data import is_grouped_by, iter_series_chunks, read_table
+
+    path = tmp_path / "c.csv"
+    path.write_text(NAMIBIA)
+    assert read_table(path)["country"].tolist()[::3] == ["NA", "None", "null", "nan", "ZA"]
+    assert is_grouped_by(path, "country")
+    for data in (load_dataset(path), next(iter_series_chunks(path))):
+        assert [r.item_id for r in data.series] == ["NA", "None", "null", "nan", "ZA"]
+        assert data.layout.id_column == "country" and data.layout.targets == ("y",)
+        assert all(np.isnan(r.target[1, 0]) and r.target[2, 0] == 3 for r in data.series)  # 'NA' in a number column: missing
+
+
+def test_an_empty_id_cell_is_still_a_missing_id(tmp_path):
+    from moirai_cli.data import is_grouped_by
+
+    path = tmp_path / "c.csv"
+    path.write_text("id,date,y\nNA,2020-01-01,1\nNA,2020-01-02,2\n,2020-01-01,1\n,2020-01-02,2\n")
+    assert is_grouped_by(path, "id")  # the read, not the grouping check, reports the missing id
+    with pytest.raises(InputError, match=r"c\.csv: column 'id', row 3: missing series id"):
+        load_dataset(path)
