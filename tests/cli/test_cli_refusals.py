@@ -67,3 +67,11 @@ def test_ids_spelled_like_missing_values_are_forecast(tmp_path):
     path.write_text("id,date,y\nNA,2020-01-01,1\nNA,2020-01-02,2\n,2020-01-01,1\n,2020-01-02,2\n")
     empty = forecast(path)
     assert empty.returncode == 2 and empty.stderr.splitlines() == [f"error: {path}: column 'id', row 3: missing series id"]
+
+
+def test_a_huge_context_length_on_short_series_forecasts(tmp_path):
+    # --context-length 1000000000000 on 123-row series: "MemoryError: Unable to allocate 3.64 TiB", exit 1.
+    data = single(tmp_path, pd.date_range("2020-01-01", periods=123).strftime("%Y-%m-%d"))
+    huge = forecast(data, "--context-length", "1000000000000", "--num-samples", "4", "--seed", "0")
+    assert huge.returncode == 0, huge.stderr
+    assert huge.stdout == forecast(data, "--context-length", "4096", "--num-samples", "4", "--seed", "0").stdout
