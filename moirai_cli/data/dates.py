@@ -3,7 +3,9 @@
 Numeric dates such as 03/04/2024 are read day-first or month-first for the whole column, never row by
 row: the convention comes from the rows that settle it (a first number above 12 is a day, a second
 number above 12 is a day), or from the user (`dayfirst`, `date_format`). A column with evidence for
-both conventions, or with none while some dates read differently either way, is refused.
+both conventions, or with none while some dates read differently either way, is refused. Dates written
+NN-NN-NN may hold a two-digit year first (13-01-01): a first number above 31 settles it, and a column
+that reads either way is refused. How varying UTC offsets are read is settled for a whole column too.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def future_index(last: pd.Timestamp, freq: str, horizon: int, what: str = "the f
     """The `horizon` timestamps after `last` on the grid of `freq`; InputError past pandas' last date."""
     offset = to_offset(freq)
     shift = pd.Timedelta(0)
-    if is_month_anchored_start(offset) and last.tz is None:  # data on the 15th continues on the 15th
+    if is_month_anchored_start(offset) and fixed_zone(last.tz):  # data on the 15th continues on the 15th
         anchor = period_anchors(pd.DatetimeIndex([last]))[0]
         last, shift = anchor, last - anchor
     try:
@@ -664,14 +664,14 @@ class _SeriesGrids:
         self.counts = np.diff(np.r_[self.starts, len(codes)])
         self.freq, self.tz, self.stamps = freq, stamps.tz, stamps
         offset = to_offset(freq)
-        fixed_zone = stamps.tz is None or isinstance(stamps.tz, datetime.timezone) or str(stamps.tz) == "UTC"
-        if isinstance(offset, Tick) and (fixed_zone or not isinstance(offset, Day)):  # a day can last 23 or 25 h
+        fixed = fixed_zone(stamps.tz)
+        if isinstance(offset, Tick) and (fixed or not isinstance(offset, Day)):  # a day can last 23 or 25 h
             self.mode = "tick"
             ticks = stamps.asi8
             self.origin, self.step = ticks[self.starts], int(offset.nanos)
             positions, remainder = np.divmod(ticks - np.repeat(self.origin, self.counts), self.step)
             off_grid = remainder != 0
-        elif fixed_zone and not isinstance(offset, (BusinessHour, CustomBusinessHour)):
+        elif fixed and not isinstance(offset, (BusinessHour, CustomBusinessHour)):
             self.mode = "calendar"
             # Each timestamp is a date of the calendar plus a time within it, the same for all of a series: its
             # time of day, or for monthly (quarterly, yearly) data its day and time within the month (the 15th).
@@ -748,11 +748,12 @@ class _SeriesGrids:
 def _as_frame(data: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.DataFrame, str]:
     """The table and the name used for it in messages."""
     if isinstance(data, pd.DataFrame):
-        return _text_column_names(data.reset_index(drop=True)), source or "<dataframe>"
+        label = source or "<dataframe>"
+        return _text_column_names(data.reset_index(drop=True), label), label
     return read_table(data), source or ("<stdin>" if str(data) == STDIO else str(data))
 
 
-def _text_column_names(frame: pd.DataFrame) -> pd.DataFrame:
+def _text_column_names(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """A frame whose column names are text, as in a file (integer names become '0', '1', ...)."""
     if all(isinstance(column, str) for column in frame.columns):
         return frame
@@ -761,7 +762,7 @@ def _text_column_names(frame: pd.DataFrame) -> pd.DataFrame:
     if repeated is not None:
         first = names.index(names[repeated])
         raise InputError(
-            f"<dataframe>: columns {frame.columns[first]!r} and {frame.columns[repeated]!r} have the same name as text; rename one"
+            f"{source}: columns {frame.columns[first]!r} and {frame.columns[repeated]!r} have the same name as text; rename one"
         )
     return frame.set_axis(names, axis=1)
 
@@ -844,6 +845,11 @@ def is_month_anchored_start(offset) -> bool:
     """Whether a frequency lays its grid on the months that start its periods (MS, QS-*, YS-*): timestamps
     may then sit on one later day of those months (the 15th), and forecasts keep that day."""
     return isinstance(offset, (MonthBegin, QuarterBegin, YearBegin))
+
+
+def fixed_zone(tz: datetime.tzinfo | None) -> bool:
+    """Whether timestamps in `tz` keep one UTC offset (none, UTC, a fixed offset): every day lasts 24 hours."""
+    return tz is None or isinstance(tz, datetime.timezone) or str(tz) == "UTC"
 
 
 def period_anchors(stamps: pd.DatetimeIndex) -> pd.DatetimeIndex:

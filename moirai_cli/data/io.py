@@ -211,10 +211,35 @@ class _InputPlace:
         except InputError:
             return ()
 
+    @functools.cached_property
+    def _file_keys(self) -> frozenset[str]:
+        return frozenset(file.key for file in self.files)
+
+    @functools.cached_property
+    def _file_inodes(self) -> frozenset[tuple[int, int]]:
+        """(device, inode) of each local input file: a hard link has another path but the same inode."""
+        inodes = set()
+        for file in self.files:
+            with contextlib.suppress(OSError):
+                info = os.stat(file.local)
+                inodes.add((info.st_dev, info.st_ino))
+        return frozenset(inodes)
+
+    def _is_input_file(self, output: _Place) -> bool:
+        if output.key in self._file_keys:
+            return True
+        if output.local is None:
+            return False
+        try:
+            info = os.stat(output.local)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) in self._file_inodes
+
     def conflict(self, output: _Place, folder: bool) -> str | None:
         """Why writing `output` (a dataset folder when `folder`) would destroy or mix with this input, else None."""
         name = f"({self.option})"
-        if any(output.same(file) for file in self.files) or (self.kind == "file" and output.same(self.place)):
+        if self._is_input_file(output):
             return f"would overwrite the input file {name}"
         if self.kind == "folder" and output.same(self.place):
             return f"is the input folder {name}"
