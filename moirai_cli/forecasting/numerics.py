@@ -14,8 +14,8 @@ of its context window (the last `context_length` rows, what the network sees):
 
 Then `shift` is the window's mean and `scale` the power of ten nearest its spread (1 for a constant
 column that is not tiny), so the network sees a series of unit scale. Forecast samples are mapped back
-with samples * scale + shift, in float64. Covariates are transformed the same way, without the way back. Values above 1e302 in magnitude are
-refused: a forecast's float64 sums over sample paths could overflow.
+with samples * scale + shift, in float64. Covariates are transformed the same way, without the way back.
+Values above 1e302 in magnitude are refused: a forecast's float64 sums over sample paths could overflow.
 """
 
 from __future__ import annotations
