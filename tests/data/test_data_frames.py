@@ -389,3 +389,10 @@ def test_an_empty_id_cell_is_still_a_missing_id(tmp_path):
     assert is_grouped_by(path, "id")  # the read, not the grouping check, reports the missing id
     with pytest.raises(InputError, match=r"c\.csv: column 'id', row 3: missing series id"):
         load_dataset(path)
+
+
+def test_missing_value_spellings_are_missing_in_number_columns_of_any_source():
+    # CSV cells are now read as text (so that 'NA' can be an id); a number column reads pandas' missing spellings
+    # as missing, as read_csv did, whatever the file format.
+    parsed = parse_numbers(pd.Series(["1", "NA", "n/a", "null", "None", "#N/A", " NaN ", "2"]), "d.parquet", "y")
+    np.testing.assert_array_equal(np.isnan(parsed), [False, True, True, True, True, True, True, False])
