@@ -57,7 +57,7 @@ def plot_forecasts(
             ax.fill_between(future, low[i, :, v], high[i, :, v], color="tab:blue", alpha=0.3, label="80% band")
             ax.plot(future, median[i, :, v], color="tab:blue", lw=1.5, label="median")
             title = str(record.item_id) if len(names) == 1 else f"{record.item_id} / {names[v]}"
-            ax.set_title(title, fontsize=10)
+            ax.set_title(title, fontsize=10, parse_math=False)  # ids as written: '$5$' is no formula
             ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         with atomic_path(path) as tmp:

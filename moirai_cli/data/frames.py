@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Hashable, Iterable, Iterator, Sequence
+from typing import Hashable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import BusinessHour, CustomBusinessHour, Day, Tick
+from pandas.tseries.offsets import (
+    BusinessHour,
+    CustomBusinessHour,
+    Day,
+    MonthBegin,
+    MonthEnd,
+    QuarterBegin,
+    QuarterEnd,
+    Tick,
+    Week,
+    YearBegin,
+    YearEnd,
+)
 
 from moirai_cli.data.dates import TimestampParser, has_numeric_dates, row_number
-from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table
+from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table, spelled_missing
 from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
 from moirai_cli.errors import InputError, check_at_least_one, option, render
 
 DEFAULT_ID_COLUMN = "item_id"
+LARGEST_MAGNITUDE = 1e302  # larger values can overflow float64 in a forecast's sums (a mean over sample paths)
+TOO_LARGE = (
+    f"is too large to forecast (magnitudes above {LARGEST_MAGNITUDE:.0e} overflow the forecast's float64 arithmetic); "
+    "divide the values by a power of ten"
+)
 MAX_GRID_GROWTH = 100  # a grid this many times longer than the observations means a wrong frequency
 SPARSE_GRID = 0.5  # a series with more than this share of its grid missing gets a warning
 FREQUENCY_SAMPLE_SERIES = 200  # series inspected when inferring the frequency
 _SAME_FREQUENCY = 1.5  # two frequencies whose steps differ by this factor or more are different frequencies
+MONTH_ANCHOR_DAYS = 28  # monthly data sits on one day of every month: the 1st to the 28th
 _FREQUENCY_CHECKS = 100  # series per table whose own frequency is inferred (when their rows are never adjacent)
 
 
@@ -91,8 +110,13 @@ class SeriesDataset:
 
 def future_index(last: pd.Timestamp, freq: str, horizon: int, what: str = "the forecast") -> pd.DatetimeIndex:
     """The `horizon` timestamps after `last` on the grid of `freq`; InputError past pandas' last date."""
+    offset = to_offset(freq)
+    shift = pd.Timedelta(0)
+    if is_month_anchored_start(offset) and fixed_zone(last.tz):  # data on the 15th continues on the 15th
+        anchor = period_anchors(pd.DatetimeIndex([last]))[0]
+        last, shift = anchor, last - anchor
     try:
-        index = pd.date_range(start=last, periods=horizon + 1, freq=freq)[1:]
+        index = pd.date_range(start=last, periods=horizon + 1, freq=offset)[1:] + shift
     except (pd.errors.OutOfBoundsDatetime, OverflowError):
         index = None
     if index is None or len(index) < horizon:
@@ -121,6 +145,7 @@ def load_dataset(
     date_format: str | None = None,
     inf_as_missing: bool = False,
     freq_inferred: bool = False,
+    utc_offsets: Literal["utc", "local"] | None = None,
 ) -> SeriesDataset:
     """Read a CSV/Parquet file ('-' = stdin) or DataFrame into regular series, ready to forecast.
 
@@ -129,13 +154,15 @@ def load_dataset(
     A `horizon` without known covariates only checks that the forecast dates exist. `freq_inferred` says
     that `freq` was inferred elsewhere (an engine's driver): series of a clearly other frequency are still refused.
     Numeric dates (03/04/2024) are read with one convention for the whole column: `dayfirst` True or
-    False, a strftime `date_format`, or (None) the one the column settles. Infinite values are an error,
+    False, a strftime `date_format`, or (None) the one the column settles. Timestamps whose UTC offsets vary
+    are read as UTC instants or local dates as `utc_offsets` says ("utc", "local"), or (None) as the column
+    settles (see dates.TimestampParser). Infinite values are an error,
     or missing values with `inf_as_missing`. Raises InputError, naming file, column, series or row,
     for any bad input, and when no series has an observed value unless `require_series` is False (an
     engine reading one part of a table).
     """
     check_covariate_options(known_covariates, future, horizon)  # before reading anything
-    reading = _Reading(TimestampParser(dayfirst, date_format), inf_as_missing)
+    reading = _Reading(TimestampParser(dayfirst, date_format, utc_offsets=utc_offsets), inf_as_missing)
     frame, source = _as_frame(data, source)
     lay = detect_layout(
         frame,
@@ -188,6 +215,7 @@ def iter_series_chunks(
     date_format: str | None = None,
     inf_as_missing: bool = False,
     freq_inferred: bool = False,
+    utc_offsets: Literal["utc", "local"] | None = None,
 ) -> Iterator[SeriesDataset]:
     """Yield datasets of at most `chunk_size` series from a long-format file whose rows are grouped by id.
 
@@ -206,7 +234,7 @@ def iter_series_chunks(
     future_table: pd.DataFrame | None = None  # parsed with the first chunk that has series
     freq_given = bool(freq) and not freq_inferred
     freq = parse_freq(freq) if freq else None
-    reading = _Reading(TimestampParser(dayfirst, date_format), inf_as_missing)
+    reading = _Reading(TimestampParser(dayfirst, date_format, utc_offsets=utc_offsets), inf_as_missing)
     lay = layout
     done = SeenIds()
     any_series = False
@@ -242,10 +270,7 @@ def iter_series_chunks(
                 )
             if not settled:
                 settled = True
-                if reading.timestamps.dayfirst is None and not data.is_stdin and has_numeric_dates(piece[lay.timestamp_column]):
-                    column = lay.timestamp_column
-                    stamps = (p[column] for p in read_pieces(data, rows_per_read, columns=[column]))
-                    reading.timestamps.settle(stamps, data.label, column)
+                settle_on_whole_column(reading.timestamps, data, piece, lay.timestamp_column, rows_per_read)
             ids = piece[lay.id_column].to_numpy()
             if len(ids):
                 blocks += int(np.count_nonzero(ids[1:] != ids[:-1])) + int(not blocks or ids[0] != last_id)
@@ -277,6 +302,22 @@ def iter_series_chunks(
         raise InputError(f"{data.label}: no series has an observed target value")
 
 
+def settle_on_whole_column(parser: TimestampParser, data: DataSource, head: pd.DataFrame, column: str, rows_per_read: int) -> None:
+    """Settle how a timestamp column is read on all its rows, when its first rows (`head`) show that it matters:
+    the day/month order of numeric dates, and how varying UTC offsets are read, so that every chunk of series
+    reads the column alike (an extra pass over that column only)."""
+    if data.is_stdin:
+        return
+
+    def whole_column() -> Iterator[pd.Series]:
+        return (piece[column] for piece in read_pieces(data, rows_per_read, columns=[column]))
+
+    if parser.dayfirst is None and parser.date_format is None and has_numeric_dates(head[column]):
+        parser.settle(whole_column(), data.label, column)
+    if parser.utc_offsets is None and parser.shows_offsets(head[column], data.label, column):
+        parser.settle_offsets(whole_column(), data.label, column)
+
+
 def _check_each_file(frame: pd.DataFrame, lay: Layout, reading: _Reading) -> None:
     """For a table stacked from several files (read_table of a folder or glob) that failed to read: check each
     file's rows under its own name and row numbers, so that a bad value is reported naming its file, as when
@@ -296,13 +337,15 @@ def check_rows(
     dayfirst: bool | None = None,
     date_format: str | None = None,
     inf_as_missing: bool = False,
+    utc_offsets: Literal["utc", "local"] | None = None,
 ) -> None:
     """Raise the InputError a read would for a bad value in these rows of a file (indexed by file row number).
 
     For engines that move rows away from their file before building series: what can be checked row by
     row (ids, timestamps, numbers, repeated timestamps within the rows) is checked where the file is known.
     """
-    _canonical(frame, layout, source, _Reading(TimestampParser(dayfirst, date_format), inf_as_missing), [])
+    reading = _Reading(TimestampParser(dayfirst, date_format, utc_offsets=utc_offsets), inf_as_missing)
+    _canonical(frame, layout, source, reading, [])
 
 
 def _blocks(buffer: pd.DataFrame, id_column: str, done: "SeenIds", source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -394,6 +437,8 @@ def scan_series_ids(data: DataSource, file: DataFile, column: str, rows_per_read
         rows += len(ids)
         if not len(ids):
             continue
+        if pd.isna(ids).any():  # a missing id: the read reports its row, rather than a note that rows are not grouped
+            return SeriesIdScan(True, rows, seen.hashes)
         runs = ids[np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])]  # the id of each block, in order
         if previous is not None and runs[0] == previous:
             runs = runs[1:]  # the block continues from the previous piece
@@ -496,10 +541,20 @@ def _build(
     order = np.lexsort((stamps.asi8, codes))  # rows by series, then time
     codes = codes[order]
     values = canon.iloc[:, 3:].to_numpy(dtype=np.float64)[order]
-    grid = _SeriesGrids(stamps[order], codes, canon["_row"].to_numpy()[order], freq, source, names)
+    grid = _SeriesGrids(stamps[order], codes, canon["_row"].to_numpy()[order], freq, source, names, freq_given)
     observed = ~np.isnan(values[:, :n_target]).all(axis=1)  # (rows,)
     has_observed = np.bitwise_or.reduceat(observed, grid.starts)
     skipped = [names[code] for code in np.flatnonzero(~has_observed)]
+    if n_target > 1:  # a variate of a kept series that has no value: its forecast means nothing (left empty)
+        seen = np.bitwise_or.reduceat(~np.isnan(values[:, :n_target]), grid.starts, axis=0)  # (series, V)
+        never = np.flatnonzero(has_observed[:, None] & ~seen)
+        if len(never):
+            code, variate = divmod(int(never[0]), n_target)
+            others = f" and {len(never) - 1} more (series, target)" if len(never) > 1 else ""
+            warnings_.append(
+                f"{source}: series '{names[code]}': target '{lay.targets[variate]}' has no observed value{others}; "
+                "its forecast is left empty (NaN)"
+            )
 
     # Each series runs from its first row to its last, rows before its first observed target included:
     # the reference reads them as context (missing values), so they change the forecast.
@@ -603,22 +658,32 @@ class _SeriesGrids:
     """
 
     def __init__(
-        self, stamps: pd.DatetimeIndex, codes: np.ndarray, rows: np.ndarray, freq: str, source: str, names: list
+        self,
+        stamps: pd.DatetimeIndex,
+        codes: np.ndarray,
+        rows: np.ndarray,
+        freq: str,
+        source: str,
+        names: list,
+        freq_given: bool = False,
     ) -> None:
         self.starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # first row of each series
         self.counts = np.diff(np.r_[self.starts, len(codes)])
         self.freq, self.tz, self.stamps = freq, stamps.tz, stamps
         offset = to_offset(freq)
-        fixed_zone = stamps.tz is None or isinstance(stamps.tz, datetime.timezone) or str(stamps.tz) == "UTC"
-        if isinstance(offset, Tick) and (fixed_zone or not isinstance(offset, Day)):  # a day can last 23 or 25 h
+        fixed = fixed_zone(stamps.tz)
+        if isinstance(offset, Tick) and (fixed or not isinstance(offset, Day)):  # a day can last 23 or 25 h
             self.mode = "tick"
             ticks = stamps.asi8
             self.origin, self.step = ticks[self.starts], int(offset.nanos)
             positions, remainder = np.divmod(ticks - np.repeat(self.origin, self.counts), self.step)
             off_grid = remainder != 0
-        elif fixed_zone and not isinstance(offset, (BusinessHour, CustomBusinessHour)):
+        elif fixed and not isinstance(offset, (BusinessHour, CustomBusinessHour)):
             self.mode = "calendar"
-            days = stamps.normalize()
+            # Each timestamp is a date of the calendar plus a time within it, the same for all of a series: its
+            # time of day, or for monthly (quarterly, yearly) data its day and time within the month (the 15th).
+            anchored = is_month_anchored_start(offset)
+            days = period_anchors(stamps) if anchored else stamps.normalize()
             time_of_day = (stamps - days).asi8
             self.time_of_day = time_of_day[self.starts]
             self.calendar = pd.date_range(days.min(), days.max(), freq=offset.base).as_unit("ns")
@@ -626,6 +691,8 @@ class _SeriesGrids:
             self.calendar_start, self.multiple = on_calendar[self.starts], offset.n
             positions, remainder = np.divmod(on_calendar - np.repeat(self.calendar_start, self.counts), offset.n)
             off_grid = (on_calendar < 0) | (remainder != 0) | (time_of_day != np.repeat(self.time_of_day, self.counts))
+            if anchored:  # the 29th to the 31st are not in every month
+                off_grid |= time_of_day >= pd.Timedelta(days=MONTH_ANCHOR_DAYS).value
         else:
             self.mode = "per series"
             self.grids = [
@@ -639,10 +706,7 @@ class _SeriesGrids:
         if off_grid.any():
             bad = int(np.flatnonzero(off_grid)[np.argmin(rows[off_grid])])  # the first such row of the file
             series = int(np.searchsorted(self.starts, bad, side="right") - 1)
-            raise InputError(
-                f"{source}: series '{names[series]}', row {int(rows[bad]) + 1}: timestamp {stamps[bad]} is not on "
-                f"the {freq} grid starting at {stamps[self.starts[series]]}; fix the row, or set {option('freq')}"
-            )
+            raise InputError(self._off_grid(source, names[series], int(rows[bad]), stamps, bad, series, freq_given))
         self.positions = positions  # (rows,) step of each row from its series' first row
         self.lengths = positions[np.r_[self.starts[1:], len(codes)] - 1] + 1  # (series,) grid length to the last row
         too_long = np.flatnonzero(self.lengths > MAX_GRID_GROWTH * self.counts + 1000)
@@ -652,6 +716,23 @@ class _SeriesGrids:
                 f"{source}: series '{names[series]}' would need {self.lengths[series]} steps at frequency {freq} "
                 f"for {self.counts[series]} rows; check {option('freq')}"
             )
+
+    def _off_grid(
+        self, source: str, name: Hashable, row: int, stamps: pd.DatetimeIndex, bad: int, series: int, freq_given: bool
+    ) -> str:
+        """The message for a timestamp off its series' grid: where, which grid (in words when it has some), and
+        what to do: fix the row or set the frequency; or, when it was given, the frequency the series has instead."""
+        described = describe_frequency(self.freq)
+        grid = f"the {self.freq} grid" + (f" ({described})" if described else "")
+        first = self.starts[series]
+        start = "" if bad == first else f" starting at {stamps[first]}"
+        text = f"{source}: series '{name}', row {row + 1}: timestamp {stamps[bad]} is not on {grid}{start}"
+        if not freq_given:
+            return f"{text}; fix the row, or set {option('freq')}"
+        own = infer_frequency([stamps[first : first + self.counts[series]]])
+        if own is not None and own != self.freq:
+            return f"{text}; the series' own timestamps are {own}: give {option('freq', own)}, or leave {option('freq')} out"
+        return f"{text}; fix the row, or check {option('freq')}"
 
     def timestamps(self, lengths: np.ndarray, base: np.ndarray) -> pd.DatetimeIndex:
         """All series' grids end to end: series i from its first row, lengths[i] steps (0 or its whole grid), at base[i]."""
@@ -674,8 +755,23 @@ class _SeriesGrids:
 def _as_frame(data: str | Path | pd.DataFrame, source: str | None) -> tuple[pd.DataFrame, str]:
     """The table and the name used for it in messages."""
     if isinstance(data, pd.DataFrame):
-        return data.reset_index(drop=True), source or "<dataframe>"
+        label = source or "<dataframe>"
+        return _text_column_names(data.reset_index(drop=True), label), label
     return read_table(data), source or ("<stdin>" if str(data) == STDIO else str(data))
+
+
+def _text_column_names(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A frame whose column names are text, as in a file (integer names become '0', '1', ...)."""
+    if all(isinstance(column, str) for column in frame.columns):
+        return frame
+    names = [str(column) for column in frame.columns]
+    repeated = next((i for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        first = names.index(names[repeated])
+        raise InputError(
+            f"{source}: columns {frame.columns[first]!r} and {frame.columns[repeated]!r} have the same name as text; rename one"
+        )
+    return frame.set_axis(names, axis=1)
 
 
 def infer_table_frequency(
@@ -717,11 +813,55 @@ def parse_freq(freq: str) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return to_offset(freq).freqstr
+            offset = to_offset(freq)
     except (ValueError, TypeError):
         raise InputError(
             f"{option('freq')}: '{freq}' is not a pandas frequency (for example h, D, W-SUN, MS, QS, YS, 15min)"
         ) from None
+    if offset.n <= 0:
+        raise InputError(
+            f"{option('freq')}: '{freq}' does not move forward in time; give a positive step (for example h, D, W-SUN, MS, 15min)"
+        )
+    return offset.freqstr
+
+
+def describe_frequency(freq: str) -> str | None:
+    """What the timestamps of a calendar frequency are, in words ('weeks ending on Sunday'), else None."""
+    offset = to_offset(freq)
+    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    if isinstance(offset, Week) and offset.weekday is not None:
+        return f"weeks ending on {calendar.day_name[offset.weekday]}"
+    if isinstance(offset, MonthBegin):
+        return "one day of each month, the 1st to the 28th"
+    if isinstance(offset, MonthEnd):
+        return "the last day of each month"
+    if isinstance(offset, QuarterBegin):
+        starts = ", ".join(months[(offset.startingMonth - 1 + 3 * i) % 12] for i in range(4))
+        return f"one day of each quarter, in its first month ({starts})"
+    if isinstance(offset, QuarterEnd):
+        ends = ", ".join(months[(offset.startingMonth - 1 + 3 * i) % 12] for i in range(4))
+        return f"the last day of each quarter ({ends})"
+    if isinstance(offset, YearBegin):
+        return f"one day of each year, in {calendar.month_name[offset.month]}"
+    if isinstance(offset, YearEnd):
+        return f"the last day of {calendar.month_name[offset.month]} each year"
+    return None
+
+
+def is_month_anchored_start(offset) -> bool:
+    """Whether a frequency lays its grid on the months that start its periods (MS, QS-*, YS-*): timestamps
+    may then sit on one later day of those months (the 15th), and forecasts keep that day."""
+    return isinstance(offset, (MonthBegin, QuarterBegin, YearBegin))
+
+
+def fixed_zone(tz: datetime.tzinfo | None) -> bool:
+    """Whether timestamps in `tz` keep one UTC offset (none, UTC, a fixed offset): every day lasts 24 hours."""
+    return tz is None or isinstance(tz, datetime.timezone) or str(tz) == "UTC"
+
+
+def period_anchors(stamps: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """The first day of each timestamp's month, at midnight (what a month-anchored grid lays its steps on)."""
+    return stamps.normalize() - pd.to_timedelta(stamps.day - 1, unit="D")
 
 
 def infer_frequency(
@@ -771,7 +911,15 @@ def infer_frequency(
     if not steps:
         return None
     typical = max(steps.items(), key=lambda item: (item[1], -item[0]))[0]  # most common; the smaller on a tie
-    return _calendar_freq(typical, sample) or parse_freq(_timedelta_alias(typical))
+    calendar_freq = _calendar_freq(typical, sample)
+    if calendar_freq is None and 27 <= typical / pd.Timedelta(days=1) <= 32 and sample[0].day.min() > MONTH_ANCHOR_DAYS:
+        name = names[0] if names is not None else 0
+        raise InputError(
+            f"{source}: series '{name}': timestamps a month apart on day {sample[0][0].day} (first: {sample[0][0]}) "
+            f"cannot be on one day of every month; use the last day of each month ({option('freq', 'ME')}), or one day from "
+            f"the 1st to the {MONTH_ANCHOR_DAYS}th ({option('freq', 'MS')} keeps that day)"
+        )
+    return calendar_freq or parse_freq(_timedelta_alias(typical))
 
 
 def _nominal_step(freq: str) -> pd.Timedelta:
@@ -793,24 +941,41 @@ def _calendar_freq(step: pd.Timedelta, sample: list[pd.DatetimeIndex]) -> str | 
     """A month/quarter/year/week frequency when the typical step has that length and every timestamp fits it."""
     days = step / pd.Timedelta(days=1)
     slack = 1 / 24  # an hour more or less: a step across a daylight saving change
+    month = sample[0][0].strftime("%b").upper()
     if 28 - slack <= days <= 31 + slack:
         candidates = ["MS", "ME"]
     elif 89 - slack <= days <= 92 + slack:
-        candidates = ["QS", "QE"]
+        candidates = [f"QS-{month}", f"QE-{month}", "QS", "QE"]
     elif 365 - slack <= days <= 366 + slack:
-        candidates = ["YS", "YE"]
+        candidates = [f"YS-{month}", f"YE-{month}", "YS", "YE"]
     elif abs(days - 7) <= slack:
         candidates = [f"W-{sample[0][0].day_name()[:3].upper()}"]
     else:
         return None
+    offsets = []
     for candidate in candidates:
         try:
-            offset = to_offset(candidate)
+            offsets.append(to_offset(candidate))
         except ValueError:  # pandas < 2.2 spells month/quarter/year ends M, Q, A
             continue
+    for offset in offsets:
         if all(offset.is_on_offset(t) for index in sample for t in index):
             return offset.freqstr
+    for offset in offsets:  # one later day of the period's first month (monthly data on the 15th)
+        if is_month_anchored_start(offset) and all(_on_one_day_of(offset, index) for index in sample):
+            return offset.freqstr
     return None
+
+
+def _on_one_day_of(offset, index: pd.DatetimeIndex) -> bool:
+    """Whether a series' timestamps all sit on the same day (up to the 28th) and time of the months `offset` starts."""
+    anchors = period_anchors(index)
+    shifts = index - anchors
+    return bool(
+        len(set(shifts.asi8.tolist())) == 1
+        and shifts[0] < pd.Timedelta(days=MONTH_ANCHOR_DAYS)
+        and all(offset.is_on_offset(anchor) for anchor in anchors)
+    )
 
 
 def _canonical(
@@ -843,6 +1008,11 @@ def _canonical(
             missing = ids.isna().to_numpy()
             if missing.any():
                 raise InputError(f"{source}: column '{lay.id_column}', row {row_number(ids, missing)}: missing series id")
+            if len(ids) and isinstance(ids.iloc[0], bytes):  # a binary column that is not UTF-8 (io decodes the others)
+                raise InputError(
+                    f"{source}: column '{lay.id_column}', row {int(ids.index[0]) + 1}: series id {ids.iloc[0]!r} "
+                    "is not UTF-8 text; write the ids as text"
+                )
         else:
             name = lay.targets[0] if len(lay.targets) == 1 else "series"
             ids = pd.Series([name] * len(frame), dtype=object)
@@ -906,8 +1076,8 @@ def parse_numbers(
     else:
         text = values.astype("string").str.strip().replace("", pd.NA)
         valid = pd.to_numeric(text, errors="coerce").notna().to_numpy(dtype=bool)
-        spelled_nan = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)  # missing, as read_csv reads it
-        given = text.notna().to_numpy(dtype=bool) & ~spelled_nan
+        spelled_nan = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)  # any case: missing
+        given = ~spelled_missing(values) & ~spelled_nan  # 'NA', 'null', ... are missing, as read_csv would read them
         parsed = np.full(len(text), np.nan)
         try:
             parsed[valid] = text[valid].to_numpy(dtype=object).astype(np.float64)  # correctly rounded, as float()
@@ -926,6 +1096,13 @@ def parse_numbers(
             shown = text.iloc[int(np.flatnonzero(bad)[0])]
             hint = " (use '.' for decimals)" if "," in shown else ""
             raise InputError(f"{source}: column '{column}', row {row_number(values, bad)}: '{shown}' is not a number{hint}")
+    huge = np.abs(parsed) > LARGEST_MAGNITUDE
+    huge &= ~np.isinf(parsed)
+    if huge.any():
+        raise InputError(
+            f"{source}: column '{column}', row {row_number(values, huge)}: '{values.iloc[int(np.flatnonzero(huge)[0])]}' "
+            f"{TOO_LARGE}"
+        )
     infinite = np.isinf(parsed)
     if infinite.any():
         row, shown = row_number(values, infinite), values.iloc[int(np.flatnonzero(infinite)[0])]

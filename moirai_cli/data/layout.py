@@ -8,6 +8,7 @@ from typing import Callable, Literal, Sequence
 
 import pandas as pd
 
+from moirai_cli.data.io import spelled_missing
 from moirai_cli.errors import InputError, option
 
 LayoutKind = Literal["long", "wide", "single"]
@@ -90,9 +91,10 @@ def is_numeric_column(values: pd.Series) -> bool:
         return False
     if pd.api.types.is_numeric_dtype(values):
         return True
-    present = values.dropna()
-    if present.empty:
-        return True  # an all-empty column is a missing numeric column, not an id
+    missing = spelled_missing(values)  # empty, or 'NA', 'null', ... as in numeric columns
+    present = values[~missing]
+    if present.empty:  # an all-empty column is a missing numeric column; one of 'NA' or 'None' only is text (ids)
+        return bool(values.isna().all())
     # As Python objects: Arrow-backed text (string[pyarrow], ArrowDtype strings, dictionaries) would parse to
     # Arrow NaN, which counts as present.
     parsed = pd.to_numeric(present.head(1000).astype(object), errors="coerce")
@@ -105,7 +107,7 @@ def _looks_like_timestamps(values: pd.Series, numeric: bool) -> bool:
         return True
     if numeric:
         return False
-    sample = values.dropna().head(20).astype(str)
+    sample = values[~spelled_missing(values)].head(20).astype(str)
     if sample.empty:
         return False
     try:

@@ -97,13 +97,20 @@ def forecast_frame(
     n, horizon, n_var = mean.shape
     records = dataset.series[start : start + n]
     columns = _key_columns(dataset, records, horizon)
-    columns[MEAN_COLUMN] = mean.transpose(0, 2, 1).reshape(-1).astype(np.float64)  # (N, V, H)
+    empty = np.repeat(_never_observed(records).reshape(-1), horizon)  # (N * V * H,) rows left empty
+    columns[MEAN_COLUMN] = np.where(empty, np.nan, mean.transpose(0, 2, 1).reshape(-1).astype(np.float64))  # (N, V, H)
     if len(quantile_levels):
         q = forecast.quantiles(quantile_levels).astype(mean.dtype, copy=False).astype(np.float64)
         q = q.transpose(0, 3, 2, 1).reshape(-1, len(quantile_levels))  # (N, V, H, Q)
+        q = np.where(empty[:, None], np.nan, q)
         for j, level in enumerate(quantile_levels):
             columns[quantile_column(level)] = q[:, j]
     return pd.DataFrame(columns)
+
+
+def _never_observed(records: Sequence[SeriesRecord]) -> np.ndarray:
+    """(N, V): the variates of each series with no observed value, whose forecasts are left empty (NaN)."""
+    return np.stack([np.isnan(record.target).all(axis=0) for record in records]) if records else np.zeros((0, 1), bool)
 
 
 def samples_frame(dataset: SeriesDataset, forecast: ForecastLike, *, start: int = 0) -> pd.DataFrame:
@@ -117,5 +124,7 @@ def samples_frame(dataset: SeriesDataset, forecast: ForecastLike, *, start: int 
     columns = _key_columns(dataset, records, horizon, inner=n_samples)
     key_order = list(columns)
     columns[SAMPLE_COLUMN] = np.tile(np.repeat(np.arange(n_samples), horizon), n * n_var)
-    columns[VALUE_COLUMN] = samples.transpose(0, 3, 1, 2).reshape(-1).astype(np.float64)  # (N, V, S, H), widened exactly
+    empty = np.repeat(_never_observed(records).reshape(-1), n_samples * horizon)  # (N * V * S * H,)
+    values = samples.transpose(0, 3, 1, 2).reshape(-1).astype(np.float64)  # (N, V, S, H), widened exactly
+    columns[VALUE_COLUMN] = np.where(empty, np.nan, values)
     return pd.DataFrame(columns, columns=[*key_order, SAMPLE_COLUMN, VALUE_COLUMN])

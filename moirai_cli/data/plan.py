@@ -7,13 +7,14 @@ frequency of its own), so the engine settles both once, from a sample, and passe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import pandas as pd
 
 from moirai_cli.data.dates import TimestampParser
-from moirai_cli.data.frames import infer_table_frequency, parse_freq
+from moirai_cli.data.frames import infer_table_frequency, parse_freq, settle_on_whole_column
 from moirai_cli.data.io import Readable, as_source, read_pieces
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout
 from moirai_cli.errors import InputError
@@ -29,6 +30,7 @@ class ReadPlan:
     dayfirst: bool | None = None  # numeric dates' convention, settled on the sample when not given
     date_format: str | None = None
     inf_as_missing: bool = False
+    utc_offsets: Literal["utc", "local"] | None = None  # how varying UTC offsets are read, settled on the column
 
     @property
     def columns(self) -> list[str]:
@@ -54,7 +56,12 @@ class ReadPlan:
 
     def value_options(self) -> dict[str, object]:
         """How timestamps and numbers are read, as keyword arguments of the data functions."""
-        return {"dayfirst": self.dayfirst, "date_format": self.date_format, "inf_as_missing": self.inf_as_missing}
+        return {
+            "dayfirst": self.dayfirst,
+            "date_format": self.date_format,
+            "inf_as_missing": self.inf_as_missing,
+            "utc_offsets": self.utc_offsets,
+        }
 
 
 def plan_reading(
@@ -92,7 +99,13 @@ def plan_reading(
     )
     parser = TimestampParser(dayfirst, date_format)
     parser.settle([sample[lay.timestamp_column]], source, lay.timestamp_column)
-    values = {"dayfirst": parser.dayfirst, "date_format": date_format, "inf_as_missing": inf_as_missing}
+    parser.settle_offsets([sample[lay.timestamp_column]], source, lay.timestamp_column)
+    values = {
+        "dayfirst": parser.dayfirst,
+        "date_format": date_format,
+        "inf_as_missing": inf_as_missing,
+        "utc_offsets": parser.utc_offsets,
+    }
     if freq:
         return ReadPlan(lay, parse_freq(freq), **values)
     rows = series_rows(lay) if series_rows is not None else sample
@@ -112,4 +125,7 @@ def plan_file_reading(data: Readable, *, rows: int = 65_536, **options) -> ReadP
     head = next(read_pieces(first, rows, source=files), None)
     if head is None:
         raise InputError(f"{first.label}: no data rows")
-    return plan_reading(head, source=first.label, **options)
+    plan = plan_reading(head, source=first.label, **options)
+    parser = TimestampParser(plan.dayfirst, plan.date_format, utc_offsets=plan.utc_offsets)
+    settle_on_whole_column(parser, files, head, plan.layout.timestamp_column, rows)  # every file, every worker alike
+    return dataclasses.replace(plan, utc_offsets=parser.utc_offsets)

@@ -13,7 +13,9 @@ goes through fsspec with the implementation package fsspec names when it is miss
 from __future__ import annotations
 
 import fnmatch
+import os
 import posixpath
+import stat
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +128,19 @@ def _is_data_file(path: str) -> bool:
     return not name.startswith((".", "_")) and name.lower().endswith(DATA_SUFFIXES)
 
 
+def _special_kind(path: str) -> str:
+    """What a local path that is neither a file nor a folder is, for messages: a named pipe, a device, a socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "unreadable"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
+
+
 def resolve_source(location: str | Path) -> DataSource:
     """The data files `location` names: '-', a file, a folder (searched recursively) or a glob, local or a URI.
 
@@ -149,6 +164,11 @@ def resolve_source(location: str | Path) -> DataSource:
             info = fs.get_file_info(path)
             if info.type == pafs.FileType.NotFound:
                 raise InputError(f"{text}: no such file")
+            if info.type == pafs.FileType.Unknown and isinstance(fs, pafs.LocalFileSystem):
+                raise InputError(
+                    f"{text}: not a regular file ({_special_kind(path)}); give a file or folder, "
+                    "or pipe the CSV into stdin with DATA '-'"
+                )
             if info.type == pafs.FileType.File:
                 if info.size == 0:
                     raise InputError(f"{text}: file is empty")

@@ -136,7 +136,7 @@ def plot_best_worst(result: BacktestResult, path: str | Path, per_side: int = 2)
             x_future, rows[baseline_median], color="tab:orange", linestyle="--", label="seasonal naive"
         )
         side = "best" if rank < min(per_side, len(chosen)) else "worst"
-        axis.set_title(f"{side}: {' / '.join(str(part) for part in key)}", fontsize=10)
+        axis.set_title(f"{side}: {' / '.join(str(part) for part in key)}", fontsize=10, parse_math=False)  # ids as written
     axes[0].legend(loc="upper left", fontsize=8, ncols=5)
     path = Path(path)
     with atomic_path(path) as tmp:  # a failed save leaves no partial file

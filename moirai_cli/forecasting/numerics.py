@@ -15,6 +15,7 @@ of its context window (the last `context_length` rows, what the network sees):
 Then `shift` is the window's mean and `scale` the power of ten nearest its spread (1 for a constant
 column that is not tiny), so the network sees a series of unit scale. Forecast samples are mapped back
 with samples * scale + shift, in float64. Covariates are transformed the same way, without the way back.
+Values above 1e302 in magnitude are refused: a forecast's float64 sums over sample paths could overflow.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from moirai_cli.data.frames import LARGEST_MAGNITUDE, TOO_LARGE
+from moirai_cli.errors import InputError
 from moirai_cli.model.network import MINIMUM_VARIANCE
 
 COARSE_ROUNDING = 0.1  # float32 rounding above this share of the reference's scale is "coarse"
@@ -90,6 +93,12 @@ def condition_inputs(
     targets (T_i, V), past (T_i, Cp), known (T_i + H, Ck): float64 arrays. A known covariate's map is
     fitted on its history rows (the first T_i) and applied to all of its rows.
     """
+    for name, arrays in (("target", targets), ("past covariates", past), ("known covariates", known)):
+        for series, values in enumerate(arrays or ()):
+            huge = np.abs(values) > LARGEST_MAGNITUDE
+            if huge.any():
+                row, column = np.argwhere(huge)[0]
+                raise InputError(f"{name} of series {series}, row {row}: {float(values[row, column])!r} {TOO_LARGE}")
     scalings = [fit_scaling(target, context_length) for target in targets]
     conditioned = [scaling.apply(target) for scaling, target in zip(scalings, targets)]
     if past is not None:

@@ -85,6 +85,20 @@ def patches(values: np.ndarray, patch_size: int, left: bool) -> np.ndarray:
     return padded.reshape(-1, patch_size, *values.shape[1:]).transpose(2, 0, 1)
 
 
+def context_needed(context_length: int, rows: int, patch_size: int) -> int:
+    """The shortest context that packs a series of `rows` rows into the same tokens as `context_length` does.
+
+    Beyond the series, the context is padding: padding patches are dropped, except one covariate token that
+    the alignment pad (context_length % patch_size) makes real (a reference quirk). A context between
+    rows + P and rows + 2P with the same alignment keeps that token and drops the rest alike, so memory and
+    work never grow with the context beyond the series' length.
+    """
+    spare = context_length - rows - patch_size
+    if spare <= 0:
+        return context_length
+    return context_length - patch_size * (spare // patch_size)
+
+
 def pack_series(
     target: np.ndarray,  # (T, V) with NaN
     horizon: int,
@@ -104,6 +118,7 @@ def pack_series(
     the horizon. `causal_mean_target` picks how a univariate target's gaps are filled (see
     `impute`).
     """
+    context_length = context_needed(context_length, len(target), patch_size)
     num_variates = target.shape[1]
     filled, observed = impute(target, univariate_target=num_variates == 1 and causal_mean_target)
     before = horizon if holdout else 0  # rows after the context window

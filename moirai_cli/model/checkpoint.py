@@ -91,7 +91,8 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
     """Build the network of the family config.json describes and load its weights strictly (names and shapes).
 
     On the CPU in the checkpoint's float32, the weights stay a memory map of the file (no
-    copy); other devices and dtypes get converted copies.
+    copy); other devices and dtypes get converted copies. Weights stored in another float dtype
+    (float16, bfloat16, float64) are read as their float32 values.
     """
     folder = Path(folder)
     config = load_config(folder / CONFIG_FILE)
@@ -111,7 +112,7 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
         raise ModelError(
             f"{weights_path}: tensor '{damaged}' holds NaN or infinite values, so the file is damaged; {repair_hint(folder)}"
         )
-    model.load_state_dict(tensors, strict=True, assign=True)
+    model.load_state_dict(in_network_dtypes(tensors, model), strict=True, assign=True)
     model.to(device=device)  # the MoE routing centroids stay float64, as the checkpoints store them
     model.set_compute_dtype(dtype)
     model.eval().requires_grad_(False)
@@ -121,6 +122,17 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
     if device.type == "cpu" and dtype == torch.float32 and prefer_onednn():
         use_onednn_linear_layers(model)  # see kernels.py: MKL leaves AVX-512 unused on AMD CPUs
     return model
+
+
+def in_network_dtypes(tensors: dict[str, torch.Tensor], model: MoiraiNetwork) -> dict[str, torch.Tensor]:
+    """The tensors in the dtypes the network keeps them in (float32; the MoE centroids float64), whatever float
+    dtype the file stores (float16, bfloat16, float64): a float16 file computes with its values in float32.
+    Tensors already in their dtype stay views of the file."""
+    expected = model.state_dict()
+    return {
+        name: tensor.to(expected[name].dtype) if tensor.dtype != expected[name].dtype else tensor
+        for name, tensor in tensors.items()
+    }
 
 
 def repair_hint(folder: Path) -> str:

@@ -112,3 +112,65 @@ def test_one_zone_across_a_daylight_saving_change_is_not_mixed_time_zones():
     assert data.freq == "D" and data.series[0].timestamps[-1] == pd.Timestamp("2024-03-12") and "local dates" in data.describe()
     with pytest.raises(InputError, match=r"mixes timestamps with a UTC offset \(row 1: .*\) and without \(row 2: '2024-03-10 01:00'\)"):
         load_dataset(frame(["2024-03-10 00:00-05:00", "2024-03-10 01:00", "2024-03-10 02:00"]))
+
+
+# --- two-digit years first (YY-MM-DD) ---
+
+
+def test_two_digit_years_first_are_not_read_as_days():
+    # 13-01-01 ... 24-01-01 (yearly) was read day-first: 12 days of January 2001, forecasts for 2001-01-25.
+    yearly = [f"{year}-01-01" for year in range(13, 25)]
+    with pytest.raises(InputError) as err:
+        load_dataset(frame(yearly), source="d.csv")
+    message = str(err.value)
+    assert message.startswith("d.csv: column 'date': '13-01-01' (row 1) reads as 2013-01-01 with the year first")
+    assert "--date-format '%y-%m-%d'" in message and "--dayfirst" in message
+    data = load_dataset(frame(yearly), date_format="%y-%m-%d", horizon=2)
+    assert data.freq == "YS-JAN" and data.series[0].timestamps[0] == pd.Timestamp("2013-01-01")
+    assert data.future_index(data.series[0], 2).tolist() == [pd.Timestamp("2025-01-01"), pd.Timestamp("2026-01-01")]
+    day_first = load_dataset(frame(yearly), dayfirst=True)
+    assert day_first.freq == "D" and day_first.series[0].timestamps[0] == pd.Timestamp("2001-01-13")
+
+
+def test_a_two_digit_year_above_31_settles_year_first():
+    data = load_dataset(frame([f"{year % 100:02d}-06-30" for year in range(1995, 2006)]))
+    assert data.series[0].timestamps[0] == pd.Timestamp("1995-06-30") and data.series[0].timestamps[-1] == pd.Timestamp("2005-06-30")
+
+
+def test_dates_that_cannot_be_year_first_keep_their_reading():
+    assert load_dataset(frame(DAYS.strftime("%d-%m-%Y"))).series[0].timestamps.equals(pd.DatetimeIndex(DAYS))
+    assert load_dataset(frame(DAYS.strftime("%m-%d-%y"))).series[0].timestamps.equals(pd.DatetimeIndex(DAYS))  # 01-13-24
+    assert load_dataset(frame(DAYS.strftime("%d/%m/%y"))).series[0].timestamps.equals(pd.DatetimeIndex(DAYS))
+
+
+# --- time zones: one rule for the whole column, whichever chunk a series lands in ---
+
+
+def zone_table(hourly: bool) -> pd.DataFrame:
+    """Three series of Paris times, the last crossing the daylight saving change of 2024-03-31."""
+    freq, periods = ("h", 48) if hourly else ("D", 6)
+    starts = ["2024-01-01", "2024-01-10", "2024-03-30" if hourly else "2024-03-29"]
+    rows = []
+    for number, start in enumerate(starts):
+        stamps = pd.date_range(start, periods=periods, freq=freq, tz="Europe/Paris")
+        text = [t.isoformat() for t in stamps]
+        rows.append(pd.DataFrame({"item_id": f"s{number}", "date": text, "y": np.arange(periods, dtype=float).astype(str)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.mark.parametrize("hourly", [False, True])
+def test_time_zones_do_not_depend_on_the_chunk_a_series_lands_in(tmp_path, hourly):
+    # Series after the 1,024th that crossed a DST change were read as local dates, the others kept +01:00:
+    # one output column mixed `2024-01-06 00:00:00+01:00` and `2024-04-05`.
+    path = tmp_path / "z.csv"
+    zone_table(hourly).to_csv(path, index=False)
+    whole = load_dataset(path)
+    chunks = list(iter_series_chunks(path, chunk_size=1, rows_per_read=7))
+    streamed = [record for chunk in chunks for record in chunk.series]
+    assert [r.timestamps.tz for r in streamed] == [r.timestamps.tz for r in whole.series]
+    assert all(a.timestamps.equals(b.timestamps) for a, b in zip(streamed, whole.series))
+    expected = "UTC" if hourly else None
+    assert {None if r.timestamps.tz is None else str(r.timestamps.tz) for r in streamed} == {expected}
+    assert all(chunk.notes == whole.notes for chunk in chunks) and len(whole.notes) == 1
+    if not hourly:
+        assert streamed[0].timestamps[0] == pd.Timestamp("2024-01-01")  # local dates, not 2023-12-31 23:00 UTC

@@ -306,3 +306,125 @@ def test_nan_spelled_out_in_a_text_column_is_a_missing_value():
     np.testing.assert_array_equal(np.isnan(parsed), [False, True, True, True, True, False])
     with pytest.raises(InputError, match=r"row 2: 'nan\?' is not a number"):
         parse_numbers(pd.Series(["1", "nan?"]), "d.parquet", "y")
+
+
+# --- messages that contradicted themselves, frequencies that could not be given ---
+
+
+def dated(stamps) -> pd.DataFrame:
+    return csv("date,y\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps)))
+
+
+@pytest.mark.parametrize(
+    "start, offset, freq, after",
+    [
+        ("2020-01-15", pd.DateOffset(months=1), "MS", ["2021-01-15", "2021-02-15"]),
+        ("2020-02-15 09:30", pd.DateOffset(months=3), "QS-FEB", ["2023-02-15 09:30", "2023-05-15 09:30"]),
+        ("2013-06-20", pd.DateOffset(years=1), "YS-JUN", ["2025-06-20", "2026-06-20"]),
+    ],
+)
+def test_data_on_one_day_of_the_month_is_read_and_forecast_on_that_day(start, offset, freq, after):
+    # "2020-01-15 is not on the MS grid starting at 2020-01-15", and no --freq accepted mid-month monthly data.
+    stamps = pd.date_range(start, periods=12, freq=offset)
+    text = dated(stamps.strftime("%Y-%m-%d %H:%M"))
+    for given in (None, freq):
+        data = load_dataset(text, freq=given, horizon=2, source="m.csv")
+        record = data.series[0]
+        assert data.freq == freq and record.timestamps.equals(pd.DatetimeIndex(stamps).as_unit("ns"))
+        assert data.future_index(record, 2).tolist() == [pd.Timestamp(t) for t in after]
+        assert not data.warnings
+
+
+def test_monthly_data_late_in_the_month_says_what_works():
+    stamps = pd.date_range("2020-01-30", periods=12, freq=pd.DateOffset(months=1))  # Feb 29, then the 30th
+    with pytest.raises(InputError) as err:
+        load_dataset(dated(stamps.strftime("%Y-%m-%d")), source="m.csv")
+    assert str(err.value).startswith("m.csv: series 'y': timestamps a month apart on day 30 ")
+    assert "--freq MS" in str(err.value) and "ME" in str(err.value) and "set --freq" not in str(err.value)
+
+
+def test_a_given_freq_that_does_not_fit_says_so_without_asking_for_freq():
+    # "--freq W on monthly data: not on the W-SUN grid ... or set --freq" although --freq was set.
+    monthly = dated(pd.date_range("2020-01-01", periods=12, freq="MS").strftime("%Y-%m-%d"))
+    with pytest.raises(InputError) as err:
+        load_dataset(monthly, freq="W", source="m.csv")
+    message = str(err.value)
+    assert "W-SUN" in message and "weeks ending on Sunday" in message and "2020-01-01" in message
+    assert "set --freq" not in message and "starting at 2020-01-01" not in message
+    assert "the series' own timestamps are MS" in message
+
+
+@pytest.mark.parametrize("freq", ["-1D", "0D", "0h", "-2MS"])
+def test_a_frequency_that_does_not_move_forward_is_refused(freq):
+    # --freq -1D: IndexError; --freq 0D: ValueError with numpy warning lines; both exit 1.
+    with pytest.raises(InputError) as err:
+        load_dataset(dated(["2020-01-01", "2020-01-02", "2020-01-03"]), freq=freq, horizon=2)
+    assert str(err.value) == f"--freq: '{freq}' does not move forward in time; give a positive step (for example h, D, W-SUN, MS, 15min)"
+
+
+def test_a_date_pandas_misreads_gets_the_format_to_give():
+    # 'Jan-24' was "outside the dates pandas can hold" (read as 0001-01-24).
+    with pytest.raises(InputError) as err:
+        load_dataset(dated(["Jan-24", "Feb-24", "Mar-24"]), source="m.csv")
+    assert str(err.value) == (
+        "m.csv: column 'date', row 1: 'Jan-24' could not be read as a date (pandas reads it as 0001-01-24); "
+        "give its format with --date-format, for example '%b-%y'"
+    )
+    data = load_dataset(dated(["Jan-24", "Feb-24", "Mar-24"]), date_format="%b-%y")
+    assert data.freq == "MS" and data.series[0].timestamps[0] == pd.Timestamp("2024-01-01")
+
+
+# --- values ---
+
+
+def test_values_too_large_to_forecast_are_refused_naming_the_row():
+    # 1e307 to 1.7e308 were accepted and gave mean = inf and empty quantile cells, exit 0.
+    with pytest.raises(InputError) as err:
+        load_dataset(csv("date,y\n2020-01-01,1\n2020-01-02,1.5e308\n2020-01-03,1\n"), source="d.csv")
+    assert str(err.value).startswith("d.csv: column 'y', row 2: '1.5e308' is too large to forecast (magnitudes above 1e+302")
+    assert load_dataset(csv("date,y\n2020-01-01,1e299\n2020-01-02,-1e302\n2020-01-03,1\n")).series[0].target[1, 0] == -1e302
+
+
+def test_a_variate_never_observed_in_a_series_gets_a_warning_naming_it():
+    frame = csv("id,date,a,b\nx,2020-01-01,1,\nx,2020-01-02,2,\nx,2020-01-03,3,\ny,2020-01-01,1,5\ny,2020-01-02,2,6\n")
+    data = load_dataset(frame, target=["a", "b"], source="m.csv")
+    assert [r.item_id for r in data.series] == ["x", "y"]
+    assert data.warnings == ["m.csv: series 'x': target 'b' has no observed value; its forecast is left empty (NaN)"]
+
+
+# --- ids spelled like missing values ---
+
+NAMIBIA = "country,date,y\n" + "".join(
+    f"{code},2020-01-0{day},{value}\n" for code in ("NA", "None", "null", "nan", "ZA") for day, value in ((1, 1), (2, "NA"), (3, 3))
+)
+
+
+def test_ids_spelled_like_missing_values_are_ids(tmp_path):
+    # NA (Namibia), None, null, nan were refused as missing ids, with a misleading "rows are not grouped" note.
+    from moirai_cli.data import is_grouped_by, iter_series_chunks, read_table
+
+    path = tmp_path / "c.csv"
+    path.write_text(NAMIBIA)
+    assert read_table(path)["country"].tolist()[::3] == ["NA", "None", "null", "nan", "ZA"]
+    assert is_grouped_by(path, "country")
+    for data in (load_dataset(path), next(iter_series_chunks(path))):
+        assert [r.item_id for r in data.series] == ["NA", "None", "null", "nan", "ZA"]
+        assert data.layout.id_column == "country" and data.layout.targets == ("y",)
+        assert all(np.isnan(r.target[1, 0]) and r.target[2, 0] == 3 for r in data.series)  # 'NA' in a number column: missing
+
+
+def test_an_empty_id_cell_is_still_a_missing_id(tmp_path):
+    from moirai_cli.data import is_grouped_by
+
+    path = tmp_path / "c.csv"
+    path.write_text("id,date,y\nNA,2020-01-01,1\nNA,2020-01-02,2\n,2020-01-01,1\n,2020-01-02,2\n")
+    assert is_grouped_by(path, "id")  # the read, not the grouping check, reports the missing id
+    with pytest.raises(InputError, match=r"c\.csv: column 'id', row 3: missing series id"):
+        load_dataset(path)
+
+
+def test_missing_value_spellings_are_missing_in_number_columns_of_any_source():
+    # CSV cells are now read as text (so that 'NA' can be an id); a number column reads pandas' missing spellings
+    # as missing, as read_csv did, whatever the file format.
+    parsed = parse_numbers(pd.Series(["1", "NA", "n/a", "null", "None", "#N/A", " NaN ", "2"]), "d.parquet", "y")
+    np.testing.assert_array_equal(np.isnan(parsed), [False, True, True, True, True, True, True, False])

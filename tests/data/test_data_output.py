@@ -130,3 +130,14 @@ def test_an_id_named_like_an_unwritten_column_is_fine():
     check_output_columns(data, [0.5])  # 'value' is only a column of the samples table
     frame = forecast_frame(data, Forecast(np.ones((1, 2, 2, 1), np.float32)), [0.5])
     assert frame["value"].tolist() == ["a", "a"]
+
+
+def test_plot_shows_ids_with_dollar_signs_as_written(tmp_path):
+    # An id containing `$...$` was read as mathtext: the plot crashed and the forecast was lost.
+    pytest.importorskip("matplotlib")
+    from moirai_cli.plotting import plot_forecasts
+
+    data = dataset("id,date,y\n" + "".join(f"{name},2020-01-0{day},{day}\n" for name in (r"$\frac{$", "US$ 5$") for day in (1, 2, 3)))
+    path = tmp_path / "p.png"
+    plot_forecasts(data, Forecast(np.ones((2, 10, 2, 1), np.float32)), path)
+    assert path.read_bytes()[:4] == b"\x89PNG"

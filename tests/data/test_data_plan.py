@@ -108,3 +108,20 @@ def test_an_inferred_plan_frequency_still_refuses_series_of_another_frequency():
     told = plan_reading(hourly, target="y", freq="h")  # a frequency the user gave puts every series on its grid
     assert not told.freq_inferred
     assert len(load_dataset(pd.concat([hourly, daily]), **told.read_options()).series) == 2
+
+
+def test_the_plan_settles_varying_utc_offsets_on_every_file(tmp_path):
+    # Each worker decided on its own part: a file without a daylight saving change kept +01:00, one with it
+    # was read as local dates.
+    from moirai_cli.data import plan_file_reading
+
+    (tmp_path / "d").mkdir()
+    for name, start in (("a", "2024-01-01"), ("b", "2024-03-29")):
+        stamps = pd.date_range(start, periods=6, freq="D", tz="Europe/Paris")
+        pd.DataFrame({"item_id": name, "date": [t.isoformat() for t in stamps], "y": range(6)}).to_csv(
+            tmp_path / "d" / f"{name}.csv", index=False
+        )
+    plan = plan_file_reading(tmp_path / "d")
+    assert plan.utc_offsets == "local" and plan.value_options()["utc_offsets"] == "local"
+    part = load_dataset(tmp_path / "d" / "a.csv", **plan.read_options())
+    assert part.series[0].timestamps.tz is None and part.series[0].timestamps[0] == pd.Timestamp("2024-01-01")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -180,3 +181,19 @@ def test_csv_files_on_the_object_store_read_like_local_ones(tmp_path, s3_bucket)
         streamed = pd.concat(read_pieces(f"s3://{s3_bucket}/csv/{name}", 7))
         pd.testing.assert_frame_equal(streamed, local)
     assert read_table(tmp_path / "csv" / "b.csv.gz").columns.tolist() == table.columns.tolist()
+
+
+def test_a_named_pipe_or_device_is_not_data(tmp_path):
+    # A FIFO or /dev/null said "cannot list this location: ... Not a directory".
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(InputError, match=r"pipe\.csv: not a regular file \(a named pipe\); .* DATA '-'"):
+        resolve_source(tmp_path / "pipe.csv")
+    with pytest.raises(InputError, match=r"^/dev/null: not a regular file \(a device\)"):
+        resolve_source("/dev/null")
+
+
+def test_a_closed_stdin_is_one_line(monkeypatch):
+    # "AttributeError: 'NoneType' object has no attribute 'read'"
+    monkeypatch.setattr("sys.stdin", None)
+    with pytest.raises(InputError, match=r"^<stdin>: stdin is closed; pipe the CSV into the command"):
+        read_table("-")

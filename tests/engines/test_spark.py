@@ -178,12 +178,12 @@ def test_bad_value_in_one_series_is_one_line_naming_it(spark, capfd):
     from moirai_cli import spark as moirai_spark
 
     table = shops(5).query("shop != 'shop-empty'").astype({"sales": str}).replace("nan", "")  # a text column
-    table.loc[table.index[table["shop"] == "shop-3"][7], "sales"] = "n/a"
+    table.loc[table.index[table["shop"] == "shop-3"][7], "sales"] = "unknown"
     capfd.readouterr()
     with pytest.raises(InputError) as raised:
         moirai_spark.forecast(spark.createDataFrame(table), 3, model=CHECKPOINT, **OPTIONS)
     message = str(raised.value)
-    assert message == "Spark DataFrame, series 'shop-3': column 'sales', row 8: 'n/a' is not a number"
+    assert message == "Spark DataFrame, series 'shop-3': column 'sales', row 8: 'unknown' is not a number"
     assert raised.value.__cause__ is None and raised.value.__context__ is None  # no Spark exception behind it
     assert "Exception" not in capfd.readouterr().err  # no task failure, so no Java stack in the logs
 

@@ -76,3 +76,17 @@ def test_render_leaderboard_has_a_row_per_model_and_stars_the_best_of_each_colum
     text = "\n".join(lines)
     assert "Leaderboard: 4 series, 2 window(s) of 6 steps, stride 6, season length 12" in text
     assert "* best in its column (coverage: closest to 0.80)" in text and "1 series skipped" in text
+
+
+def test_plot_best_worst_shows_ids_with_dollar_signs_as_written(tmp_path):
+    # An id containing `$...$` was read as mathtext: the plot crashed.
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    series = [10 + rng.normal(0, 1, 40) for _ in range(3)]
+
+    def last_value(contexts, horizon, item_ids):
+        return np.stack([c[-1] + rng.normal(0, 0.5, size=(30, horizon, 1)) for c in contexts])
+
+    result = run_backtest(series, 6, last_value, windows=1, season_length=1, item_ids=[r"$\frac{$", "US$ 5$", "c"])
+    path = plot_best_worst(result, tmp_path / "backtest.png", per_side=1)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

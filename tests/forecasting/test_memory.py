@@ -71,3 +71,27 @@ def test_cgroup_limits_cap_the_memory_available(tmp_path):
     (v1 / "memory.limit_in_bytes").write_text(str(1 << 62))  # v1's "no limit"
     assert memory._cgroup_room(proc, tmp_path) is None
     assert memory._cgroup_room(tmp_path / "missing", tmp_path) is None
+
+
+@pytest.mark.parametrize("family", ["moirai-1", "moirai-moe", "moirai-2"])
+def test_a_huge_context_length_costs_what_the_series_length_costs(family_checkpoints, family, monkeypatch):
+    # --context-length 1000000000000 on 123-row series: "MemoryError: Unable to allocate 3.64 TiB" (exit 1).
+    from moirai_cli.forecasting import packing
+    from moirai_cli.forecasting.pipeline import MoiraiForecaster
+
+    forecaster = MoiraiForecaster.from_pretrained(str(family_checkpoints[family]), device="cpu")
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=123).cumsum(), rng.normal(size=60).cumsum()]
+    huge = forecaster.predict(series, 12, context_length=10**12, num_samples=20, seed=0)
+    with monkeypatch.context() as uncapped:  # every padding patch of a 4,096-step context built, then dropped
+        uncapped.setattr(packing, "context_needed", lambda context, rows, size: context)
+        whole = forecaster.predict(series, 12, context_length=4096, num_samples=20, seed=0)  # 10**12 = 4096 mod 128
+    np.testing.assert_array_equal(huge.mean, whole.mean)
+    np.testing.assert_array_equal(huge.quantiles([0.1, 0.9]), whole.quantiles([0.1, 0.9]))
+    config = forecaster.model.config
+    requests = [
+        memory.request_for(config, [s[:, None] for s in series], None, None, horizon=12, num_samples=20, batch_size=32,
+                           context_length=context, patch_size="auto", decoding="exact")
+        for context in (10**12, 123)
+    ]
+    assert estimate_bytes(config, requests[0]) == estimate_bytes(config, requests[1])  # the estimate counts the series' length

@@ -120,3 +120,22 @@ def test_every_family_gets_the_same_rescaling(family_checkpoints, family):
         got = from_series(forecaster.predict([to_series(unit)], HORIZON, **options).quantiles(LEVELS)[0, :, :, 0])
         band = float((expected[2] - expected[0]).mean())
         assert band > 0 and np.abs(got - expected).max() < 0.01 * band
+
+
+@pytest.mark.parametrize("level", [2e302, 1e307, 1.5e308])
+def test_values_too_large_for_float64_forecasts_are_refused(tiny_forecaster, level):
+    # Finite values from 1e307 to 1.7e308 gave mean = inf and empty quantile cells, exit 0.
+    rng = np.random.default_rng(0)
+    values = level * (0.9 + 0.05 * rng.random(40))
+    with pytest.raises(InputError, match=r"^target of series 0, row 0: .* is too large to forecast \(magnitudes above 1e\+302"):
+        tiny_forecaster.predict([values], 4, num_samples=10, seed=0)
+
+
+def test_values_up_to_the_limit_give_finite_forecasts(family_checkpoints):
+    from moirai_cli.forecasting.pipeline import MoiraiForecaster
+
+    rng = np.random.default_rng(0)
+    values = 1e302 * (0.5 + 0.1 * rng.standard_normal(40))
+    for folder in family_checkpoints.values():
+        forecast = MoiraiForecaster.from_pretrained(str(folder), device="cpu").predict([values], 4, num_samples=100, seed=0)
+        assert np.isfinite(forecast.mean).all() and np.isfinite(forecast.quantiles([0.1, 0.5, 0.9])).all()

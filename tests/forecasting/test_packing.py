@@ -389,3 +389,35 @@ def test_the_gap_rule_of_a_univariate_target_is_chosen_by_the_caller(causal_mean
     target = np.array([1.0, NAN, NAN, 4.0], np.float32)[:, None]
     t = pack_series(target, 4, 4, 4, 4, causal_mean_target=causal_mean).tokens
     np.testing.assert_allclose(t["target"][0], expected)
+
+
+@pytest.mark.parametrize("holdout", [False, True])
+@pytest.mark.parametrize("patch_size", [8, 16, 32])
+@pytest.mark.parametrize("alignment", [0, 5])
+def test_a_context_far_longer_than_the_series_packs_as_a_short_one(monkeypatch, holdout, patch_size, alignment):
+    # --context-length 1000000000000 on 123-row series: "MemoryError: Unable to allocate 3.64 TiB".
+    from moirai_cli.forecasting import packing
+
+    rng = np.random.default_rng(0)
+    length, horizon = 123, 10
+    target = rng.normal(size=(length, 2))
+    target[:7, 0] = np.nan
+    known = rng.normal(size=(length if holdout else length + horizon, 1))
+    past = rng.normal(size=(length, 1))
+
+    def tokens(context):
+        packed = pack_series(target, horizon, context, patch_size, 32, known, past, holdout=holdout)
+        return packed.tokens, packed.last_context, packed.future, packed.future_covariates
+
+    long = patch_size * 40 + alignment  # beyond the series by many patches, with `alignment` as its remainder
+    huge = patch_size * (10**12 // patch_size) + alignment
+    with monkeypatch.context() as uncapped:
+        uncapped.setattr(packing, "context_needed", lambda context, rows, size: context)
+        reference = tokens(long)  # every padding patch built, then dropped
+    for context in (long, huge):
+        got = tokens(context)
+        assert got[0].keys() == reference[0].keys()
+        for name in reference[0]:
+            np.testing.assert_array_equal(got[0][name], reference[0][name], err_msg=name)
+        for a, b in zip(got[1:], reference[1:]):
+            np.testing.assert_array_equal(a, b)

@@ -98,3 +98,25 @@ def test_errors_name_python_parameters_and_the_command_line_its_flags(tiny_forec
         tiny_forecaster.predict_df(table, 2, num_sample=3)
     with pytest.raises(TypeError, match="'device' is an option of loading the model"):
         tiny_forecaster.predict_df(table, 2, device="cpu")
+
+
+def test_predict_df_takes_integer_column_names(tiny_forecaster):
+    # KeyError '0'.
+    frame = pd.DataFrame({0: pd.date_range("2024-01-01", periods=30).strftime("%Y-%m-%d"), 1: np.arange(30.0)})
+    out = tiny_forecaster.predict_df(frame, 2, quantile_levels=[0.5], num_samples=4, seed=0)
+    assert list(out.columns) == ["item_id", "0", "mean", "0.5"] and out["item_id"].tolist() == ["1", "1"]
+    assert out["0"].tolist() == [pd.Timestamp("2024-01-31"), pd.Timestamp("2024-02-01")]
+    named = frame.set_axis(["0", "1"], axis=1)
+    pd.testing.assert_frame_equal(out, tiny_forecaster.predict_df(named, 2, quantile_levels=[0.5], num_samples=4, seed=0))
+    with pytest.raises(InputError, match=r"columns 1 and '1' have the same name as text; rename one"):
+        tiny_forecaster.predict_df(frame.assign(**{"1": 1.0}), 2)
+
+
+def test_a_variate_never_observed_is_left_empty_with_a_warning(tiny_forecaster):
+    # A variate with no observed value in one series was forecast (values near 0) without a word.
+    frame = long_frame(2, 40).assign(z=lambda f: np.where(f["unique_id"] == "s1", np.nan, f["y"] * 2))
+    with pytest.warns(UserWarning, match=r"series 's1': target 'z' has no observed value; its forecast is left empty"):
+        out = tiny_forecaster.predict_df(frame, 3, target=["y", "z"], quantile_levels=[0.5], num_samples=8, seed=0)
+    empty = (out["unique_id"] == "s1") & (out["target"] == "z")
+    assert empty.sum() == 3 and out.loc[empty, ["mean", "0.5"]].isna().all().all()
+    assert out.loc[~empty, ["mean", "0.5"]].notna().all().all()

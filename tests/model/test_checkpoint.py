@@ -197,6 +197,28 @@ def test_finite_weights_pass_the_check_even_if_their_sum_overflows(tiny_checkpoi
     assert first_non_finite({"i": torch.arange(4)}) is None
 
 
+@pytest.mark.parametrize("family", ["moirai-1", "moirai-moe", "moirai-2"])
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16, torch.float64])
+def test_weights_stored_in_any_float_dtype_forecast_as_their_float32_values(family_checkpoints, tmp_path, family, stored):
+    # A float16, bfloat16 or float64 checkpoint passed `moirai download`, then forecasting failed with
+    # "mat1 and mat2 must have the same dtype", naming no file.
+    source = family_checkpoints[family]
+    narrow = write_variant(source, tmp_path / "stored", lambda state: state.update({k: v.to(stored) for k, v in state.items()}))
+    as_float32 = write_variant(  # the same (rounded) values stored as float32: what loading must give
+        narrow, tmp_path / "float32", lambda state: state.update({k: v.to(torch.float32) for k, v in state.items()})
+    )
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=80).cumsum(), rng.normal(size=50).cumsum()]
+
+    def forecast(folder):
+        return MoiraiForecaster.from_pretrained(str(folder), device="cpu").predict(series, 8, num_samples=10, seed=0)
+
+    got, want = forecast(narrow), forecast(as_float32)
+    np.testing.assert_array_equal(got.mean, want.mean)  # bit for bit: the weights are their float32 values
+    if stored == torch.float64:  # float32 -> float64 -> float32 loses nothing: the original checkpoint's forecast
+        np.testing.assert_array_equal(got.mean, forecast(source).mean)
+
+
 def test_missing_weights_file_is_a_model_error(tiny_checkpoint, tmp_path):
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, folder)
