@@ -41,6 +41,10 @@ class Group(_FlagsWithoutType, TyperGroup):
             code = usage_error(exc, arguments)
         except BrokenPipeError:  # `moirai forecast --help | head -1`: the reader went away
             code = stdout_closed()
+        except SystemExit as exc:
+            if not isinstance(exc.__context__, BrokenPipeError):  # rich's own answer to a closed pipe is exit 1
+                raise
+            code = stdout_closed()
         except typer.Abort as exc:
             code = 1
             message = "aborted"

@@ -107,6 +107,24 @@ class Console:
         self._bar.start()
 
 
+def stdout_is_closed() -> bool:
+    """Whether this process has no stdout to write to (started with it closed: `moirai ... >&-`)."""
+    import errno
+    import io
+    import os
+    import sys
+
+    if sys.stdout is None:
+        return True
+    try:
+        os.fstat(sys.stdout.fileno())
+    except io.UnsupportedOperation:  # a stream without a descriptor (a test runner's): it can be written
+        return False
+    except OSError as exc:
+        return exc.errno == errno.EBADF
+    return False
+
+
 def warn_skipped(ids: Iterable[Hashable], reason: str) -> None:
     """One warning per series left out of a run, saying why."""
     for item_id in ids:

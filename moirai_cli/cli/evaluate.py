@@ -7,7 +7,7 @@ import time
 from typing import Any, Iterator
 
 from moirai_cli.cli import options as opts
-from moirai_cli.cli.console import Console, note, print_table, warn_skipped
+from moirai_cli.cli.console import Console, note, print_table, stdout_is_closed, warn_skipped
 from moirai_cli.cli.errors import reported_errors
 from moirai_cli.errors import InputError, option
 
@@ -58,7 +58,7 @@ def evaluate(**given: Any) -> None:
         console.report(read_findings(dataset))
         run = _leaderboard if len(models) > 1 else _one_model
         summary, where, series, skipped = run(job, models, dataset, console, outputs)
-        if not outputs.on_stdout or not given["quiet"]:
+        if (not outputs.on_stdout or not given["quiet"]) and (outputs.on_stdout or not stdout_is_closed()):
             print_table(summary, stderr=outputs.on_stdout)
         note(
             f"evaluated {series} series, {skipped} skipped as too short, {job.windows} window(s) of {job.horizon} steps, "
@@ -156,6 +156,8 @@ class BacktestOutputs:
             from moirai_cli.plotting import check_plot_path
 
             check_plot_path(self.plot)
+        if stdout_is_closed() and (STDIO in (self.output, self.forecasts) or not (self.output or self.forecasts)):
+            raise InputError(f"stdout is closed, so the results could not be shown; write them to a file with {option('output')}")
         if self.output == STDIO and self.forecasts == STDIO:
             raise InputError(f"{option('output')} - and {option('forecasts_output')} - would write two tables to stdout; send one of them to a file")
         check_distinct_paths({"DATA": data}, {"--output": self.output, "--forecasts-output": self.forecasts, "--plot": self.plot})
@@ -169,11 +171,11 @@ class BacktestOutputs:
     @contextlib.contextmanager
     def writers(self) -> Iterator[Any]:
         """A function writing the backtest's tables (id column named as in the input); published when the block succeeds."""
-        from moirai_cli.data import TableWriter
+        from moirai_cli.data import TableWriter, publish_together
         from moirai_cli.evaluation.backtest import with_input_id_column
         from moirai_cli.runtime import hold_stop_signals, release_stop_signals
 
-        with contextlib.ExitStack() as stack:
+        with publish_together(), contextlib.ExitStack() as stack:  # every file of the run, or none
             hold_stop_signals()
             try:
                 writers = [stack.enter_context(TableWriter(path)) if path else None for path in (self.output, self.forecasts)]

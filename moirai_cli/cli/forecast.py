@@ -7,7 +7,7 @@ import time
 from typing import Any, Iterator
 
 from moirai_cli.cli import options as opts
-from moirai_cli.cli.console import Console, note
+from moirai_cli.cli.console import Console, note, stdout_is_closed
 from moirai_cli.cli.errors import reported_errors
 from moirai_cli.errors import InputError, check_at_least_one, option
 
@@ -72,6 +72,8 @@ class ForecastOutputs:
         check_output_path(self.output)
         if self.samples:
             check_output_path(self.samples)
+        if STDIO in (self.output, self.samples) and stdout_is_closed():
+            raise InputError(f"stdout is closed, so nothing could be written there; write the forecast to a file with {option('output')}")
         if self.samples == STDIO and self.output == STDIO:
             raise InputError(
                 f"{option('samples_output')} -: stdout already carries the forecast table; "
@@ -91,11 +93,11 @@ class ForecastOutputs:
     @contextlib.contextmanager
     def writers(self) -> Iterator[Any]:
         """A function writing each chunk's tables; the files are published when the block succeeds, else removed."""
-        from moirai_cli.data import TableWriter
+        from moirai_cli.data import TableWriter, publish_together
         from moirai_cli.forecasting.procedure import FORECAST, SAMPLES
         from moirai_cli.runtime import hold_stop_signals, release_stop_signals
 
-        with contextlib.ExitStack() as stack:
+        with publish_together(), contextlib.ExitStack() as stack:  # every file of the run, or none
             hold_stop_signals()  # until the stack owns both writers' temporary files
             try:
                 table = stack.enter_context(TableWriter(self.output))

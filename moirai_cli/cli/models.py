@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from moirai_cli.cli import options as opts
-from moirai_cli.cli.console import print_table
+from moirai_cli.cli.console import print_table, stdout_is_closed
 from moirai_cli.cli.errors import reported_errors
 from moirai_cli.errors import InputError, option
 from moirai_cli.forecasting.job import DEFAULT_MODEL
@@ -62,6 +62,8 @@ def models(**given: Any) -> None:
         from moirai_cli.model.inventory import list_models, models_frame, models_records, refresh_model_cards, render_models
 
         cache_dir = given["cache_dir"]
+        if stdout_is_closed():
+            raise InputError("stdout is closed, so the list could not be shown")
         chosen = given["output_format"].value if given["output_format"] else ("table" if sys.stdout.isatty() else "csv")
         if given["refresh"]:
             if is_offline():

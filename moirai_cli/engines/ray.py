@@ -423,7 +423,7 @@ class RayCluster:
                 cluster_cpus, self.cpus_per_worker = local_cluster_cpus(self.workers)
                 if self.num_cpus is not None:
                     cluster_cpus, self.cpus_per_worker = self.num_cpus, 1
-                self._temp_dir = tempfile.mkdtemp(prefix="moirai-ray-")  # Ray's session files, removed at the end
+                self._temp_dir = tempfile.mkdtemp(prefix="moirai-ray-", dir=_session_parent())  # removed at the end
             ray.init(
                 address=self.address,
                 num_cpus=cluster_cpus,
@@ -447,6 +447,16 @@ class RayCluster:
             self._stderr.close()
             if self._temp_dir is not None:
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+SOCKET_PATH_ROOM = 107 - len("/moirai-ray-12345678/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+
+
+def _session_parent() -> str:
+    """Where a local cluster's session folder goes: the temporary folder, or /tmp when that path is too long
+    for the Unix sockets Ray opens inside it (107 bytes at most)."""
+    parent = tempfile.gettempdir()
+    return parent if len(parent.encode()) <= SOCKET_PATH_ROOM or not os.path.isdir("/tmp") else "/tmp"
 
 
 @contextlib.contextmanager

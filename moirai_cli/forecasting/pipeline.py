@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from moirai_cli.errors import InputError, ModelError, MoiraiError, check_at_least_one, first_line, option
+from moirai_cli.errors import InputError, ModelError, MoiraiError, check_at_least_one, option
 from moirai_cli.forecasting.decoding import (
     decode_cached,
     decode_exact,

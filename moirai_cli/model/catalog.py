@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from moirai_cli.model.config import FamilyConfig, Moirai1Config, Moirai2Config, MoiraiMoEConfig
 from moirai_cli.model.network import build_network
 
@@ -70,7 +68,14 @@ def find_size(family: str, size: str) -> PublishedCheckpoint:
 
 
 def parameter_count(config: FamilyConfig) -> int:
-    """Trainable parameters of a network of this config, counted without allocating it (MoE: every expert)."""
-    with torch.device("meta"):
+    """Trainable parameters of a network of this config (MoE: every expert).
+
+    Built on the CPU without its random initialisation, so the weights are never written: the memory is
+    reserved, not used. (On torch's meta device every operation would load torch's compiler, which leaves
+    an empty torchinductor_* folder in the temporary folder of each `moirai models`.)
+    """
+    from moirai_cli.model.checkpoint import skipped_weight_init
+
+    with skipped_weight_init():
         model = build_network(config)
     return sum(parameter.numel() for parameter in model.parameters())
