@@ -112,6 +112,14 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
             f"{weights_path}: tensor '{damaged}' holds NaN or infinite values, so the file is damaged; {repair_hint(folder)}"
         )
     model.load_state_dict(tensors, strict=True, assign=True)
+    return prepare_for_inference(model, device, dtype)
+
+
+def prepare_for_inference(model: MoiraiNetwork, device: torch.device | str, dtype: torch.dtype) -> MoiraiNetwork:
+    """Move loaded weights to `device` and set them up for forecasting: compute dtype, no gradients, fastest kernels.
+
+    Used by `load_model`, and for weights that come from elsewhere (fine-tuning), so both forecast alike.
+    """
     model.to(device=device)  # the MoE routing centroids stay float64, as the checkpoints store them
     model.set_compute_dtype(dtype)
     model.eval().requires_grad_(False)
