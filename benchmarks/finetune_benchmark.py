@@ -67,7 +67,7 @@ request = TrainingRequest(settings.batch_size, settings.context_length, options[
                           forecaster.parameter_count, trainable_count(forecaster.model, settings))
 print(json.dumps({
     "steps_per_s": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None,
-    "peak": peak, "estimate": training_bytes(forecaster.model.config, request),
+    "peak": peak, "estimate": training_bytes(forecaster.model.config, request, torch.device(device)),
     "trainable": request.trainable, "parameters": request.parameters,
     "before": result.metrics_before, "after": result.metrics_after, "best_step": result.best_step,
     "steps_run": result.steps_run, "base_loss": result.base_validation_loss, "best_loss": result.best_validation_loss,

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from moirai_cli.model.checkpoint import skipped_weight_init
+
 
 class LoRALinear(nn.Linear):
     """An nn.Linear (same weight, bias and state-dict names) plus a trainable low-rank update."""
@@ -60,14 +62,29 @@ def add_adapters(model: nn.Module, rank: int, alpha: float, seed: int) -> int:
 
 
 @torch.no_grad()
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with every adapter merged into the weight it adapts (names as without adapters).
+
+    Only the adapted weights are new tensors; every other entry is the model's own.
+    """
+    state = model.state_dict()
+    for path, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            state[f"{path}.weight"] = module.merged_weight()
+            del state[f"{path}.lora_A"], state[f"{path}.lora_B"]
+    return state
+
+
+@torch.no_grad()
 def merge_adapters(model: nn.Module) -> int:
     """Replace every LoRALinear by a plain nn.Linear holding its merged weight; returns how many."""
     merged = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, LoRALinear):
-                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                                  device=child.weight.device, dtype=child.weight.dtype)
+                with skipped_weight_init():  # no draw from torch's global generator: its values are overwritten
+                    plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                      device=child.weight.device, dtype=child.weight.dtype)
                 plain.weight.copy_(child.merged_weight())
                 if child.bias is not None:
                     plain.bias.copy_(child.bias)

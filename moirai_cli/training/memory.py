@@ -1,7 +1,9 @@
 """How much memory a training step needs, checked before a run starts, in the style of forecasting/memory.py.
 
-A step holds, besides the network's weights (a float32 training copy):
-- for each trainable parameter its gradient, AdamW's two moments and the best step's copy;
+A step holds, besides the network's weights (a float32 training copy; on a CPU also the base
+checkpoint's, read in from its mapped file as they are copied):
+- for each trainable parameter its gradient, AdamW's two moments, the best step's copy, and the
+  optimiser's temporary (its update is computed over all parameters at once);
 - the activations the backward pass reads: per encoder layer and token, about ACTIVATION_FEATURES
   floats per model dimension and FEED_FORWARD_FEATURES per feed-forward unit (twice for Moirai-MoE,
   whose tokens each visit two experts), and the attention's bias and weights, ATTENTION_COPIES floats
@@ -31,7 +33,7 @@ ACTIVATION_FEATURES = 28  # floats per token and model dimension kept for the ba
 FEED_FORWARD_FEATURES = 5  # floats per token and feed-forward unit, per layer and expert visited
 ATTENTION_COPIES = 4  # floats per (row, head, query, key): bias, padded bias, weights, their gradient
 HEAD_COPIES = 12  # floats per head output value: projections, domain maps, log-probabilities and their gradients
-STATE_COPIES = 4  # per trainable parameter: gradient, two AdamW moments, the best step's copy
+STATE_COPIES = 5  # per trainable parameter: gradient, two AdamW moments, the best step's copy, the update's temporary
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,8 @@ class TrainingRequest:
         return (self.variates + self.covariates) * (context + future)
 
 
-def training_bytes(config: FamilyConfig, request: TrainingRequest) -> int:
-    """Bytes a training step needs at its peak (on the training device)."""
+def training_bytes(config: FamilyConfig, request: TrainingRequest, device: torch.device = torch.device("cpu")) -> int:
+    """Bytes a training step needs at its peak on `device` (the host's memory for a CPU)."""
     rows, tokens = request.batch_size, request.tokens
     experts = EXPERTS_PER_TOKEN if config.family == MOIRAI_MOE else 1
     per_token = ACTIVATION_FEATURES * config.d_model + FEED_FORWARD_FEATURES * config.d_ff * experts
@@ -69,19 +71,20 @@ def training_bytes(config: FamilyConfig, request: TrainingRequest) -> int:
         scored = tokens if config.family == MOIRAI_1 else future
         head = rows * scored * config.max_patch_size * (len(config.components) + 8)
     activations += HEAD_COPIES * head * 4
-    weights = 4 * request.parameters + STATE_COPIES * 4 * request.trainable
+    copies = 2 if device.type == "cpu" else 1  # the training copy; on a CPU the base's mapped weights too
+    weights = copies * 4 * request.parameters + STATE_COPIES * 4 * request.trainable
     return FIRST_PASS_OVERHEAD + weights + int(ALLOCATOR_SLACK * activations)
 
 
 def check_training_fits(config: FamilyConfig, request: TrainingRequest, device: torch.device) -> None:
     """InputError, before a run starts, when its training step cannot fit in memory; says what would."""
     have, _ = available_bytes(device)
-    need = training_bytes(config, request)
+    need = training_bytes(config, request, device)
     if have is None or need <= have:
         return
 
     def fits(candidate: TrainingRequest) -> bool:
-        return training_bytes(config, candidate) <= have
+        return training_bytes(config, candidate, device) <= have
 
     hints = []
     batch = largest_fitting(lambda b: fits(dataclasses.replace(request, batch_size=b)), request.batch_size)

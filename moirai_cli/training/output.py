@@ -131,9 +131,11 @@ def _swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def write_checkpoint_files(folder: Path, model: MoiraiNetwork, card: str, state: dict[str, Any] | None) -> None:
-    """config.json, model.safetensors, README.md and (for an unfinished run) the resume state, into `folder`."""
-    save_checkpoint(model, folder)
+def write_checkpoint_files(
+    folder: Path, model: MoiraiNetwork, weights: dict[str, torch.Tensor], card: str, state: dict[str, Any] | None
+) -> None:
+    """config.json and model.safetensors (`weights`, named as `model`'s), README.md and (unfinished) the resume state."""
+    save_checkpoint(model, folder, weights)
     (folder / CARD_FILE).write_text(card)
     if state is not None:
         torch.save(state, folder / STATE_FILE)

@@ -18,7 +18,6 @@ replays the steps after it, so it ends as an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import math
 import time
@@ -39,7 +38,7 @@ from moirai_cli.model.checkpoint import prepare_for_inference, skipped_weight_in
 from moirai_cli.model.config import FAMILY_TITLES, MOIRAI_2
 from moirai_cli.model.layers import PatchSizeLinear, RMSNorm
 from moirai_cli.model.network import MoiraiNetwork, build_network
-from moirai_cli.training.lora import add_adapters, merge_adapters
+from moirai_cli.training.lora import add_adapters, merge_adapters, merged_state_dict
 from moirai_cli.training.memory import TrainingRequest, check_training_fits
 from moirai_cli.training.objectives import window_group_losses
 from moirai_cli.training.output import (
@@ -193,7 +192,6 @@ def finetune(
         """The kept weights, the card and (unfinished) the resume state, written as one folder."""
         if folder is None:
             return
-        network = run.kept_network()
         card = model_card(CardFacts(
             **facts, steps_run=run.step, best_step=run.best_step, stopped_early=run.stopped_early, finished=finished,
             base_validation_loss=run.base_loss, best_validation_loss=run.best_loss,
@@ -202,7 +200,8 @@ def finetune(
         resume_state = None if finished else run.state(
             horizon=horizon, fingerprint=fingerprint, patch_size=patch_size, base_digest=base_digest, config=config.to_dict()
         )
-        publish_folder(folder, lambda staging: write_checkpoint_files(staging, network, card, resume_state))
+        weights = merged_state_dict(run.model)  # the kept weights: saves come as a best step is reached, and at the end
+        publish_folder(folder, lambda staging: write_checkpoint_files(staging, run.model, weights, card, resume_state))
 
     if state is not None:
         run.restore(state)
@@ -210,8 +209,8 @@ def finetune(
         run.start()
     run.train(on_new_best=lambda: save(finished=False), progress=progress)
     run.keep_best()
-
-    tuned = prepare_for_inference(run.kept_network(), device, torch.float32)
+    merge_adapters(run.model)
+    tuned = prepare_for_inference(run.model, device, torch.float32)
     result = FinetuneResult(
         model=tuned, device=device, settings=settings, horizon=horizon, patch_size=patch_size, steps_run=run.step,
         best_step=run.best_step, stopped_early=run.stopped_early, base_validation_loss=run.base_loss,
@@ -275,16 +274,16 @@ class TrainingRun:
         while self.step < settings.steps:
             self.step += 1
             loss = self.training_step()
-            validation = None
+            validation, improved = None, False
             if self.step % settings.validation_interval == 0 or self.step == settings.steps:
                 validation = self.validation_loss()
-                if validation is None or validation < self.best_loss:
-                    self.best_loss, self.best_step, self.bad_validations = validation, self.step, 0
-                    self.best_weights = self.trainable_copy()
-                    on_new_best()
-                else:
-                    self.bad_validations += 1
+                improved = validation is None or validation < self.best_loss
+                self.bad_validations = 0 if improved else self.bad_validations + 1
             self.history.append((self.step, loss, validation))
+            if improved:
+                self.best_loss, self.best_step = validation, self.step
+                self.best_weights = self.trainable_copy()
+                on_new_best()
             if progress is not None:
                 latest = next((v for _, _, v in reversed(self.history) if v is not None), None)
                 progress(TrainingProgress(self.step, settings.steps, loss, latest, self.best_loss,
@@ -315,20 +314,10 @@ class TrainingRun:
         return loss.item()
 
     def keep_best(self) -> None:
-        """Load the best step's weights into the network."""
+        """Load the best step's weights into the network (which then leaves training)."""
         with torch.no_grad():
             for name, tensor in self.best_weights.items():
                 self.trainable[name].copy_(tensor)
-
-    def kept_network(self) -> MoiraiNetwork:
-        """A plain network (adapters merged) with the best step's weights, detached from training."""
-        network = copy.deepcopy(self.model)
-        with torch.no_grad():
-            parameters = dict(network.named_parameters())
-            for name, tensor in self.best_weights.items():
-                parameters[name].copy_(tensor)
-        merge_adapters(network)
-        return network.eval().requires_grad_(False)
 
     def state(self, **identity: Any) -> dict[str, Any]:
         """What `restore` needs to continue after the current step, which is the best one (saved as it is reached)."""
