@@ -76,6 +76,8 @@ def data_fingerprint(records: Sequence[SeriesRecord]) -> str:
 
 def check_output_dir(folder: Path, resume: bool) -> None:
     """InputError when `folder` cannot take this run: a file, a folder of other files, or (unless resuming) an earlier run."""
+    if not folder.parent.is_dir():
+        raise InputError(f"{folder}: folder {folder.parent} does not exist")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder; choose another output folder")
     contents = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []

@@ -33,6 +33,7 @@ from torch import nn
 from moirai_cli.data import SeriesRecord
 from moirai_cli.errors import InputError, MoiraiError, check_at_least_one
 from moirai_cli.evaluation.backtest import evaluate
+from moirai_cli.forecasting.packing import TokenBatch
 from moirai_cli.forecasting.pipeline import PROCEDURES, MoiraiForecaster
 from moirai_cli.model.checkpoint import prepare_for_inference, skipped_weight_init
 from moirai_cli.model.config import FAMILY_TITLES, MOIRAI_2
@@ -163,18 +164,7 @@ def finetune(
     patch_size = int(state["patch_size"]) if state is not None else choose_patch_size(forecaster, records, horizon, settings, training)
     config = forecaster.model.config
     device = forecaster.device
-    first = records[0]
-    request = TrainingRequest(
-        batch_size=settings.batch_size,
-        context_length=settings.context_length,
-        horizon=horizon,
-        patch_size=patch_size,
-        variates=np.asarray(first.target).reshape(len(first.target), -1).shape[1],
-        covariates=sum(0 if c is None else np.asarray(c).reshape(len(c), -1).shape[1] for c in (first.past_covariates, first.known_covariates)),
-        parameters=forecaster.parameter_count,
-        trainable=trainable_count(forecaster.model, settings),
-    )
-    check_training_fits(config, request, device)  # before anything is allocated
+    check_training_fits(config, training_request(forecaster, records[0], horizon, patch_size, settings), device)
     trainee = training_network(forecaster.model, device)
     configure_mode(trainee, settings)
 
@@ -229,7 +219,7 @@ class TrainingRun:
     """The state of a run between steps: weights, optimiser, the best step so far, the history."""
 
     def __init__(self, model: MoiraiNetwork, settings: FinetuneSettings, windows: TrainingWindows,
-                 packer: WindowPacker, validation: list, device: torch.device):
+                 packer: WindowPacker, validation: list[TokenBatch], device: torch.device):
         self.model, self.settings, self.windows, self.packer = model, settings, windows, packer
         self.validation = validation  # packed validation batches, computed once
         self.trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -362,6 +352,26 @@ def configure_mode(model: MoiraiNetwork, settings: FinetuneSettings) -> None:
         head_module(model).requires_grad_(True)
     elif settings.mode == "lora":
         add_adapters(model, settings.lora_rank, settings.lora_alpha, settings.seed)
+
+
+def training_request(
+    forecaster: MoiraiForecaster, record: SeriesRecord, horizon: int, patch_size: int, settings: FinetuneSettings
+) -> TrainingRequest:
+    """The sizes of a run's training step, for the memory check (variates and covariates as in `record`)."""
+
+    def columns(values: np.ndarray | None) -> int:
+        return 0 if values is None else np.asarray(values).reshape(len(values), -1).shape[1]
+
+    return TrainingRequest(
+        batch_size=settings.batch_size,
+        context_length=settings.context_length,
+        horizon=horizon,
+        patch_size=patch_size,
+        variates=columns(record.target),
+        covariates=columns(record.past_covariates) + columns(record.known_covariates),
+        parameters=forecaster.parameter_count,
+        trainable=trainable_count(forecaster.model, settings),
+    )
 
 
 def trainable_count(model: MoiraiNetwork, settings: FinetuneSettings) -> int:

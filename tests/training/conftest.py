@@ -28,6 +28,16 @@ def employment():
 
 
 @pytest.fixture(scope="session")
+def weather():
+    """Seattle's daily weather (sample_data/seattle_weather.csv): the two temperatures as a bivariate target,
+    wind as a past covariate, precipitation as a known one."""
+    from moirai_cli.data import load_dataset
+
+    return load_dataset(SAMPLE_DATA / "seattle_weather.csv", target=["temp_max", "temp_min"],
+                        past_covariates=["wind"], known_covariates=["precipitation"])
+
+
+@pytest.fixture(scope="session")
 def forecasters(family_checkpoints):
     """family -> the tiny checkpoint of that family loaded on the CPU."""
     from moirai_cli.forecasting.pipeline import MoiraiForecaster

@@ -324,3 +324,31 @@ def test_each_family_learns_real_data_in_seconds(forecasters, employment, tmp_pa
     after = evaluate(tuned, employment.series, 12, **options).summary.loc["wql", "model"]
     assert after < 0.6 * before
     assert (result.metrics_before["wql"], result.metrics_after["wql"]) == pytest.approx((before, after), rel=1e-9)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_multivariate_target_with_covariates_trains(forecasters, weather, family, tmp_path):
+    """Seattle's daily weather: two temperatures as the target, wind a past and precipitation a known covariate."""
+    settings = quick(steps=8, context_length=56, validation_windows=2)
+    result = finetune(forecasters[family], weather.series, 14, settings, tmp_path / "tuned", freq=weather.freq)
+    assert result.best_validation_loss < result.base_validation_loss
+    record = weather.series[0]
+    tuned = MoiraiForecaster.from_pretrained(str(tmp_path / "tuned"), device="cpu")
+    forecast = tuned.predict([record.target[:-14]], 14, past_covariates=[record.past_covariates[:-14]],
+                             known_covariates=[record.known_covariates], context_length=56, patch_size=16, seed=0)
+    assert forecast.mean.shape == (1, 14, 2) and np.isfinite(forecast.mean).all()
+
+
+def test_progress_is_reported_after_every_step(forecasters, employment):
+    seen = []
+    finetune(forecasters["moirai-2"], employment.series, 12, quick(steps=8), progress=seen.append)
+    assert [state.step for state in seen] == list(range(1, 9)) and {state.steps for state in seen} == {8}
+    assert [state.validation_loss is None for state in seen] == [True] * 3 + [False] * 5  # the latest, from step 4 on
+    best = [state.best_validation_loss for state in seen]
+    assert best == sorted(best, reverse=True)
+    assert seen[-1].seconds_left == 0 and all(state.seconds_left >= 0 and np.isfinite(state.train_loss) for state in seen)
+
+
+def test_an_output_folder_in_a_missing_folder_is_refused_before_training(forecasters, employment, tmp_path):
+    with pytest.raises(InputError, match="folder .*missing does not exist"):
+        finetune(forecasters["moirai-2"], employment.series, 12, quick(), tmp_path / "missing" / "run")
