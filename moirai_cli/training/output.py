@@ -108,8 +108,14 @@ def publish_folder(target: Path, write: Callable[[Path], None]) -> None:
         raise InputError(f"{target}: cannot write here: {exc.strerror or exc}") from exc
     try:
         release_stop_signals()
-        write(staging)
-        staging.chmod(0o777 & ~current_umask())
+        try:
+            write(staging)
+        except OSError as exc:  # a full disk, a quota
+            raise InputError(f"{target}: cannot write here: {exc.strerror or exc}") from exc
+        mask = current_umask()
+        for path in staging.iterdir():  # as a plain open() would leave them (safetensors writes 0600)
+            path.chmod(0o666 & ~mask)
+        staging.chmod(0o777 & ~mask)
         _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from moirai_cli.data.io import current_umask
 from moirai_cli.errors import InputError
 from moirai_cli.evaluation import evaluate
 from moirai_cli.forecasting.pipeline import MoiraiForecaster
@@ -162,6 +163,7 @@ def test_the_saved_folder_loads_and_forecasts_as_the_returned_forecaster(forecas
                  f"kept: the weights of step {result.best_step}", "patch size 16", "see the base model's card"):
         assert fact in card
     assert sorted(tmp_path.iterdir()) == [folder]  # nothing left beside it
+    assert {oct(path.stat().st_mode & 0o777) for path in folder.iterdir()} == {oct(0o666 & ~current_umask())}
 
 
 def test_the_base_models_licence_and_revision_pass_to_the_card(forecasters, employment, tmp_path, moirai2_checkpoint):
@@ -255,7 +257,7 @@ def test_a_failure_while_saving_leaves_the_previous_folder_complete(forecasters,
         return real(folder, *args)
 
     monkeypatch.setattr(trainer_module, "write_checkpoint_files", failing)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(InputError, match=r"run: cannot write here: No space left on device"):
         finetune(forecasters["moirai-2"], employment.series, 12, quick(steps=12), tmp_path / "run")
     run = tmp_path / "run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left behind
