@@ -705,6 +705,84 @@ FAMILIES = {"moe": make_moe, "moirai-1": make_moirai_1, "moirai-2": make_moirai_
 CASE_SETS = ("standard", "leading-gaps")
 
 
+# --- Fine-tuning Moirai 1.x: one training batch, its loss and every parameter's gradient ---------
+# Reads tests/fixtures/tiny-moirai-1 as written (family moirai-1 rewrites it from a fixed seed, the
+# same weights), builds one batch with uni2ts's own fine-tuning transforms and collation, and records
+# what `MoiraiFinetune.training_step` computes on it. Windows: (variates, length, window index);
+# the crop of window w starts at row w (FinetunePatchCrop, distance 1).
+FINETUNE_CONTEXT, FINETUNE_HORIZON, FINETUNE_PATCH = 50, 20, 16
+FINETUNE_WINDOWS = ((1, 120, 3), (2, 100, 0), (1, 90, 11), (1, 75, 2))
+
+
+def finetune_entries(rng: np.random.Generator) -> list[dict]:
+    """Raw data entries as uni2ts's fine-tuning dataset yields them: a list of variates, gaps in context and horizon."""
+    entries = []
+    for index, (variates, length, window) in enumerate(FINETUNE_WINDOWS):
+        t = np.arange(length)
+        target = [
+            (10 + 4 * variate + 3 * np.sin(2 * np.pi * t / 12) + rng.normal(scale=0.8, size=length)).astype(np.float32)
+            for variate in range(variates)
+        ]
+        if index == 0:
+            target[0][20:26] = np.nan  # inside the context
+        if index == 2:
+            target[0][window + FINETUNE_CONTEXT + 3 : window + FINETUNE_CONTEXT + 8] = np.nan  # inside the horizon
+        entries.append({"target": target, "freq": "H", "window": window})
+    return entries
+
+
+def make_finetune_moirai_1() -> None:
+    from uni2ts.data.loader import PadCollate
+    from uni2ts.model.moirai.finetune import MoiraiFinetune
+
+    module = MoiraiModule.from_pretrained(str(FIXTURES / "tiny-moirai-1"))
+    finetune = MoiraiFinetune(
+        min_patches=2, min_mask_ratio=0.15, max_mask_ratio=0.5, max_dim=8, num_training_steps=1, num_warmup_steps=0,
+        module=module, context_length=FINETUNE_CONTEXT, prediction_length=FINETUNE_HORIZON, patch_size=FINETUNE_PATCH,
+    )
+    transform = finetune.train_transform_map["data"](
+        distance=1, prediction_length=FINETUNE_HORIZON, context_length=FINETUNE_CONTEXT, patch_size=FINETUNE_PATCH
+    )
+    samples = [transform(entry) for entry in finetune_entries(np.random.default_rng(20261129))]
+    collate = PadCollate(
+        max_length=max(len(sample["target"]) for sample in samples), seq_fields=finetune.seq_fields, pad_func_map=finetune.pad_func_map
+    )
+    batch = collate(samples)
+    finetune.train()
+    with warnings_silenced():
+        loss = finetune.training_step(batch, 0)
+    loss.backward()
+    arrays = {f"batch_{name}": tensor.numpy() for name, tensor in batch.items()}
+    arrays["loss"] = loss.detach().numpy()
+    for name, parameter in finetune.named_parameters():
+        arrays["grad_" + name.removeprefix("module.")] = parameter.grad.numpy()
+    folder = FIXTURES / "parity-finetune-moirai-1"
+    folder.mkdir(exist_ok=True)
+    np.savez_compressed(folder / "tiny-moirai-1__training_step.npz", **arrays)
+    summary = {"tiny-moirai-1__training_step.npz": {"loss": f"{loss.item():.6f}", "rows": len(samples), "tokens": batch["target"].shape[1]}}
+    print(summary)
+    write_readme(
+        folder,
+        summary,
+        f"One fine-tuning batch (context {FINETUNE_CONTEXT}, horizon {FINETUNE_HORIZON}, patch size {FINETUNE_PATCH}) "
+        "built by uni2ts's MoiraiFinetune transforms and PadCollate, with training_step's loss and every "
+        "parameter's gradient on the tiny-moirai-1 weights",
+    )
+
+
+@contextlib.contextmanager
+def warnings_silenced():
+    """training_step logs through Lightning, which warns when no Trainer is attached."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+FAMILIES["finetune-moirai-1"] = make_finetune_moirai_1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Regenerate the parity fixtures with uni2ts 2.0.0.")
     parser.add_argument("--family", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES), help="families to rewrite (default all)")

@@ -147,16 +147,16 @@ def check_fits(config: FamilyConfig, request: Request, device: torch.device) -> 
     else:
         where = "memory" if shared else f"{device.type} memory"
     hints = []
-    largest = _largest(lambda h: fits(dataclasses.replace(request, horizon=h)), request.horizon)
+    largest = largest_fitting(lambda h: fits(dataclasses.replace(request, horizon=h)), request.horizon)
     if largest:
         hints.append(f"a horizon of at most {largest} fits")
     quantile_paths = request.decoding == "quantile paths"  # one per level: not a user's choice
     if request.num_samples > 1 and not quantile_paths:
-        samples = _largest(lambda s: fits(dataclasses.replace(request, num_samples=s)), request.num_samples)
+        samples = largest_fitting(lambda s: fits(dataclasses.replace(request, num_samples=s)), request.num_samples)
         if samples:
             hints.append(f"or at most {samples} samples")
     if request.batch_size > 1 and min(request.batch_size, request.series) > 1:
-        batch = _largest(lambda b: fits(dataclasses.replace(request, batch_size=b)), min(request.batch_size, request.series))
+        batch = largest_fitting(lambda b: fits(dataclasses.replace(request, batch_size=b)), min(request.batch_size, request.series))
         if batch:
             hints.append(f"or a batch size of at most {batch}")
     advice = "; ".join([", ".join(hints)] if hints else ["lower the horizon, the number of samples and the batch size"])
@@ -164,11 +164,11 @@ def check_fits(config: FamilyConfig, request: Request, device: torch.device) -> 
         f"forecasting {request.series} series, horizon {request.horizon}, {request.num_samples} "
         f"{'quantile paths' if quantile_paths else 'samples'}, batches "
         f"of {min(request.batch_size, request.series)} ({request.decoding} decoding) needs about "
-        f"{_size(need)} of {where}, {_size(have)} available; {advice}"
+        f"{format_bytes(need)} of {where}, {format_bytes(have)} available; {advice}"
     )
 
 
-def _largest(fits, upper: int) -> int | None:
+def largest_fitting(fits, upper: int) -> int | None:
     """The largest n in [1, upper) with fits(n) (fits shrinks as n grows), else None."""
     if upper <= 1 or not fits(1):
         return None
@@ -182,7 +182,7 @@ def _largest(fits, upper: int) -> int | None:
     return low
 
 
-def _size(count: int | None) -> str:
+def format_bytes(count: int | None) -> str:
     """Bytes as a short text: 512 MiB, 3.2 GiB, 2.1 TiB."""
     if count is None:
         return "an unknown amount"

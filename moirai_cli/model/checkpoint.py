@@ -113,6 +113,14 @@ def load_model(folder: Path, device: torch.device | str = "cpu", dtype: torch.dt
             f"{weights_path}: tensor '{damaged}' holds NaN or infinite values, so the file is damaged; {repair_hint(folder)}"
         )
     model.load_state_dict(in_network_dtypes(tensors, model), strict=True, assign=True)
+    return prepare_for_inference(model, device, dtype)
+
+
+def prepare_for_inference(model: MoiraiNetwork, device: torch.device | str, dtype: torch.dtype) -> MoiraiNetwork:
+    """Move loaded weights to `device` and set them up for forecasting: compute dtype, no gradients, fastest kernels.
+
+    Used by `load_model`, and for weights that come from elsewhere (fine-tuning), so both forecast alike.
+    """
     model.to(device=device)  # the MoE routing centroids stay float64, as the checkpoints store them
     model.set_compute_dtype(dtype)
     model.eval().requires_grad_(False)
@@ -219,12 +227,17 @@ def check_state_dict(model: MoiraiNetwork, shapes: dict[str, tuple[int, ...]], s
             raise ModelError(f"{source}: tensor {name!r} has shape {tuple(shape)}, expected {tuple(expected[name].shape)}")
 
 
-def save_checkpoint(model: MoiraiNetwork, folder: Path) -> Path:
-    """Write `model` as config.json + model.safetensors in the Hub layout."""
+def save_checkpoint(model: MoiraiNetwork, folder: Path, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `model` as config.json + model.safetensors in the Hub layout.
+
+    `weights` (names as the model's state dict) are written instead of the model's own, when given
+    (fine-tuning writes adapters merged into the weights they adapt).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    weights = model.state_dict() if weights is None else weights
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
     save_file(state, str(folder / WEIGHTS_FILE))
     return folder
 
