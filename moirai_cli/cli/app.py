@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from moirai_cli import __version__
-from moirai_cli.cli import evaluate, forecast, models
+from moirai_cli.cli import evaluate, finetune, forecast, models
 from moirai_cli.cli.errors import CLICK_EXCEPTION, echo_error, stdout_closed, usage_error
 from moirai_cli.runtime import interruption, keep_freed_memory_for_reuse, stop_cleanly_on_signals
 
@@ -86,6 +86,7 @@ def _root(
 
 app.command("forecast", cls=Command)(forecast.forecast)
 app.command("evaluate", cls=Command, epilog=evaluate.METRICS_HELP)(evaluate.evaluate)
+app.command("finetune", cls=Command)(finetune.finetune)
 app.command("download", cls=Command)(models.download)
 app.command("models", cls=Command)(models.models)
 

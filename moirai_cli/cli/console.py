@@ -107,6 +107,37 @@ class Console:
         self._bar.start()
 
 
+class TrainingBar:
+    """A progress bar for fine-tuning on stderr: step, training and validation loss, time left (none when quiet or not a terminal)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> "TrainingBar":
+        from rich.console import Console as RichConsole
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        console = RichConsole(stderr=True)
+        self._bar = Progress(
+            TextColumn("fine-tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[losses]}"),
+            console=console, transient=True, disable=self.quiet or not console.is_terminal,
+        )
+        self._task = self._bar.add_task("fine-tuning", total=None, losses="")
+        return self
+
+    def update(self, progress: Any) -> None:
+        """Show where a run stands (a moirai_cli.training.TrainingProgress)."""
+        validation = "-" if progress.validation_loss is None else f"{progress.validation_loss:.4g}"
+        losses = f"training loss {progress.train_loss:.4g}, validation loss {validation}, {progress.seconds_left:.0f}s left"
+        self._bar.update(self._task, completed=progress.step, total=progress.steps, losses=losses)
+        self._bar.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._bar.stop()
+
+
 def stdout_is_closed() -> bool:
     """Whether this process has no stdout to write to (started with it closed: `moirai ... >&-`)."""
     import errno

@@ -51,7 +51,7 @@ class Opt:
         return (*first, *(getattr(info, "param_decls", None) or ()))
 
 
-def _option(flags: str | tuple[str, ...], kind: Any, help: str, panel: str, **extra: Any) -> Any:
+def typed_option(flags: str | tuple[str, ...], kind: Any, help: str, panel: str, **extra: Any) -> Any:
     """An Annotated type carrying Typer's Option."""
     flags = (flags,) if isinstance(flags, str) else flags
     return Annotated[kind, typer.Option(*flags, help=help, rich_help_panel=panel, **extra)]
@@ -65,119 +65,144 @@ DATA_ARGUMENT = Opt("data", Annotated[str, typer.Argument(
     help="CSV (.csv, .csv.gz) or Parquet file, a folder or glob of them (hive partitions too), "
     "or a URI (s3://, gs://, abfs://, file://, fsspec protocols); '-' reads CSV from stdin.",
 )], inspect.Parameter.empty)
-HORIZON = Opt("horizon", _option(("--horizon", "-H"), int, "Number of future steps to forecast.", PREDICT), inspect.Parameter.empty)
+HORIZON = Opt("horizon", typed_option(("--horizon", "-H"), int, "Number of future steps to forecast.", PREDICT), inspect.Parameter.empty)
 
 READ_OPTIONS = (
-    Opt("layout", _option("--layout", Layout, "Table layout.", DATA), Layout.auto),
-    Opt("id_column", _option("--id-column", Optional[str], "Series id column (long layout).", DATA)),
-    Opt("timestamp_column", _option("--timestamp-column", Optional[str], "Timestamp column.", DATA)),
-    Opt("target", _option("--target", Optional[list[str]], "Target column; repeat (or comma-separate) for a multivariate forecast.", DATA)),
-    Opt("freq", _option("--freq", Optional[str], "Pandas frequency (h, D, W-SUN, MS, ...); inferred if unset.", DATA)),
-    Opt("dayfirst", _option(
+    Opt("layout", typed_option("--layout", Layout, "Table layout.", DATA), Layout.auto),
+    Opt("id_column", typed_option("--id-column", Optional[str], "Series id column (long layout).", DATA)),
+    Opt("timestamp_column", typed_option("--timestamp-column", Optional[str], "Timestamp column.", DATA)),
+    Opt("target", typed_option("--target", Optional[list[str]], "Target column; repeat (or comma-separate) for a multivariate forecast.", DATA)),
+    Opt("freq", typed_option("--freq", Optional[str], "Pandas frequency (h, D, W-SUN, MS, ...); inferred if unset.", DATA)),
+    Opt("dayfirst", typed_option(
         "--dayfirst/--monthfirst", Optional[bool],
         "Read numeric dates such as 03/04/2024 day-first (3 April) or month-first (March 4); "
         "by default the column settles it, or the run stops.", DATA, show_default=False,
     )),
-    Opt("date_format", _option("--date-format", Optional[str], "strftime format of every timestamp, e.g. '%d/%m/%Y %H:%M'.", DATA)),
-    Opt("inf_as_missing", _option("--inf-as-missing", bool, "Read inf and -inf values as missing (with a warning) instead of stopping.", DATA), False),
-    Opt("past_covariates", _option("--past-covariates", Optional[str], "Comma-separated columns known only in the past.", DATA)),
+    Opt("date_format", typed_option("--date-format", Optional[str], "strftime format of every timestamp, e.g. '%d/%m/%Y %H:%M'.", DATA)),
+    Opt("inf_as_missing", typed_option("--inf-as-missing", bool, "Read inf and -inf values as missing (with a warning) instead of stopping.", DATA), False),
+    Opt("past_covariates", typed_option("--past-covariates", Optional[str], "Comma-separated columns known only in the past.", DATA)),
 )
-KNOWN_COVARIATES = Opt("known_covariates", _option(
+KNOWN_COVARIATES = Opt("known_covariates", typed_option(
     "--known-covariates", Optional[str], "Comma-separated columns known in the future too (needs --future).", DATA
 ))
-FUTURE = Opt("future", _option("--future", Optional[str], "File with the known covariates over the horizon (same layout).", DATA))
-BACKTEST_KNOWN_COVARIATES = Opt("known_covariates", _option(
+FUTURE = Opt("future", typed_option("--future", Optional[str], "File with the known covariates over the horizon (same layout).", DATA))
+BACKTEST_KNOWN_COVARIATES = Opt("known_covariates", typed_option(
     "--known-covariates", Optional[str], "Comma-separated columns whose values count as known in each window.", DATA
 ))
 
-MODEL_NAME = Opt("model", _option("--model", str, "Hugging Face repo id or local checkpoint folder.", MODEL), DEFAULT_MODEL)
-MODELS = Opt("model", _option(
+MODEL_NAME = Opt("model", typed_option("--model", str, "Hugging Face repo id or local checkpoint folder.", MODEL), DEFAULT_MODEL)
+MODELS = Opt("model", typed_option(
     "--model", Optional[list[str]],
     f"Hugging Face repo id or local checkpoint folder (default {DEFAULT_MODEL}); "
     "repeat to rank several models on the same windows in one leaderboard.", MODEL, metavar="MODEL",
 ))
 MODEL_OPTIONS = (
-    Opt("revision", _option("--revision", Optional[str], "Branch, tag or commit of the model repo.", MODEL)),
-    Opt("cache_dir", _option("--cache-dir", Optional[str], "Hugging Face cache folder.", MODEL)),
-    Opt("device", _option("--device", Device, "Where the model runs (auto: CUDA, then MPS, then CPU).", MODEL), Device.auto),
-    Opt("dtype", _option("--dtype", Dtype, "Weights and activations: float32 (the reference's numerics) or bfloat16.", MODEL), Dtype.float32),
+    Opt("revision", typed_option("--revision", Optional[str], "Branch, tag or commit of the model repo.", MODEL)),
+    Opt("cache_dir", typed_option("--cache-dir", Optional[str], "Hugging Face cache folder.", MODEL)),
+    Opt("device", typed_option("--device", Device, "Where the model runs (auto: CUDA, then MPS, then CPU).", MODEL), Device.auto),
+    Opt("dtype", typed_option("--dtype", Dtype, "Weights and activations: float32 (the reference's numerics) or bfloat16.", MODEL), Dtype.float32),
 )
 
 PREDICT_OPTIONS = (
-    Opt("context_length", _option("--context-length", int, "Most recent steps the model sees.", PREDICT), DEFAULT_CONTEXT_LENGTH),
-    Opt("num_samples", _option(
+    Opt("context_length", typed_option("--context-length", int, "Most recent steps the model sees.", PREDICT), DEFAULT_CONTEXT_LENGTH),
+    Opt("num_samples", typed_option(
         "--num-samples", Optional[int], "Sample paths per series (default 100; Moirai 2.0 predicts quantiles and takes none).", PREDICT
     )),
-    Opt("quantile_levels", _option("--quantiles", str, "Comma-separated quantile levels.", PREDICT), DEFAULT_QUANTILES),
-    Opt("patch_size", _option(
+    Opt("quantile_levels", typed_option("--quantiles", str, "Comma-separated quantile levels.", PREDICT), DEFAULT_QUANTILES),
+    Opt("patch_size", typed_option(
         "--patch-size", Optional[str],
         "One of the checkpoint's patch sizes, or auto (default: 16 for Moirai-MoE, auto for Moirai 1.x, 16 for 2.0).", PREDICT,
     )),
-    Opt("decoding", _option(
+    Opt("decoding", typed_option(
         "--decoding", Decoding, "exact (the reference's procedure) or cached (faster; scaler frozen at the context).", PREDICT
     ), Decoding.exact),
-    Opt("batch_size", _option("--batch-size", Optional[int], "Series per model batch (default: 32 on a CPU, 256 on a GPU).", PREDICT)),
-    Opt("token_budget", _option(
+    Opt("batch_size", typed_option("--batch-size", Optional[int], "Series per model batch (default: 32 on a CPU, 256 on a GPU).", PREDICT)),
+    Opt("token_budget", typed_option(
         "--tokens-per-pass", Optional[int],
         "Most tokens (series x samples x patches) in a forward pass at once; bounds memory "
         "(default: 4096 per CPU thread, from 8192 to 65536; from the free memory on a GPU).", PREDICT,
     )),
-    Opt("threads", _option(
+    Opt("threads", typed_option(
         "--threads", Optional[int],
         "CPU threads for the model (default: $MOIRAI_NUM_THREADS, else the CPUs this process may use, "
         "from its affinity and cgroup quota).", PREDICT, show_default=False,
     )),
-    Opt("sort_quantiles", _option(
+    Opt("sort_quantiles", typed_option(
         "--sort-quantiles", bool,
         "Sort each row's quantiles where a quantile model (Moirai 2.0) predicts them crossing.", PREDICT,
     ), False),
 )
-SEED = Opt("seed", _option(
+SEED = Opt("seed", typed_option(
     "--seed", Optional[int],
     "Random seed. Each series draws from its own generator, seeded from this seed and its id: "
     "a series gets the same samples whatever else is in the file, its position, the batch size or the engine.", PREDICT,
 ))
-EVALUATE_SEED = Opt("seed", _option(
+EVALUATE_SEED = Opt("seed", typed_option(
     "--seed", Optional[int], "Random seed: the same seed gives the same samples for a series, whatever else is in the file.", PREDICT
 ))
 WINDOW_OPTIONS = (
-    Opt("windows", _option("--windows", int, "Rolling windows per series, cut from its end.", PREDICT), 1),
-    Opt("stride", _option("--stride", Optional[int], "Steps between window starts (default: the horizon).", PREDICT)),
-    Opt("season_length", _option(
+    Opt("windows", typed_option("--windows", int, "Rolling windows per series, cut from its end.", PREDICT), 1),
+    Opt("stride", typed_option("--stride", Optional[int], "Steps between window starts (default: the horizon).", PREDICT)),
+    Opt("season_length", typed_option(
         "--season-length", Optional[int], "Season length m for MASE, MSIS and the baseline (default: from the frequency).", PREDICT
     )),
 )
 
 ENGINE_OPTIONS = (
-    Opt("engine", _option("--engine", Engine, "local (this process) or ray (a Ray cluster; needs pip install 'moirai-cli[ray]').", RUN), Engine.local),
-    Opt("ray_address", _option("--ray-address", Optional[str], "Ray cluster to join: 'auto' or an address (default: start a local cluster).", RUN)),
-    Opt("workers", _option(
+    Opt("engine", typed_option("--engine", Engine, "local (this process) or ray (a Ray cluster; needs pip install 'moirai-cli[ray]').", RUN), Engine.local),
+    Opt("ray_address", typed_option("--ray-address", Optional[str], "Ray cluster to join: 'auto' or an address (default: start a local cluster).", RUN)),
+    Opt("workers", typed_option(
         "--workers", Optional[int], "Ray workers, each loading the model once (one GPU each with --device cuda; default 1).", RUN
     )),
 )
-QUIET = Opt("quiet", _option(("--quiet", "-q"), bool, "No progress bar, notes or summary (warnings stay).", RUN), False)
-DEBUG = Opt("debug", _option("--debug", bool, "Show the full traceback on errors.", RUN), False)
+QUIET = Opt("quiet", typed_option(("--quiet", "-q"), bool, "No progress bar, notes or summary (warnings stay).", RUN), False)
+DEBUG = Opt("debug", typed_option("--debug", bool, "Show the full traceback on errors.", RUN), False)
 
 FORECAST_OUTPUTS = (
-    Opt("output", _option(
+    Opt("output", typed_option(
         ("--output", "-o"), Optional[str],
         "CSV, Parquet, JSON or JSONL file, or a folder (or URI) for a Parquet dataset (default: CSV on stdout).", OUTPUT,
     )),
-    Opt("samples_output", _option("--samples-output", Optional[str], "File for the sample paths (one row per sample and step).", OUTPUT)),
-    Opt("plot", _option("--plot", Optional[str], "PNG with history, median and 80% band.", OUTPUT)),
+    Opt("samples_output", typed_option("--samples-output", Optional[str], "File for the sample paths (one row per sample and step).", OUTPUT)),
+    Opt("plot", typed_option("--plot", Optional[str], "PNG with history, median and 80% band.", OUTPUT)),
 )
 EVALUATE_OUTPUTS = (
-    Opt("output", _option(
+    Opt("output", typed_option(
         ("--output", "-o"), Optional[str], "Per-window metrics: CSV, Parquet, JSON or JSONL ('-': CSV on stdout, table on stderr).", OUTPUT
     )),
-    Opt("forecasts_output", _option(
+    Opt("forecasts_output", typed_option(
         "--forecasts-output", Optional[str],
         "Per-window forecasts (one row per series, window and step: actual, means, quantiles), same formats.", OUTPUT,
     )),
-    Opt("plot", _option("--plot", Optional[str], "PNG of the best and worst series (by MASE) in the last window.", OUTPUT)),
+    Opt("plot", typed_option("--plot", Optional[str], "PNG of the best and worst series (by MASE) in the last window.", OUTPUT)),
 )
 
-LIST_FORMAT = Opt("output_format", _option(
+TRAIN = "Fine-tuning"
+TrainingMode = enum.Enum("TrainingMode", {name: name for name in ("full", "lora", "head")}, type=str)
+# Fine-tuning settings (moirai_cli.training.FinetuneSettings): unset ones keep the library's defaults.
+TRAINING_OPTIONS = (
+    Opt("context_length", typed_option("--context-length", Optional[int], "Steps of context in each training window (default 1024).", TRAIN)),
+    Opt("steps", typed_option("--steps", Optional[int], "Training steps, at most (default 200; early stopping may end sooner).", TRAIN)),
+    Opt("learning_rate", typed_option(
+        "--learning-rate", Optional[float], "AdamW's learning rate (default: 1e-5 for --mode full, 1e-4 for lora and head).", TRAIN
+    )),
+    Opt("batch_size", typed_option("--batch-size", Optional[int], "Training windows per step (default 32).", TRAIN)),
+    Opt("mode", typed_option(
+        "--mode", Optional[TrainingMode], "What trains: every weight (full, default), low-rank adapters (lora) or the output head (head).", TRAIN
+    )),
+    Opt("lora_rank", typed_option("--lora-rank", Optional[int], "Rank of the LoRA adapters (default 8).", TRAIN)),
+    Opt("lora_alpha", typed_option("--lora-alpha", Optional[float], "Scale of the LoRA adapters: alpha / rank (default 16).", TRAIN)),
+    Opt("validation_windows", typed_option(
+        "--validation-windows", Optional[int],
+        "Last horizons of each series held out, as evaluate holds them out, to stop early and keep the best step (default 1; 0: none).", TRAIN,
+    )),
+    Opt("validation_interval", typed_option("--validation-interval", Optional[int], "Steps between validations (default 10).", TRAIN)),
+    Opt("patience", typed_option("--patience", Optional[int], "Validations without improvement before stopping (default 5).", TRAIN)),
+    Opt("seed", typed_option("--seed", Optional[int], "Seed of the training windows' draws and of LoRA's start: the same run twice gives the same weights on a CPU (default 0).", TRAIN)),
+    Opt("dtype", typed_option("--dtype", Optional[Dtype], "float32 (default) or bfloat16 (autocast, for GPUs; the weights stay float32).", TRAIN)),
+)
+
+LIST_FORMAT = Opt("output_format", typed_option(
     "--format", Optional[ListFormat], "table, csv or json (default: a table on a terminal, CSV otherwise).", OUTPUT
 ))
 
@@ -187,7 +212,7 @@ JOB_OPTIONS = frozenset(
 """The options that go into the job (ForecastJob / BacktestJob); the others are the command line's own."""
 ALL_OPTIONS = (
     DATA_ARGUMENT, HORIZON, *READ_OPTIONS, KNOWN_COVARIATES, FUTURE, MODEL_NAME, *MODEL_OPTIONS, *PREDICT_OPTIONS, SEED,
-    *WINDOW_OPTIONS, *ENGINE_OPTIONS, QUIET, DEBUG, *FORECAST_OUTPUTS, *EVALUATE_OUTPUTS, LIST_FORMAT,
+    *WINDOW_OPTIONS, *ENGINE_OPTIONS, QUIET, DEBUG, *FORECAST_OUTPUTS, *EVALUATE_OUTPUTS, LIST_FORMAT, *TRAINING_OPTIONS,
 )
 
 

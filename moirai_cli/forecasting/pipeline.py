@@ -461,6 +461,17 @@ class MoiraiForecaster(FamilyTraits):
         report_to_python(result, dataset.source)
         return result.tables[FORECAST]
 
+    def fit(self, df: pd.DataFrame, horizon: int, **options) -> "MoiraiForecaster":
+        """A new forecaster fine-tuned on `df` for forecasts of `horizon` steps, with each family's own loss.
+
+        `df` is read as `predict_df` reads it; `options` are its reading options and the fine-tuning
+        settings (`moirai_cli.training.FinetuneSettings`: steps, learning_rate, mode, lora_rank, ...),
+        plus `output_dir` to also write the tuned checkpoint. This forecaster is left as it is.
+        """
+        from moirai_cli.training import fit  # the training layer, above this one: its entry point from here
+
+        return fit(self, df, horizon, **options)
+
     def _batches(
         self, rows, targets, past, known, horizon, context_length, size, batch_size, holdout=False
     ) -> Iterator[tuple[np.ndarray, TokenBatch]]:

@@ -5,6 +5,7 @@
 other, with a model card. Nothing outside this package imports it.
 """
 
+from moirai_cli.training.fit import finetune_checkpoint, fit, split_options
 from moirai_cli.training.output import BaseModel, data_fingerprint
 from moirai_cli.training.settings import DEFAULT_LEARNING_RATES, MODES, TRAINING_DTYPES, FinetuneSettings
 from moirai_cli.training.trainer import FinetuneResult, TrainingProgress, describe, finetune, run_settings
@@ -20,5 +21,8 @@ __all__ = [
     "data_fingerprint",
     "describe",
     "finetune",
+    "finetune_checkpoint",
+    "fit",
+    "split_options",
     "run_settings",
 ]

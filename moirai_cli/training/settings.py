@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from moirai_cli.errors import InputError
+from moirai_cli.errors import InputError, option
 from moirai_cli.forecasting.pipeline import DEFAULT_CONTEXT_LENGTH
 
 MODES = ("full", "lora", "head")
@@ -57,9 +57,9 @@ class FinetuneSettings:
         if self.patch_size is not None:
             _check_int("patch_size", self.patch_size, minimum=1)
         if self.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise InputError(f"{option('mode')} must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.dtype not in TRAINING_DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(TRAINING_DTYPES)}, got {self.dtype!r}")
+            raise InputError(f"{option('dtype')} must be one of {', '.join(TRAINING_DTYPES)}, got {self.dtype!r}")
         if self.learning_rate is not None:
             _check_positive("learning_rate", self.learning_rate)
         _check_positive("lora_alpha", self.lora_alpha)
@@ -67,9 +67,9 @@ class FinetuneSettings:
             _check_positive("max_grad_norm", self.max_grad_norm)
         _check_number("weight_decay", self.weight_decay)
         if self.weight_decay < 0:
-            raise InputError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise InputError(f"{option('weight_decay')} must be >= 0, got {self.weight_decay}")
         if self.warmup_steps > self.steps:
-            raise InputError(f"warmup_steps must be at most steps ({self.steps}), got {self.warmup_steps}")
+            raise InputError(f"{option('warmup_steps')} must be at most {option('steps')} ({self.steps}), got {self.warmup_steps}")
 
     @property
     def effective_learning_rate(self) -> float:
@@ -92,17 +92,17 @@ class FinetuneSettings:
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} must be an integer, got {value!r}")
+        raise InputError(f"{option(name)} must be an integer, got {value!r}")
     if value < minimum:
-        raise InputError(f"{name} must be at least {minimum}, got {value}")
+        raise InputError(f"{option(name)} must be at least {minimum}, got {value}")
 
 
 def _check_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
+        raise InputError(f"{option(name)} must be a finite number, got {value!r}")
 
 
 def _check_positive(name: str, value: Any) -> None:
     _check_number(name, value)
     if value <= 0:
-        raise InputError(f"{name} must be > 0, got {value}")
+        raise InputError(f"{option(name)} must be > 0, got {value}")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from moirai_cli.data import SeriesRecord
-from moirai_cli.errors import InputError, MoiraiError, check_at_least_one
+from moirai_cli.errors import InputError, MoiraiError, check_at_least_one, option
 from moirai_cli.evaluation.backtest import evaluate
 from moirai_cli.forecasting.packing import TokenBatch
 from moirai_cli.forecasting.pipeline import PROCEDURES, MoiraiForecaster
@@ -133,7 +133,7 @@ def finetune(
         raise InputError("no series to fine-tune on")
     if forecaster.model.dtype != torch.float32:
         raise InputError(
-            "fine-tuning needs the base model loaded in float32; train in bfloat16 with dtype='bfloat16' (autocast) instead"
+            f"fine-tuning needs the base model loaded in float32; train in bfloat16 with {option('dtype', 'bfloat16')} (autocast) instead"
         )
     folder = Path(output_dir) if output_dir is not None else None
     if resume and folder is None:
@@ -159,7 +159,7 @@ def finetune(
     if settings.validation_windows and not held_out:
         raise InputError(
             f"no series has an observed value in its last {settings.validation_windows} horizon(s) to validate on; "
-            "set validation_windows to 0 to train without validation"
+            f"set {option('validation_windows', 0)} to train without validation"
         )
     patch_size = int(state["patch_size"]) if state is not None else choose_patch_size(forecaster, records, horizon, settings, training)
     config = forecaster.model.config
@@ -425,11 +425,11 @@ def check_resumable(state: dict[str, Any], settings: FinetuneSettings, horizon: 
     if differing:
         name = differing[0]
         raise InputError(
-            f"{folder}: the run was started with {name}={saved.to_dict()[name]!r}, not {getattr(settings, name)!r}; "
-            "resume it with its own settings (only steps may change; see run_settings)"
+            f"{folder}: the run was started with {option(name, saved.to_dict()[name])}, not {getattr(settings, name)!r}; "
+            f"resume it with its own settings (only {option('steps')} may change)"
         )
     if settings.steps < state["step"]:
-        raise InputError(f"{folder}: the run has already trained {state['step']} steps; steps must be at least that")
+        raise InputError(f"{folder}: the run has already trained {state['step']} steps; {option('steps')} must be at least that")
 
 
 def run_settings(output_dir: str | Path) -> tuple[FinetuneSettings, int]:
@@ -448,7 +448,7 @@ def choose_patch_size(
     sizes = forecaster.patch_sizes
     if settings.patch_size is not None:
         if settings.patch_size not in sizes:
-            raise InputError(f"patch_size {settings.patch_size} is not one of this checkpoint's sizes {list(sizes)}")
+            raise InputError(f"{option('patch_size')} {settings.patch_size} is not one of this checkpoint's sizes {list(sizes)}")
         return settings.patch_size
     default = forecaster.default_patch_size
     if default != "auto":
