@@ -8,7 +8,7 @@ read whole and cut into chunks of the same size. Both give the same rows.
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from moirai_cli.data import (
     STDIO,
@@ -49,10 +49,7 @@ def forecast(
     forecaster = load_forecaster(job.model, progress=download_progress)
     check_forecaster(job, forecaster, samples=samples)
     events.started(total, f"device {forecaster.device}")
-    for batch in itertools.chain([first], batches):
-        result = run_chunk(forecaster, batch, job, samples=samples, progress=events.advance)
-        events.advance(len(batch.skipped))
-        yield result
+    yield from _procedure(forecaster, itertools.chain([first], batches), job, events, samples=samples)
 
 
 def read_whole(job: ForecastJob, data: str, events: RunEvents) -> SeriesDataset:
@@ -72,10 +69,20 @@ def backtest(
     forecaster = forecaster or load_forecaster(job.model, progress=download_progress)
     check_forecaster(job, forecaster)
     events.started(len(dataset.series) * job.windows, f"device {forecaster.device}")
-    result = run_chunk(forecaster, dataset, job, progress=events.advance)
+    result = next(_procedure(forecaster, [dataset], job, events))
     if not result.series:
         raise too_short_error(job.horizon, job.windows, job.step)
     return result
+
+
+def _procedure(
+    forecaster: MoiraiForecaster, chunks: Iterable[SeriesDataset], job: ForecastJob, events: RunEvents, *, samples: bool = False
+) -> Iterator[ChunkResult]:
+    """The per-chunk procedure on each chunk in turn, progress counted per series (skipped ones too)."""
+    for chunk in chunks:
+        result = run_chunk(forecaster, chunk, job, samples=samples, progress=events.advance)
+        events.advance(len(chunk.skipped))
+        yield result
 
 
 def _future_horizon(job: ForecastJob) -> int | None:
