@@ -88,8 +88,8 @@ class DateConvention:
             row, text = self.short_dash_row
             raise InputError(
                 f"{source}: column '{column}': '{text}' (row {row}) reads as {_year_first_reading(text)} with the year "
-                f"first, or with the year last; pass {option('date_format')} '%y-%m-%d' for the year first, or "
-                f"{option('dayfirst', True)}, {option('dayfirst', False)} or {option('date_format')} '%d-%m-%y' for the year last"
+                f"first, or with the year last; pass {option('date_format', '%y-%m-%d')} for the year first, or "
+                f"{option('dayfirst', True)}, {option('dayfirst', False)} or {option('date_format', '%d-%m-%y')} for the year last"
             )
         day, month = self.day_first_row, self.month_first_row
         if day and month:

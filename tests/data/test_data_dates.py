@@ -124,7 +124,7 @@ def test_two_digit_years_first_are_not_read_as_days():
         load_dataset(frame(yearly), source="d.csv")
     message = str(err.value)
     assert message.startswith("d.csv: column 'date': '13-01-01' (row 1) reads as 2013-01-01 with the year first")
-    assert "--date-format '%y-%m-%d'" in message and "--dayfirst" in message
+    assert "date_format='%y-%m-%d'" in message and "dayfirst=True" in message  # a Python caller's error names the parameter
     data = load_dataset(frame(yearly), date_format="%y-%m-%d", horizon=2)
     assert data.freq == "YS-JAN" and data.series[0].timestamps[0] == pd.Timestamp("2013-01-01")
     assert data.future_index(data.series[0], 2).tolist() == [pd.Timestamp("2025-01-01"), pd.Timestamp("2026-01-01")]

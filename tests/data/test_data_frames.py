@@ -340,7 +340,7 @@ def test_monthly_data_late_in_the_month_says_what_works():
     with pytest.raises(InputError) as err:
         load_dataset(dated(stamps.strftime("%Y-%m-%d")), source="m.csv")
     assert str(err.value).startswith("m.csv: series 'y': timestamps a month apart on day 30 ")
-    assert "--freq MS" in str(err.value) and "ME" in str(err.value) and "set --freq" not in str(err.value)
+    assert "freq='MS'" in str(err.value) and "ME" in str(err.value) and "set freq" not in str(err.value)  # a Python caller's error names the parameter
 
 
 def test_a_given_freq_that_does_not_fit_says_so_without_asking_for_freq():
@@ -359,7 +359,7 @@ def test_a_frequency_that_does_not_move_forward_is_refused(freq):
     # --freq -1D: IndexError; --freq 0D: ValueError with numpy warning lines; both exit 1.
     with pytest.raises(InputError) as err:
         load_dataset(dated(["2020-01-01", "2020-01-02", "2020-01-03"]), freq=freq, horizon=2)
-    assert str(err.value) == f"--freq: '{freq}' does not move forward in time; give a positive step (for example h, D, W-SUN, MS, 15min)"
+    assert str(err.value) == f"freq: '{freq}' does not move forward in time; give a positive step (for example h, D, W-SUN, MS, 15min)"
 
 
 def test_a_date_pandas_misreads_gets_the_format_to_give():
@@ -368,7 +368,7 @@ def test_a_date_pandas_misreads_gets_the_format_to_give():
         load_dataset(dated(["Jan-24", "Feb-24", "Mar-24"]), source="m.csv")
     assert str(err.value) == (
         "m.csv: column 'date', row 1: 'Jan-24' could not be read as a date (pandas reads it as 0001-01-24); "
-        "give its format with --date-format, for example '%b-%y'"
+        "give its format with date_format, for example '%b-%y'"  # a Python caller's error names the parameter
     )
     data = load_dataset(dated(["Jan-24", "Feb-24", "Mar-24"]), date_format="%b-%y")
     assert data.freq == "MS" and data.series[0].timestamps[0] == pd.Timestamp("2024-01-01")
