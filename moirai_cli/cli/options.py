@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import enum
 import inspect
-import shlex
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Optional
 
@@ -250,7 +250,10 @@ def flag_name(name: str, value: str | None = None) -> str:
     shown = ast.literal_eval(value)
     if shown is True or shown is False:
         return positive if shown or not negative else negative
-    return f"{positive} {shlex.quote(str(shown))}"
+    text = str(shown)
+    if re.fullmatch(r"[\w.+-]+", text) is None:  # not a plain word, number or frequency: quoted as a shell would take it
+        text = "'" + text.replace("'", "'\"'\"'") + "'"
+    return f"{positive} {text}"
 
 
 def choice_error(param: Any, argv: list[str]) -> str | None:
