@@ -130,18 +130,17 @@ def decode_cached(
         suffix_tokens=(num_future - 1) * slots_per_step,
         paths_per_series=num_samples,
     )
-    per_token = {"target": tokens.target, "loc": loc, "scale": scale, "patch_size": tokens.patch_size,
-                 "time_id": tokens.time_id, "variate_id": tokens.variate_id}
+    per_token = {"target": tokens.target, "loc": loc, "scale": scale, "time_id": tokens.time_id, "variate_id": tokens.variate_id}
     paths = [drawn]
     for step in range(num_future - 1):
         # The new time step: each target variate's drawn patch, then the known covariates.
         slot = torch.cat([batch.future[:, :, step], batch.future_covariates[:, :, step]], dim=1)  # (B, K)
         new = {name: gather_rows(t, slot).repeat_interleave(num_samples, dim=0) for name, t in per_token.items()}  # (R, K, ...)
         new["target"][:, :num_variates] = drawn.to(new["target"].dtype)
-        hidden = model.embed(new["target"], new["loc"], new["scale"], new["patch_size"])
+        hidden = model.embed(new["target"], new["loc"], new["scale"], tokens.patch_size)
         out = model.extend(hidden, new["time_id"], new["variate_id"], cache)
         targets = slice(0, num_variates)
-        distribution = model.distribution(out[:, targets], new["patch_size"][:, targets], new["loc"][:, targets], new["scale"][:, targets])
+        distribution = model.distribution(out[:, targets], tokens.patch_size, new["loc"][:, targets], new["scale"][:, targets])
         drawn = distribution.sample(1, generators)[0]  # (R, V, M)
         paths.append(drawn)
     values = patches_to_horizon(torch.stack(paths, dim=2), batch.patch_size, horizon)  # (R, H, V)

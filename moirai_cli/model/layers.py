@@ -339,10 +339,11 @@ class ResidualBlock(nn.Module):
 
 
 class PatchSizeLinear(nn.Module):
-    """A linear map with one weight per patch size; a token uses the weight of its size.
+    """A linear map with one weight per patch size; tokens use the weight of their size.
 
     `in_mask`/`out_mask` restrict the weight to the first `factor * P` inputs or outputs of
     size P, as the checkpoints store every size in a tensor wide enough for the largest.
+    A call maps tokens of one size (a batch holds one), with that size's weight only.
     """
 
     def __init__(self, in_features: int, out_features: int, patch_sizes: tuple[int, ...], mask: str | None, factor: int = 1):
@@ -358,18 +359,13 @@ class PatchSizeLinear(nn.Module):
                 keep[index, factor * size :, :] = False
         self.register_buffer("keep", keep, persistent=False)
 
-    def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
-        """x: (..., in); patch_size: (...) -> (..., out)."""
-        if len(self.patch_sizes) == 1:
-            weight, bias = self.weight[0] * self.keep[0], self.bias[0]
-            return rowwise(lambda rows: F.linear(rows, weight, bias), x)
-        out = None
-        for index, size in enumerate(self.patch_sizes):
-            weight, bias = self.weight[index] * self.keep[index], self.bias[index]
-            part = rowwise(lambda rows: F.linear(rows, weight, bias), x)
-            part = part * (patch_size == size).unsqueeze(-1)
-            out = part if out is None else out + part
-        return out
+    def forward(self, x: torch.Tensor, patch_size: int) -> torch.Tensor:
+        """x: (..., in), every token of size `patch_size` -> (..., out)."""
+        if patch_size not in self.patch_sizes:
+            raise ValueError(f"patch size {patch_size} is not one of {list(self.patch_sizes)}")
+        index = self.patch_sizes.index(patch_size)
+        weight, bias = self.weight[index] * self.keep[index], self.bias[index]
+        return rowwise(lambda rows: F.linear(rows, weight, bias), x)
 
 
 class ParamProjection(nn.Module):
@@ -391,11 +387,11 @@ class ParamProjection(nn.Module):
         """(..., width * M) read row-major as (width, M) -> (..., M, width)."""
         return out.unflatten(-1, (width, self.max_patch)).transpose(-1, -2)
 
-    def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        """Raw logits (..., M, K) and domain-mapped parameters, each (..., M)."""
+    def forward(self, x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """Raw logits (..., M, K) and domain-mapped parameters, each (..., M), of tokens of size `patch_size`."""
         num_components, width = len(self.components), self.max_patch
         widths = (num_components * width, width)
-        outputs = rowwise(self._project, x, patch_size, widths=widths)  # (..., K*M + one M per parameter)
+        outputs = rowwise(lambda rows: self._project(rows, patch_size), x, widths=widths)  # (..., K*M + one M per parameter)
         logits = self.unflatten(outputs[..., : num_components * width], num_components)
         params, start = [], num_components * width
         for spec in self.components:
@@ -405,7 +401,7 @@ class ParamProjection(nn.Module):
                 start += width
         return logits, params
 
-    def _project(self, x: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, patch_size: int) -> torch.Tensor:
         """Every head's output side by side: raw logits, then each parameter mapped to its domain."""
         outputs = [self.proj.weights_logits(x, patch_size)]
         for spec, heads in zip(self.components, self.proj.components):

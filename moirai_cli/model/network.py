@@ -45,7 +45,8 @@ class PackedTokens:
     series: its tokens have sample_id 1; tokens with sample_id 0 are padding and never interact
     with real tokens. Every variate of a row has at least one token, so variate ids (and time
     ids, which count the row's patch positions) are below the row length L: the network sizes
-    its tables from L instead of reading the ids back from the device.
+    its tables from L instead of reading the ids back from the device. Every token of a batch has
+    the same patch size, known on the host: the layers that depend on it use only its weights.
     """
 
     target: torch.Tensor  # (B, L, M) float
@@ -54,11 +55,12 @@ class PackedTokens:
     time_id: torch.Tensor  # (B, L) long
     variate_id: torch.Tensor  # (B, L) long
     prediction_mask: torch.Tensor  # (B, L) bool: value still to be forecast
-    patch_size: torch.Tensor  # (B, L) long
+    patch_size: int  # of every token: one of the checkpoint's sizes
 
     def map(self, fn) -> "PackedTokens":
-        """Apply `fn` to every field (indexing, repeating, moving to a device)."""
-        return PackedTokens(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+        """Apply `fn` to every tensor (indexing, repeating, moving to a device); the patch size stays."""
+        tensors = {f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "patch_size"}
+        return PackedTokens(**tensors, patch_size=self.patch_size)
 
 
 def packed_std_scaler(
@@ -248,8 +250,8 @@ class MoiraiNetwork(nn.Module):
         """The family's input projection of every token: (B, L, D)."""
         raise NotImplementedError
 
-    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
-        """The family's output from final representations (..., D) and each token's scaler statistics."""
+    def head(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor):
+        """The family's output from final representations (..., D) of tokens of one patch size and their scaler statistics."""
         raise NotImplementedError
 
     def encode(
@@ -357,10 +359,9 @@ class MoiraiNetwork(nn.Module):
         """`forward` after the scaler, for callers that keep the statistics (cached decoding)."""
         hidden = self.embed_tokens(tokens, loc, scale)
         hidden = self.encode(hidden, tokens, query_positions=positions, keep_kv=keep_kv)
-        patch_size = tokens.patch_size
         if positions is not None:
-            loc, scale, patch_size = (gather_rows(t, positions) for t in (loc, scale, patch_size))
-        return self.head(hidden, patch_size, loc, scale)
+            loc, scale = gather_rows(loc, positions), gather_rows(scale, positions)
+        return self.head(hidden, tokens.patch_size, loc, scale)
 
 
 class MixtureNetwork(MoiraiNetwork):
@@ -370,7 +371,7 @@ class MixtureNetwork(MoiraiNetwork):
         super().__init__(config, experts)
         self.param_proj = ParamProjection(config.d_model, config.patch_sizes, config.components)
 
-    def distribution(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
+    def distribution(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
         """Mixture per value from final representations: batch shape (..., M)."""
         logits, params = self.param_proj(hidden, patch_size)
         width = logits.shape[-2]
@@ -383,7 +384,7 @@ class MixtureNetwork(MoiraiNetwork):
             scale.expand(*scale.shape[:-1], width),
         )
 
-    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
+    def head(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
         return self.distribution(hidden, patch_size, loc, scale)
 
 
@@ -397,8 +398,8 @@ class MoiraiMoE(MixtureNetwork):
         self.res_proj = PatchSizeLinear(width, dim, sizes, mask="in")
         self.feat_proj = PatchSizeLinear(dim, dim, sizes, mask=None)
 
-    def embed(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
-        """Standardise the values and project each token to d_model: (B, L, M) -> (B, L, D)."""
+    def embed(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, patch_size: int) -> torch.Tensor:
+        """Standardise the values of tokens of one patch size and project each to d_model: (B, L, M) -> (B, L, D)."""
         scaled = self.standardise(target, loc, scale)
         hidden = self.feat_proj(F.silu(self.in_proj(scaled, patch_size)), patch_size)
         return hidden + self.res_proj(scaled, patch_size)
@@ -439,7 +440,7 @@ class Moirai2(MoiraiNetwork):
         scaled = self.standardise(tokens.target, loc, scale)
         return self.in_proj(torch.cat([scaled, tokens.observed.to(scaled.dtype)], dim=-1))
 
-    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def head(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Quantiles (..., num_predict_token, Q, P) of the patches after each token, in original units."""
         config = self.config
         out = self.out_proj(hidden).float() * scale + loc  # (..., NPT * Q * P)
