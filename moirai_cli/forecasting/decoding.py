@@ -112,7 +112,25 @@ def decode_exact(
 def decode_cached(
     model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples: int, generators: Sequence[torch.Generator]
 ) -> torch.Tensor:
-    """Sample paths (B, S, H, V) with the scaler frozen at the context and a key/value cache (one generator per series)."""
+    """Sample paths (B, S, H, V) with the scaler frozen at the context and a key/value cache (one generator per series).
+
+    On a CPU with several compute threads, groups of series decode side by side, one thread each
+    (execution.py): a step's many small operations then never wait for the other threads.
+    """
+    num_series = batch.last_context.shape[0]
+    workers = chunk_workers(batch.last_context.device)
+    groups = row_chunks(num_series, 1, num_series, workers)
+
+    def run(rows: slice) -> torch.Tensor:
+        return decode_cached_group(model, batch.select(rows), horizon, num_samples, generators[rows])
+
+    return torch.cat(map_chunks(run, groups, workers))
+
+
+def decode_cached_group(
+    model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples: int, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """`decode_cached` for one group of series, all its steps at once."""
     tokens = batch.tokens
     num_series, num_variates = batch.last_context.shape
     num_future = batch.future.shape[-1]

@@ -217,6 +217,13 @@ class TokenBatch:
         """The patch size of every token of the batch."""
         return self.tokens.patch_size
 
+    def select(self, rows: slice) -> "TokenBatch":
+        """The series `rows` of the batch, as a batch of their own."""
+        return TokenBatch(
+            self.tokens.map(lambda t: t[rows]), self.last_context[rows], self.future[rows], self.future_covariates[rows],
+            self.shared_layout,
+        )
+
     def pass_plan(self, step: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(columns a pass needs, read positions (V,) among them) for the pass that draws future patch `step`.
 
