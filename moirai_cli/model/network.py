@@ -157,7 +157,12 @@ class KeyValueCache:
     ) -> "KeyValueCache":
         """A cache over a computed prefix, padded to whole key blocks, with room for `suffix_tokens` per path."""
         extra = whole_key_blocks(visible.shape[1]) - visible.shape[1]
-        prefix = [(F.pad(key, (0, 0, 0, extra)), F.pad(value, (0, 0, 0, extra))) for key, value in prefix]
+
+        def padded(t: torch.Tensor) -> torch.Tensor:  # keys and values of the CPU's encode come padded already
+            missing = whole_key_blocks(t.shape[2]) - t.shape[2]
+            return F.pad(t, (0, 0, 0, missing)) if missing else t
+
+        prefix = [(padded(key), padded(value)) for key, value in prefix]
         return cls(
             prefix=prefix,
             prefix_visible=F.pad(visible, (0, extra), value=False),
@@ -271,13 +276,17 @@ class MoiraiNetwork(nn.Module):
             tokens.sample_id, tokens.time_id, tokens.variate_id, tokens.sample_id, tokens.time_id, tokens.variate_id,
             causal=self.causal,
         )
+        keys = None
+        if hidden.is_cpu:  # keys in whole blocks (see pad_keys), their padding hidden once for every layer
+            keys = whole_key_blocks(visible.shape[-1])
+            visible, same_variate = (F.pad(mask, (0, keys - mask.shape[-1]), value=False) for mask in (visible, same_variate))
         rotary = self.rotary.tables(tokens.time_id, self.dtype, bound=tokens.time_id.shape[1])
         query_rotary = rotary
         last = len(self.encoder.layers) - 1
         for index, layer in enumerate(self.encoder.layers):
             attention = layer.self_attn
             normed = layer.norm1(hidden)
-            key, value = attention.key_value(normed, rotary)
+            key, value = attention.key_value(normed, rotary, keys)
             if keep_kv is not None:
                 keep_kv.append((key, value))
             if index == last and query_positions is not None:
