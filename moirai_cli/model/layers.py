@@ -120,7 +120,7 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Ten
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     rotated = x[..., :width]
     pairs = rotated.unflatten(-1, (-1, 2))
-    swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2).mul_(sin)  # twice as fast as flip
+    swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2).mul_(sin)
     torch.mul(rotated, cos, out=out[..., :width]).add_(swapped)
     out[..., width:] = x[..., width:]
     return out
