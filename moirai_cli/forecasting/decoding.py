@@ -112,7 +112,25 @@ def decode_exact(
 def decode_cached(
     model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples: int, generators: Sequence[torch.Generator]
 ) -> torch.Tensor:
-    """Sample paths (B, S, H, V) with the scaler frozen at the context and a key/value cache (one generator per series)."""
+    """Sample paths (B, S, H, V) with the scaler frozen at the context and a key/value cache (one generator per series).
+
+    On a CPU with several compute threads, groups of series decode side by side, one thread each
+    (execution.py): a step's many small operations then never wait for the other threads.
+    """
+    num_series = batch.last_context.shape[0]
+    workers = chunk_workers(batch.last_context.device)
+    groups = row_chunks(num_series, 1, num_series, workers)
+
+    def run(rows: slice) -> torch.Tensor:
+        return decode_cached_group(model, batch.select(rows), horizon, num_samples, generators[rows])
+
+    return torch.cat(map_chunks(run, groups, workers))
+
+
+def decode_cached_group(
+    model: MoiraiMoE, batch: TokenBatch, horizon: int, num_samples: int, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """`decode_cached` for one group of series, all its steps at once."""
     tokens = batch.tokens
     num_series, num_variates = batch.last_context.shape
     num_future = batch.future.shape[-1]
@@ -130,18 +148,17 @@ def decode_cached(
         suffix_tokens=(num_future - 1) * slots_per_step,
         paths_per_series=num_samples,
     )
-    per_token = {"target": tokens.target, "loc": loc, "scale": scale, "patch_size": tokens.patch_size,
-                 "time_id": tokens.time_id, "variate_id": tokens.variate_id}
+    per_token = {"target": tokens.target, "loc": loc, "scale": scale, "time_id": tokens.time_id, "variate_id": tokens.variate_id}
     paths = [drawn]
     for step in range(num_future - 1):
         # The new time step: each target variate's drawn patch, then the known covariates.
         slot = torch.cat([batch.future[:, :, step], batch.future_covariates[:, :, step]], dim=1)  # (B, K)
         new = {name: gather_rows(t, slot).repeat_interleave(num_samples, dim=0) for name, t in per_token.items()}  # (R, K, ...)
         new["target"][:, :num_variates] = drawn.to(new["target"].dtype)
-        hidden = model.embed(new["target"], new["loc"], new["scale"], new["patch_size"])
+        hidden = model.embed(new["target"], new["loc"], new["scale"], tokens.patch_size)
         out = model.extend(hidden, new["time_id"], new["variate_id"], cache)
         targets = slice(0, num_variates)
-        distribution = model.distribution(out[:, targets], new["patch_size"][:, targets], new["loc"][:, targets], new["scale"][:, targets])
+        distribution = model.distribution(out[:, targets], tokens.patch_size, new["loc"][:, targets], new["scale"][:, targets])
         drawn = distribution.sample(1, generators)[0]  # (R, V, M)
         paths.append(drawn)
     values = patches_to_horizon(torch.stack(paths, dim=2), batch.patch_size, horizon)  # (R, H, V)

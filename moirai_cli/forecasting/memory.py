@@ -9,8 +9,8 @@ kills. The estimate follows decoding.py and network.py:
   in all (the device's plan; on a CPU, one chunk per thread side by side, execution.py), whose attention
   bias and scores are (rows, heads, L, L) float32 and masks (rows, L, L);
 - cached decoding runs the context once per series, keeps its keys/values, and allocates a key/value
-  store of (R, heads, future tokens, head size) per layer for the drawn patches, in whole blocks of
-  KEY_BLOCK tokens (16: a short horizon still gets a block);
+  store of (R, heads, future tokens, head size) per layer for the drawn patches; each step attends over
+  whole blocks of KEY_BLOCK tokens (16) per path, read from that store without copying;
 - Moirai 1.x draws every future patch from one pass (no copies per path); Moirai 2.0 feeds back one
   path per quantile level, like exact decoding with as many rows per series as levels;
 - both hold the samples (N, S, H, V) of the whole call on the host, and a float64 copy to map them back
@@ -91,9 +91,9 @@ def estimate_bytes(config: FamilyConfig, request: Request) -> tuple[int, int]:
         layers = config.num_layers
         context = forward(batch, tokens, request.variates) + 2 * layers * batch * tokens * dim * 4
         slots = request.variates + request.known
-        capacity = whole_key_blocks(max(future - 1, 0) * slots)  # the store is kept in whole key blocks
+        capacity = max(future - 1, 0) * slots
         store = 2 * layers * rows * capacity * dim * 4  # keys and values, every layer
-        step = rows * heads * slots * (whole_key_blocks(tokens) + capacity) * 4 * (ATTENTION_COPIES + 1)
+        step = rows * heads * slots * (whole_key_blocks(tokens) + whole_key_blocks(capacity)) * 4 * (ATTENTION_COPIES + 1)
         step += rows * slots * (ACTIVATION_COPIES * dim + 4 * config.d_ff) * 4  # the new tokens through a layer
         paths = 3 * rows * future * request.variates * width * 4
         device = batch * tokens * per_token + context + store + step + paths

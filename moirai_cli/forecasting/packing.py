@@ -223,10 +223,21 @@ class TokenBatch:
     last_context: torch.Tensor  # (B, V)
     future: torch.Tensor  # (B, V, F)
     future_covariates: torch.Tensor  # (B, Ck, F)
-    patch_size: int
     # When every row has the same token layout (the forecaster batches only such series), the
     # layout on the host, so that decoding can plan each pass without reading the device.
     shared_layout: SeriesTokens | None = None
+
+    @property
+    def patch_size(self) -> int:
+        """The patch size of every token of the batch."""
+        return self.tokens.patch_size
+
+    def select(self, rows: slice) -> "TokenBatch":
+        """The series `rows` of the batch, as a batch of their own."""
+        return TokenBatch(
+            self.tokens.map(lambda t: t[rows]), self.last_context[rows], self.future[rows], self.future_covariates[rows],
+            self.shared_layout,
+        )
 
     def pass_plan(self, step: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(columns a pass needs, read positions (V,) among them) for the pass that draws future patch `step`.
@@ -275,12 +286,10 @@ def collate(series: list[SeriesTokens], patch_size: int, device: torch.device | 
         for name, array in arrays.items():
             array[row, :count] = item.tokens[name]
     tensors = {name: torch.from_numpy(array).to(device) for name, array in arrays.items()}
-    tensors["patch_size"] = torch.full((batch, length), patch_size, dtype=torch.long, device=device)
     return TokenBatch(
-        PackedTokens(**tensors),
+        PackedTokens(**tensors, patch_size=patch_size),
         torch.from_numpy(np.stack([s.last_context for s in series])).to(device),
         torch.from_numpy(np.stack([s.future for s in series])).to(device),
         torch.from_numpy(np.stack([s.future_covariates for s in series])).to(device),
-        patch_size,
         shared_layout=series[0] if same_layout(series) else None,
     )

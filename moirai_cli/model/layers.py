@@ -61,7 +61,8 @@ def rowwise(fn, x: torch.Tensor, *row_args: torch.Tensor, widths: tuple[int, ...
 
 
 def pad_keys(key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keys and values (..., Lk, E) and their bias (..., Lq, Lk) padded to whole KEY_BLOCKs of hidden keys."""
+    """Keys and values (..., Lk, E) and their bias (..., Lq, Lk) padded to whole KEY_BLOCKs of hidden keys
+    (as they are, when they come in whole blocks)."""
     extra = whole_key_blocks(key.shape[-2]) - key.shape[-2]
     if not extra:
         return key, value, bias
@@ -85,6 +86,7 @@ class RotaryEmbedding(nn.Module):
     """Rotary position embedding on the first `width` dims of each head, interleaved pairs.
 
     Pair (2i, 2i+1) turns by angle position * base^(-2i/width); the other dims are untouched.
+    The sine table holds -sin, sin for each pair (see `rotate`).
     """
 
     def __init__(self, width: int, base: int = 10000):
@@ -104,17 +106,24 @@ class RotaryEmbedding(nn.Module):
             size = bound + (-bound % 512)  # whole blocks: every entry is computed alike (see rowwise)
             angles = torch.outer(torch.arange(size, dtype=torch.float, device=self.inv_freq.device), self.inv_freq)
             angles = angles.repeat_interleave(2, dim=-1)  # (size, width)
-            self._cos, self._sin = torch.cos(angles), torch.sin(angles)
+            signs = torch.tensor([-1.0, 1.0], device=angles.device).repeat(self.width // 2)
+            self._cos, self._sin = torch.cos(angles), torch.sin(angles) * signs
         return self._cos[position].unsqueeze(1).to(dtype), self._sin[position].unsqueeze(1).to(dtype)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Apply rotary tables (B, 1, L, w) to the first w dims of x (B, H, L, E)."""
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply rotary tables (B, 1, L, w) to the first w dims of x (B, H, L, E), into `out` (by default a new tensor).
+
+    Pair (a, b) becomes (a cos - b sin, b cos + a sin): the pairs swapped, times the signed sine table.
+    """
     width = cos.shape[-1]
-    rotated, rest = x[..., :width], x[..., width:]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
+    rotated = x[..., :width]
     pairs = rotated.unflatten(-1, (-1, 2))
-    swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    return torch.cat((rotated * cos + swapped * sin, rest), dim=-1)
+    swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2).mul_(sin)
+    torch.mul(rotated, cos, out=out[..., :width]).add_(swapped)
+    out[..., width:] = x[..., width:]
+    return out
 
 
 class VariateBias(nn.Module):
@@ -158,11 +167,23 @@ class Attention(nn.Module):
         """Normed, rotated queries (B, H, L, E)."""
         return rotate(self.q_norm(self.heads(rowwise(self.q_proj, x.to(self.dtype)))), *rotary)
 
-    def key_value(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normed, rotated keys and values, each (B, H, L, E)."""
+    def key_value(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normed, rotated keys and values, each (B, H, L, E); with `length`, written into
+        tensors of `length` >= L keys whose last ones are zeros (whole key blocks, see pad_keys)."""
         x = x.to(self.dtype)
-        key = rotate(self.k_norm(self.heads(rowwise(self.k_proj, x))), *rotary)
-        return key, self.heads(rowwise(self.v_proj, x))
+        key = self.k_norm(self.heads(rowwise(self.k_proj, x)))
+        value = self.heads(rowwise(self.v_proj, x))
+        if length is None:
+            return rotate(key, *rotary), value
+        count = value.shape[2]
+        keys, values = (t.new_empty(*t.shape[:2], length, t.shape[3]) for t in (key, value))
+        for padded in (keys, values):
+            padded[:, :, count:] = 0
+        rotate(key, *rotary, out=keys[:, :, :count])
+        values[:, :, :count] = value
+        return keys, values
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Softmax attention and the output projection: (B, H, Lq, E) -> (B, Lq, D).
@@ -252,22 +273,24 @@ class MixtureOfExperts(nn.Module):
         experts = top_expert.flatten()  # (2N,)
         order = torch.argsort(experts, stable=True)
         grouped = flat.index_select(0, order // EXPERTS_PER_TOKEN).to(self.experts[0].fc1.weight.dtype)  # (2N, D)
+        slot_weights = weights.flatten()[order].unsqueeze(-1)  # (2N, 1): the routing weight of each sorted row
         # Where each expert's block ends, from the sorted ids (static shapes: no read-back).
         ends = torch.searchsorted(experts[order], torch.arange(NUM_EXPERTS, device=x.device), right=True)
         if self.stacked is not None:
-            outputs = self.grouped_experts(grouped, ends.to(torch.int32))
+            outputs = self.grouped_experts(grouped, ends.to(torch.int32)).to(x.dtype).mul_(slot_weights)
         else:
-            outputs = torch.empty_like(grouped)
+            # Each expert's block is weighted, in x's dtype, as it is written (while it is still in cache).
+            outputs = grouped.new_empty(grouped.shape, dtype=x.dtype)
             start = 0
             for expert, count in zip(self.experts, torch.diff(ends, prepend=ends.new_zeros(1)).tolist()):
                 if count:
-                    outputs[start : start + count] = expert(grouped[start : start + count])
+                    block = slice(start, start + count)
+                    torch.mul(expert(grouped[block]), slot_weights[block], out=outputs[block])
                 start += count
         # Back to (token, slot) order with a gather (several times faster than scattering into place).
         slot_of = torch.empty_like(order)
         slot_of[order] = torch.arange(order.numel(), device=order.device)
-        per_slot = outputs.index_select(0, slot_of).view(-1, EXPERTS_PER_TOKEN, flat.shape[-1]).to(x.dtype)  # (N, 2, D)
-        per_slot.mul_(weights.unsqueeze(-1))
+        per_slot = outputs.index_select(0, slot_of).view(-1, EXPERTS_PER_TOKEN, flat.shape[-1])  # (N, 2, D)
         # Two terms in either order give the same float sum, so this equals expert-by-expert accumulation.
         return (per_slot[:, 0] + per_slot[:, 1]).view_as(x)
 
@@ -339,10 +362,11 @@ class ResidualBlock(nn.Module):
 
 
 class PatchSizeLinear(nn.Module):
-    """A linear map with one weight per patch size; a token uses the weight of its size.
+    """A linear map with one weight per patch size; tokens use the weight of their size.
 
     `in_mask`/`out_mask` restrict the weight to the first `factor * P` inputs or outputs of
     size P, as the checkpoints store every size in a tensor wide enough for the largest.
+    A call maps tokens of one size (a batch holds one), with that size's weight only.
     """
 
     def __init__(self, in_features: int, out_features: int, patch_sizes: tuple[int, ...], mask: str | None, factor: int = 1):
@@ -358,18 +382,13 @@ class PatchSizeLinear(nn.Module):
                 keep[index, factor * size :, :] = False
         self.register_buffer("keep", keep, persistent=False)
 
-    def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
-        """x: (..., in); patch_size: (...) -> (..., out)."""
-        if len(self.patch_sizes) == 1:
-            weight, bias = self.weight[0] * self.keep[0], self.bias[0]
-            return rowwise(lambda rows: F.linear(rows, weight, bias), x)
-        out = None
-        for index, size in enumerate(self.patch_sizes):
-            weight, bias = self.weight[index] * self.keep[index], self.bias[index]
-            part = rowwise(lambda rows: F.linear(rows, weight, bias), x)
-            part = part * (patch_size == size).unsqueeze(-1)
-            out = part if out is None else out + part
-        return out
+    def forward(self, x: torch.Tensor, patch_size: int) -> torch.Tensor:
+        """x: (..., in), every token of size `patch_size` -> (..., out)."""
+        if patch_size not in self.patch_sizes:
+            raise ValueError(f"patch size {patch_size} is not one of {list(self.patch_sizes)}")
+        index = self.patch_sizes.index(patch_size)
+        weight, bias = self.weight[index] * self.keep[index], self.bias[index]
+        return rowwise(lambda rows: F.linear(rows, weight, bias), x)
 
 
 class ParamProjection(nn.Module):
@@ -391,11 +410,11 @@ class ParamProjection(nn.Module):
         """(..., width * M) read row-major as (width, M) -> (..., M, width)."""
         return out.unflatten(-1, (width, self.max_patch)).transpose(-1, -2)
 
-    def forward(self, x: torch.Tensor, patch_size: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        """Raw logits (..., M, K) and domain-mapped parameters, each (..., M)."""
+    def forward(self, x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """Raw logits (..., M, K) and domain-mapped parameters, each (..., M), of tokens of size `patch_size`."""
         num_components, width = len(self.components), self.max_patch
         widths = (num_components * width, width)
-        outputs = rowwise(self._project, x, patch_size, widths=widths)  # (..., K*M + one M per parameter)
+        outputs = rowwise(lambda rows: self._project(rows, patch_size), x, widths=widths)  # (..., K*M + one M per parameter)
         logits = self.unflatten(outputs[..., : num_components * width], num_components)
         params, start = [], num_components * width
         for spec in self.components:
@@ -405,7 +424,7 @@ class ParamProjection(nn.Module):
                 start += width
         return logits, params
 
-    def _project(self, x: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, patch_size: int) -> torch.Tensor:
         """Every head's output side by side: raw logits, then each parameter mapped to its domain."""
         outputs = [self.proj.weights_logits(x, patch_size)]
         for spec, heads in zip(self.components, self.proj.components):

@@ -45,7 +45,8 @@ class PackedTokens:
     series: its tokens have sample_id 1; tokens with sample_id 0 are padding and never interact
     with real tokens. Every variate of a row has at least one token, so variate ids (and time
     ids, which count the row's patch positions) are below the row length L: the network sizes
-    its tables from L instead of reading the ids back from the device.
+    its tables from L instead of reading the ids back from the device. Every token of a batch has
+    the same patch size, known on the host: the layers that depend on it use only its weights.
     """
 
     target: torch.Tensor  # (B, L, M) float
@@ -54,11 +55,12 @@ class PackedTokens:
     time_id: torch.Tensor  # (B, L) long
     variate_id: torch.Tensor  # (B, L) long
     prediction_mask: torch.Tensor  # (B, L) bool: value still to be forecast
-    patch_size: torch.Tensor  # (B, L) long
+    patch_size: int  # of every token: one of the checkpoint's sizes
 
     def map(self, fn) -> "PackedTokens":
-        """Apply `fn` to every field (indexing, repeating, moving to a device)."""
-        return PackedTokens(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+        """Apply `fn` to every tensor (indexing, repeating, moving to a device); the patch size stays."""
+        tensors = {f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "patch_size"}
+        return PackedTokens(**tensors, patch_size=self.patch_size)
 
 
 def packed_std_scaler(
@@ -125,20 +127,23 @@ def gather_rows(tensor: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 class KeyValueCache:
     """Keys/values of every layer for a shared prefix (one row per series) and per-path suffixes.
 
-    Prefix tensors have one row per series; suffix tensors one row per sample path, paths of
-    series b occupying rows b*S .. b*S + S - 1. Both are kept in whole blocks of KEY_BLOCK
-    tokens (padding hidden from every query), so each step attends over fixed, aligned shapes
-    (see `moirai_cli.model.layers.rowwise`). The suffix store is allocated once and filled step
-    by step (no copy of what is cached).
+    Prefix tensors have one row per series; suffix rows are sample paths, paths of series b
+    occupying rows b*S .. b*S + S - 1. Each step attends over whole blocks of KEY_BLOCK keys
+    (padding hidden from every query), so that every matrix of scores starts aligned (see
+    `moirai_cli.model.layers.rowwise`). The prefix is stored padded to whole blocks. The suffix
+    store holds exactly `suffix_capacity` tokens per path, path after path, then one block of
+    zeros; a step reads each path's filled tokens as a view of whole blocks that runs on into the
+    next path's store (or the zeros), hidden like padding. So no path stores padding, and the
+    store is allocated once and filled in place (no copy of what is cached).
     """
 
     prefix: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (B, H, Lp, E) keys, values
     prefix_visible: torch.Tensor  # (B, Lp) bool: keys any later token may see
     prefix_variate: torch.Tensor  # (B, Lp)
-    suffix_capacity: int  # tokens per path the store holds, whole KEY_BLOCKs
+    suffix_capacity: int  # tokens per path the store holds
     paths_per_series: int = 1
-    suffix: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer: (R, H, capacity, E)
-    suffix_variate: torch.Tensor | None = None  # (R, capacity)
+    suffix: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer: flat keys, values
+    suffix_variate: torch.Tensor | None = None  # (R, capacity in whole key blocks), -1 past the filled tokens
     suffix_length: int = 0  # tokens per path stored so far
 
     @classmethod
@@ -152,31 +157,44 @@ class KeyValueCache:
     ) -> "KeyValueCache":
         """A cache over a computed prefix, padded to whole key blocks, with room for `suffix_tokens` per path."""
         extra = whole_key_blocks(visible.shape[1]) - visible.shape[1]
-        prefix = [(F.pad(key, (0, 0, 0, extra)), F.pad(value, (0, 0, 0, extra))) for key, value in prefix]
+
+        def padded(t: torch.Tensor) -> torch.Tensor:  # keys and values of the CPU's encode come padded already
+            missing = whole_key_blocks(t.shape[2]) - t.shape[2]
+            return F.pad(t, (0, 0, 0, missing)) if missing else t
+
+        prefix = [(padded(key), padded(value)) for key, value in prefix]
         return cls(
             prefix=prefix,
             prefix_visible=F.pad(visible, (0, extra), value=False),
             prefix_variate=F.pad(variate, (0, extra), value=-1),
-            suffix_capacity=whole_key_blocks(suffix_tokens),
+            suffix_capacity=suffix_tokens,
             paths_per_series=paths_per_series,
         )
 
     def append(self, index: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store layer `index`'s keys/values of the new tokens (R, H, n, E) after the cached ones.
 
-        Returns that layer's whole store (R, H, capacity, E): slots past the filled ones hold
-        nothing a query may see. Every layer appends the same step, so the caller advances
-        `suffix_length` after the last.
+        Returns views (R, H, T, E) of that layer's store, T the stored tokens per path rounded up
+        to whole key blocks: slots past a path's filled ones hold finite values no query may see.
+        Every layer appends the same step, so the caller advances `suffix_length` after the last.
         """
-        start, end = self.suffix_length, self.suffix_length + key.shape[2]
+        rows, heads, new, width = key.shape
+        start, end = self.suffix_length, self.suffix_length + new
         if end > self.suffix_capacity:
             raise ValueError(f"key/value cache holds {self.suffix_capacity} tokens per path, {end} needed")
         if index == len(self.suffix):
-            shape = (key.shape[0], key.shape[1], self.suffix_capacity, key.shape[3])
-            self.suffix.append((key.new_zeros(shape), value.new_zeros(shape)))
-        keys, values = self.suffix[index]
-        keys[:, :, start:end], values[:, :, start:end] = key, value
+            size = (rows * heads * self.suffix_capacity + whole_key_blocks(self.suffix_capacity) - self.suffix_capacity) * width
+            self.suffix.append((key.new_zeros(size), value.new_zeros(size)))  # zeros: whatever a view reads is finite
+        stores = self.suffix[index]
+        for store, new_part in zip(stores, (key, value)):
+            self.per_path(store, rows, heads, width, self.suffix_capacity)[:, :, start:end] = new_part
+        keys, values = (self.per_path(store, rows, heads, width, whole_key_blocks(end)) for store in stores)
         return keys, values
+
+    def per_path(self, store: torch.Tensor, rows: int, heads: int, width: int, slots: int) -> torch.Tensor:
+        """The flat store as (R, H, slots, E); with more slots than the capacity, each path's view runs into the next."""
+        capacity = self.suffix_capacity
+        return store.as_strided((rows, heads, slots, width), (heads * capacity * width, capacity * width, width, 1))
 
 
 class MoiraiNetwork(nn.Module):
@@ -237,8 +255,8 @@ class MoiraiNetwork(nn.Module):
         """The family's input projection of every token: (B, L, D)."""
         raise NotImplementedError
 
-    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
-        """The family's output from final representations (..., D) and each token's scaler statistics."""
+    def head(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor):
+        """The family's output from final representations (..., D) of tokens of one patch size and their scaler statistics."""
         raise NotImplementedError
 
     def encode(
@@ -258,13 +276,17 @@ class MoiraiNetwork(nn.Module):
             tokens.sample_id, tokens.time_id, tokens.variate_id, tokens.sample_id, tokens.time_id, tokens.variate_id,
             causal=self.causal,
         )
+        keys = None
+        if hidden.is_cpu:  # keys in whole blocks (see pad_keys), their padding hidden once for every layer
+            keys = whole_key_blocks(visible.shape[-1])
+            visible, same_variate = (F.pad(mask, (0, keys - mask.shape[-1]), value=False) for mask in (visible, same_variate))
         rotary = self.rotary.tables(tokens.time_id, self.dtype, bound=tokens.time_id.shape[1])
         query_rotary = rotary
         last = len(self.encoder.layers) - 1
         for index, layer in enumerate(self.encoder.layers):
             attention = layer.self_attn
             normed = layer.norm1(hidden)
-            key, value = attention.key_value(normed, rotary)
+            key, value = attention.key_value(normed, rotary, keys)
             if keep_kv is not None:
                 keep_kv.append((key, value))
             if index == last and query_positions is not None:
@@ -297,16 +319,17 @@ class MoiraiNetwork(nn.Module):
         prefix_same = variate_id[::paths].unsqueeze(-1) == cache.prefix_variate.unsqueeze(-2)  # (B, n, Lp)
         prefix_visible = cache.prefix_visible.unsqueeze(1).expand(-1, new, -1)
         if cache.suffix_variate is None:
-            cache.suffix_variate = variate_id.new_full((rows, cache.suffix_capacity), -1)
+            cache.suffix_variate = variate_id.new_full((rows, whole_key_blocks(cache.suffix_capacity)), -1)
         length = cache.suffix_length + new
+        span = whole_key_blocks(length)  # the suffix keys each step attends over, filled ones first
         cache.suffix_variate[:, cache.suffix_length : length] = variate_id
-        suffix_same = variate_id.unsqueeze(-1) == cache.suffix_variate.unsqueeze(-2)  # (R, n, capacity)
-        filled = torch.arange(cache.suffix_capacity, device=hidden.device) < length
+        suffix_same = variate_id.unsqueeze(-1) == cache.suffix_variate[:, :span].unsqueeze(-2)  # (R, n, span)
+        filled = torch.arange(span, device=hidden.device) < length
         suffix_visible = filled.expand_as(suffix_same)
         for index, layer in enumerate(self.encoder.layers):
             attention = layer.self_attn
             normed = layer.norm1(hidden)
-            key, value = cache.append(index, *attention.key_value(normed, rotary))  # (R, H, capacity, E)
+            key, value = cache.append(index, *attention.key_value(normed, rotary))  # (R, H, span, E)
             query = attention.query(normed, rotary)  # (R, H, n, E)
             heads, width = query.shape[1], query.shape[-1]
             prefix_key, prefix_value = cache.prefix[index]  # (B, H, Lp, E)
@@ -315,7 +338,7 @@ class MoiraiNetwork(nn.Module):
             prefix_scores = grouped @ prefix_key.transpose(-1, -2) / math.sqrt(width)  # (B, H, S*n, Lp)
             prefix_bias = attention.var_attn_bias(prefix_same, prefix_visible, query.dtype)  # (B, H, n, Lp)
             prefix_scores = prefix_scores.view(series, heads, paths, new, -1) + prefix_bias.unsqueeze(2)
-            suffix_scores = query @ key.transpose(-1, -2) / math.sqrt(width)  # (R, H, n, capacity)
+            suffix_scores = query @ key.transpose(-1, -2) / math.sqrt(width)  # (R, H, n, span)
             suffix_scores = suffix_scores + attention.var_attn_bias(suffix_same, suffix_visible, query.dtype)
             prefix_scores = prefix_scores.permute(0, 2, 1, 3, 4).reshape(rows, heads, new, -1)
             weights = torch.softmax(torch.cat([prefix_scores, suffix_scores], -1), dim=-1, dtype=torch.float32).to(query.dtype)
@@ -345,10 +368,9 @@ class MoiraiNetwork(nn.Module):
         """`forward` after the scaler, for callers that keep the statistics (cached decoding)."""
         hidden = self.embed_tokens(tokens, loc, scale)
         hidden = self.encode(hidden, tokens, query_positions=positions, keep_kv=keep_kv)
-        patch_size = tokens.patch_size
         if positions is not None:
-            loc, scale, patch_size = (gather_rows(t, positions) for t in (loc, scale, patch_size))
-        return self.head(hidden, patch_size, loc, scale)
+            loc, scale = gather_rows(loc, positions), gather_rows(scale, positions)
+        return self.head(hidden, tokens.patch_size, loc, scale)
 
 
 class MixtureNetwork(MoiraiNetwork):
@@ -358,7 +380,7 @@ class MixtureNetwork(MoiraiNetwork):
         super().__init__(config, experts)
         self.param_proj = ParamProjection(config.d_model, config.patch_sizes, config.components)
 
-    def distribution(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
+    def distribution(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
         """Mixture per value from final representations: batch shape (..., M)."""
         logits, params = self.param_proj(hidden, patch_size)
         width = logits.shape[-2]
@@ -371,7 +393,7 @@ class MixtureNetwork(MoiraiNetwork):
             scale.expand(*scale.shape[:-1], width),
         )
 
-    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
+    def head(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor) -> MixtureDistribution:
         return self.distribution(hidden, patch_size, loc, scale)
 
 
@@ -385,8 +407,8 @@ class MoiraiMoE(MixtureNetwork):
         self.res_proj = PatchSizeLinear(width, dim, sizes, mask="in")
         self.feat_proj = PatchSizeLinear(dim, dim, sizes, mask=None)
 
-    def embed(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, patch_size: torch.Tensor) -> torch.Tensor:
-        """Standardise the values and project each token to d_model: (B, L, M) -> (B, L, D)."""
+    def embed(self, target: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, patch_size: int) -> torch.Tensor:
+        """Standardise the values of tokens of one patch size and project each to d_model: (B, L, M) -> (B, L, D)."""
         scaled = self.standardise(target, loc, scale)
         hidden = self.feat_proj(F.silu(self.in_proj(scaled, patch_size)), patch_size)
         return hidden + self.res_proj(scaled, patch_size)
@@ -427,7 +449,7 @@ class Moirai2(MoiraiNetwork):
         scaled = self.standardise(tokens.target, loc, scale)
         return self.in_proj(torch.cat([scaled, tokens.observed.to(scaled.dtype)], dim=-1))
 
-    def head(self, hidden: torch.Tensor, patch_size: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def head(self, hidden: torch.Tensor, patch_size: int, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Quantiles (..., num_predict_token, Q, P) of the patches after each token, in original units."""
         config = self.config
         out = self.out_proj(hidden).float() * scale + loc  # (..., NPT * Q * P)

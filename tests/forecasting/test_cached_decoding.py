@@ -67,16 +67,20 @@ def test_key_value_cache_fills_its_store_in_place_and_refuses_overflow():
     cache = KeyValueCache.for_prefix(prefix, torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.long), 3, 1)
     assert cache.prefix[0][0].shape == (2, 1, 16, 4)  # whole key blocks, the padding hidden
     assert cache.prefix_visible.sum().item() == 6 and (cache.prefix_variate[:, 3:] == -1).all()
-    assert cache.suffix_capacity == 16
+    assert cache.suffix_capacity == 3  # exactly the suffix: no padding stored per path
     first = torch.arange(8.0).view(2, 1, 1, 4)
     keys, values = cache.append(0, first, -first)
     cache.suffix_length = 1
     second = torch.arange(16.0).view(2, 1, 2, 4) + 100
     keys, values = cache.append(0, second, -second)
-    assert keys.shape == (2, 1, 16, 4)
+    assert keys.shape == (2, 1, 16, 4)  # whole key blocks to attend over
     torch.testing.assert_close(keys[:, :, :3], torch.cat([first, second], 2))
     torch.testing.assert_close(values[:, :, :3], -torch.cat([first, second], 2))
+    # Past its own tokens, a path's view reads the next path's, then the zeros after the last path.
+    torch.testing.assert_close(keys[0, :, 3:6], keys[1, :, :3])
+    assert (keys[1, :, 3:] == 0).all() and (values[1, :, 3:] == 0).all()
+    assert cache.suffix[0][0].numel() == (2 * 3 + 13) * 4  # the paths' tokens and one block of zeros
     assert keys.data_ptr() == cache.suffix[0][0].data_ptr()  # the store itself, not a copy
-    cache.suffix_length = 15
-    with pytest.raises(ValueError, match="holds 16 tokens per path, 17 needed"):
-        cache.append(0, second, second)
+    cache.suffix_length = 3
+    with pytest.raises(ValueError, match="holds 3 tokens per path, 4 needed"):
+        cache.append(0, first, first)

@@ -352,7 +352,7 @@ def test_collate_right_pads_with_padding_tokens():
     count = len(short.tokens["sample_id"])
     assert tokens.sample_id[0, count:].eq(0).all() and tokens.observed[0, count:].eq(False).all()
     assert tokens.prediction_mask[0, count:].eq(False).all()
-    assert tokens.patch_size.eq(4).all()
+    assert tokens.patch_size == 4
     for row, item in enumerate((short, long)):
         n = len(item.tokens["sample_id"])
         for name in FIELDS:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from moirai_cli.model.layers import MIN_ROWS, Attention, GatedFeedForward, rowwise
+import pytest
+
+from moirai_cli.model.layers import MIN_ROWS, Attention, GatedFeedForward, PatchSizeLinear, rowwise
 
 
 def test_rowwise_pads_small_and_ragged_row_counts_then_drops_the_padding():
@@ -33,6 +35,29 @@ def test_an_expert_row_is_the_same_alone_and_in_any_batch():
         for row in (0, 5, 36):
             assert torch.equal(expert(batch[row : row + 1])[0], together[row])
             assert torch.equal(expert(batch[row : row + 3])[0], together[row])
+
+
+@pytest.mark.parametrize("mask", ["in", "out"])
+def test_a_patch_size_linear_maps_with_the_weight_of_the_given_size_only(mask):
+    """Each size has its own weight, restricted to its first inputs ("in") or outputs ("out")."""
+    torch.manual_seed(2)
+    sizes = (2, 4, 8)
+    layer = PatchSizeLinear(8, 8, sizes, mask=mask)
+    torch.nn.init.normal_(layer.weight)
+    torch.nn.init.normal_(layer.bias)
+    x = torch.randn(3, 7, 8)
+    outputs = {}
+    for index, size in enumerate(sizes):
+        weight, bias = layer.weight[index].detach(), layer.bias[index].detach()
+        if mask == "in":
+            expected = F.linear(x[..., :size], weight[:, :size], bias)
+        else:
+            expected = torch.cat([F.linear(x, weight[:size], bias[:size]), bias[size:].expand(3, 7, -1)], dim=-1)
+        outputs[size] = layer(x, size).detach()
+        torch.testing.assert_close(outputs[size], expected)
+    assert not torch.allclose(outputs[2], outputs[4])  # each size its own weight
+    with pytest.raises(ValueError, match="patch size 16 is not one of"):
+        layer(x, 16)
 
 
 def test_attention_rows_are_the_same_alone_and_in_a_batch():
@@ -88,7 +113,7 @@ def test_a_gpu_forward_pass_reads_nothing_back_from_the_device():
         time_id=torch.empty(batch, length, dtype=torch.long, device="meta"),
         variate_id=torch.empty(batch, length, dtype=torch.long, device="meta"),
         prediction_mask=torch.empty(batch, length, dtype=torch.bool, device="meta"),
-        patch_size=torch.empty(batch, length, dtype=torch.long, device="meta"),
+        patch_size=16,
     )
     positions = torch.empty(batch, 1, dtype=torch.long, device="meta")
     with torch.inference_mode():
