@@ -111,16 +111,24 @@ class RotaryEmbedding(nn.Module):
         return self._cos[position].unsqueeze(1).to(dtype), self._sin[position].unsqueeze(1).to(dtype)
 
 
+def training(x: torch.Tensor) -> bool:
+    """Whether gradients flow through `x` (fine-tuning): writes into preallocated tensors (`out=`) must then be avoided."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Apply rotary tables (B, 1, L, w) to the first w dims of x (B, H, L, E), into `out` (by default a new tensor).
 
     Pair (a, b) becomes (a cos - b sin, b cos + a sin): the pairs swapped, times the signed sine table.
+    While training (gradients on), the same arithmetic without writing into `out`, which autograd cannot follow.
     """
     width = cos.shape[-1]
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     rotated = x[..., :width]
     pairs = rotated.unflatten(-1, (-1, 2))
     swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2).mul_(sin)
+    if training(x):
+        return torch.cat((rotated * cos + swapped, x[..., width:]), dim=-1)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     torch.mul(rotated, cos, out=out[..., :width]).add_(swapped)
     out[..., width:] = x[..., width:]
     return out
@@ -178,6 +186,8 @@ class Attention(nn.Module):
         if length is None:
             return rotate(key, *rotary), value
         count = value.shape[2]
+        if training(x):  # the same values, by operations autograd follows
+            return F.pad(rotate(key, *rotary), (0, 0, 0, length - count)), F.pad(value, (0, 0, 0, length - count))
         keys, values = (t.new_empty(*t.shape[:2], length, t.shape[3]) for t in (key, value))
         for padded in (keys, values):
             padded[:, :, count:] = 0
@@ -285,7 +295,10 @@ class MixtureOfExperts(nn.Module):
             for expert, count in zip(self.experts, torch.diff(ends, prepend=ends.new_zeros(1)).tolist()):
                 if count:
                     block = slice(start, start + count)
-                    torch.mul(expert(grouped[block]), slot_weights[block], out=outputs[block])
+                    if training(grouped):
+                        outputs[block] = expert(grouped[block]) * slot_weights[block]
+                    else:
+                        torch.mul(expert(grouped[block]), slot_weights[block], out=outputs[block])
                 start += count
         # Back to (token, slot) order with a gather (several times faster than scattering into place).
         slot_of = torch.empty_like(order)

@@ -65,9 +65,11 @@ def packer_for(forecaster, records, horizon: int, context: int, patch: int) -> W
 def test_moirai1_loss_and_gradients_equal_uni2ts_training_step(forecasters):
     fixture = np.load(FIXTURE)
     batch = {name.removeprefix("batch_"): torch.from_numpy(fixture[name]) for name in fixture if name.startswith("batch_")}
+    sizes = batch["patch_size"][batch["sample_id"] > 0].unique()  # uni2ts gives padding tokens size 0
+    assert len(sizes) == 1  # a batch holds one patch size, which the network takes as a number
     tokens = PackedTokens(
         target=batch["target"], observed=batch["observed_mask"], sample_id=batch["sample_id"], time_id=batch["time_id"],
-        variate_id=batch["variate_id"], prediction_mask=batch["prediction_mask"], patch_size=batch["patch_size"],
+        variate_id=batch["variate_id"], prediction_mask=batch["prediction_mask"], patch_size=int(sizes[0]),
     )
     assert (tokens.sample_id == 0).any() and tokens.variate_id.max() == 1  # a padded row and a bivariate series
     model = trainable(forecasters["moirai-1"])
@@ -146,11 +148,10 @@ def test_moe_loss_of_later_patches_is_cached_decodings_nll_of_the_true_patches(f
                                          suffix_tokens=batch.future.shape[-1] - 1, paths_per_series=1)
         for step in range(batch.future.shape[-1] - 1):
             slot = batch.future[:, :, step]  # (B, 1): the true patch enters as a drawn one would
-            new = {name: gather_rows(t, slot) for name, t in
-                   (("target", tokens.target), ("loc", loc), ("scale", scale), ("patch_size", tokens.patch_size))}
-            hidden = model.embed(new["target"], new["loc"], new["scale"], new["patch_size"])
+            new = {name: gather_rows(t, slot) for name, t in (("target", tokens.target), ("loc", loc), ("scale", scale))}
+            hidden = model.embed(new["target"], new["loc"], new["scale"], tokens.patch_size)
             out = model.extend(hidden, gather_rows(tokens.time_id, slot), gather_rows(tokens.variate_id, slot), cache)
-            distributions.append(model.distribution(out, new["patch_size"], new["loc"], new["scale"]))
+            distributions.append(model.distribution(out, tokens.patch_size, new["loc"], new["scale"]))
     future = batch.future[:, 0]  # (B, F)
     total = torch.zeros(3, dtype=torch.float64)
     count = torch.zeros(3, dtype=torch.float64)
