@@ -127,7 +127,8 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Ten
     pairs = rotated.unflatten(-1, (-1, 2))
     swapped = torch.stack((pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2).mul_(sin)
     if training(x):
-        return torch.cat((rotated * cos + swapped, x[..., width:]), dim=-1)
+        result = torch.cat((rotated * cos + swapped, x[..., width:]), dim=-1)
+        return result if out is None else out.copy_(result)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     torch.mul(rotated, cos, out=out[..., :width]).add_(swapped)
     out[..., width:] = x[..., width:]
@@ -186,7 +187,7 @@ class Attention(nn.Module):
         if length is None:
             return rotate(key, *rotary), value
         count = value.shape[2]
-        if training(x):  # the same values, by operations autograd follows
+        if training(key) or training(value):  # the same values, by operations autograd follows
             return F.pad(rotate(key, *rotary), (0, 0, 0, length - count)), F.pad(value, (0, 0, 0, length - count))
         keys, values = (t.new_empty(*t.shape[:2], length, t.shape[3]) for t in (key, value))
         for padded in (keys, values):
@@ -295,10 +296,11 @@ class MixtureOfExperts(nn.Module):
             for expert, count in zip(self.experts, torch.diff(ends, prepend=ends.new_zeros(1)).tolist()):
                 if count:
                     block = slice(start, start + count)
-                    if training(grouped):
-                        outputs[block] = expert(grouped[block]) * slot_weights[block]
+                    mapped = expert(grouped[block])
+                    if training(mapped):
+                        outputs[block] = mapped * slot_weights[block]
                     else:
-                        torch.mul(expert(grouped[block]), slot_weights[block], out=outputs[block])
+                        torch.mul(mapped, slot_weights[block], out=outputs[block])
                 start += count
         # Back to (token, slot) order with a gather (several times faster than scattering into place).
         slot_of = torch.empty_like(order)

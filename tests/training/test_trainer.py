@@ -354,3 +354,31 @@ def test_progress_is_reported_after_every_step(forecasters, employment):
 def test_an_output_folder_in_a_missing_folder_is_refused_before_training(forecasters, employment, tmp_path):
     with pytest.raises(InputError, match="folder .*missing does not exist"):
         finetune(forecasters["moirai-2"], employment.series, 12, quick(), tmp_path / "missing" / "run")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_a_pass_with_gradients_computes_what_the_forecast_pass_computes(forecasters, family, mode):
+    """The forward pass writes into preallocated tensors only when no gradient flows; with gradients (any mode:
+    every weight, or adapters that start as no change) it must give the same values, never what a buffer held."""
+    from moirai_cli.training.trainer import configure_mode
+
+    from moirai_cli.forecasting.packing import collate, pack_series
+
+    forecaster = forecasters[family]
+    values = np.sin(np.arange(80) / 3)[:, None] * 5 + 20
+    tokens = collate([pack_series(values, 16, 64, 16, forecaster.model.config.max_patch_size, holdout=True)], 16).tokens
+    with torch.inference_mode():
+        expected = forecaster.model(tokens)
+    network = training_network(forecaster.model, torch.device("cpu"))
+    configure_mode(network, quick(mode=mode))
+    got = network(tokens)
+    if family == "moirai-2":
+        assert got.requires_grad
+        torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-5)
+    else:
+        assert got.logits.requires_grad
+        torch.testing.assert_close(got.logits.detach(), expected.logits, rtol=1e-5, atol=1e-5)
+        for trained, forecast in zip(got.params, expected.params):
+            for name in forecast:
+                torch.testing.assert_close(trained[name].detach(), forecast[name], rtol=1e-5, atol=1e-5)
