@@ -25,7 +25,6 @@ class Console:
 
     def __init__(self, quiet: bool, label: str = "forecasting") -> None:
         self.quiet, self.label = quiet, label
-        self.total: int | None = None
         self.where = ""
         self.crossing = self.rows = 0
         self._shown: set[str] = set()
@@ -49,7 +48,7 @@ class Console:
             note(text, self.quiet)
 
     def started(self, total: int | None, where: str) -> None:
-        self.total, self.where = total, where
+        self.where = where
         if self._wanted and self._bar is None:  # shown from now on: not over the model's download bars
             self._start_bar(total)
 

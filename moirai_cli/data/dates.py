@@ -112,7 +112,8 @@ class DateConvention:
 class TimestampParser:
     """Parses timestamp columns with the user's settings; keeps what it settled for later pieces.
 
-    `dayfirst`: True (03/04 is 3 April), False (March 4), None (from the column). `date_format`: a
+    `dayfirst`: True (03/04 is 3 April), False (March 4), "year" (YY-MM-DD, as a plan passes a settled order on),
+    None (from the column). `date_format`: a
     strftime format every row must match. `notes` collects what the user should know (UTC conversion).
     `utc_offsets`: how timestamps whose UTC offsets vary are read, "utc" (instants) or "local" (wall-clock
     dates); None until a column settles it (settle_offsets, or the first piece whose offsets vary).
@@ -123,6 +124,15 @@ class TimestampParser:
     notes: list[str] = field(default_factory=list)
     utc_offsets: Literal["utc", "local"] | None = None
     year_first: bool = False  # settled from the column: YY-MM-DD dates (DateConvention.decide)
+
+    def __post_init__(self) -> None:
+        if self.dayfirst == "year":
+            self.dayfirst, self.year_first = None, True
+
+    @property
+    def order(self) -> bool | Literal["year"] | None:
+        """The settled order of numeric dates, as `dayfirst` takes it back: True, False, "year" or None."""
+        return "year" if self.year_first else self.dayfirst
 
     def settle(self, pieces: Iterable[pd.Series], source: str, column: str) -> None:
         """Decide the day/month/year order of numeric dates from a whole column read in pieces (for streamed files)."""

@@ -28,7 +28,7 @@ from pandas.tseries.offsets import (
 )
 
 from moirai_cli.data.dates import TimestampParser, has_numeric_dates, row_number
-from moirai_cli.data.io import FILE_ROWS, STDIO, as_source, read_pieces, read_table, spelled_missing
+from moirai_cli.data.io import FILE_ROWS, MISSING_TEXTS, STDIO, as_source, read_pieces, read_table
 from moirai_cli.data.sources import DataFile, DataSource
 from moirai_cli.data.layout import Layout, LayoutChoice, detect_layout, find_column
 from moirai_cli.errors import InputError, check_at_least_one, option, render
@@ -312,7 +312,7 @@ def settle_on_whole_column(parser: TimestampParser, data: DataSource, head: pd.D
     def whole_column() -> Iterator[pd.Series]:
         return (piece[column] for piece in read_pieces(data, rows_per_read, columns=[column]))
 
-    if parser.dayfirst is None and parser.date_format is None and has_numeric_dates(head[column]):
+    if parser.order is None and parser.date_format is None and has_numeric_dates(head[column]):
         parser.settle(whole_column(), data.label, column)
     if parser.utc_offsets is None and parser.shows_offsets(head[column], data.label, column):
         parser.settle_offsets(whole_column(), data.label, column)
@@ -542,11 +542,12 @@ def _build(
     codes = codes[order]
     values = canon.iloc[:, 3:].to_numpy(dtype=np.float64)[order]
     grid = _SeriesGrids(stamps[order], codes, canon["_row"].to_numpy()[order], freq, source, names, freq_given)
-    observed = ~np.isnan(values[:, :n_target]).all(axis=1)  # (rows,)
+    present = ~np.isnan(values[:, :n_target])  # (rows, V)
+    observed = present.any(axis=1)  # (rows,)
     has_observed = np.bitwise_or.reduceat(observed, grid.starts)
     skipped = [names[code] for code in np.flatnonzero(~has_observed)]
     if n_target > 1:  # a variate of a kept series that has no value: its forecast means nothing (left empty)
-        seen = np.bitwise_or.reduceat(~np.isnan(values[:, :n_target]), grid.starts, axis=0)  # (series, V)
+        seen = np.bitwise_or.reduceat(present, grid.starts, axis=0)  # (series, V)
         never = np.flatnonzero(has_observed[:, None] & ~seen)
         if len(never):
             code, variate = divmod(int(never[0]), n_target)
@@ -828,7 +829,7 @@ def parse_freq(freq: str) -> str:
 def describe_frequency(freq: str) -> str | None:
     """What the timestamps of a calendar frequency are, in words ('weeks ending on Sunday'), else None."""
     offset = to_offset(freq)
-    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()  # pandas' anchors, whatever the locale
     if isinstance(offset, Week) and offset.weekday is not None:
         return f"weeks ending on {calendar.day_name[offset.weekday]}"
     if isinstance(offset, MonthBegin):
@@ -1077,7 +1078,8 @@ def parse_numbers(
         text = values.astype("string").str.strip().replace("", pd.NA)
         valid = pd.to_numeric(text, errors="coerce").notna().to_numpy(dtype=bool)
         spelled_nan = text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy(dtype=bool)  # any case: missing
-        given = ~spelled_missing(values) & ~spelled_nan  # 'NA', 'null', ... are missing, as read_csv would read them
+        missing = (text.isna() | text.isin(MISSING_TEXTS)).to_numpy(dtype=bool)  # 'NA', 'null', ...: as read_csv reads them
+        given = ~missing & ~spelled_nan
         parsed = np.full(len(text), np.nan)
         try:
             parsed[valid] = text[valid].to_numpy(dtype=object).astype(np.float64)  # correctly rounded, as float()

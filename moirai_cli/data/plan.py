@@ -27,7 +27,7 @@ class ReadPlan:
     layout: Layout
     freq: str
     freq_inferred: bool = False  # inferred from the sample: workers still refuse series of another frequency
-    dayfirst: bool | None = None  # numeric dates' convention, settled on the sample when not given
+    dayfirst: bool | Literal["year"] | None = None  # numeric dates' order, settled when not given ("year": YY-MM-DD)
     date_format: str | None = None
     inf_as_missing: bool = False
     utc_offsets: Literal["utc", "local"] | None = None  # how varying UTC offsets are read, settled on the column
@@ -101,7 +101,7 @@ def plan_reading(
     parser.settle([sample[lay.timestamp_column]], source, lay.timestamp_column)
     parser.settle_offsets([sample[lay.timestamp_column]], source, lay.timestamp_column)
     values = {
-        "dayfirst": parser.dayfirst,
+        "dayfirst": parser.order,
         "date_format": date_format,
         "inf_as_missing": inf_as_missing,
         "utc_offsets": parser.utc_offsets,
@@ -109,7 +109,7 @@ def plan_reading(
     if freq:
         return ReadPlan(lay, parse_freq(freq), **values)
     rows = series_rows(lay) if series_rows is not None else sample
-    inferred = infer_table_frequency(rows, lay, source, dayfirst=parser.dayfirst, date_format=date_format)
+    inferred = infer_table_frequency(rows, lay, source, dayfirst=parser.order, date_format=date_format)
     return ReadPlan(lay, inferred, freq_inferred=True, **values)
 
 
@@ -128,4 +128,4 @@ def plan_file_reading(data: Readable, *, rows: int = 65_536, **options) -> ReadP
     plan = plan_reading(head, source=first.label, **options)
     parser = TimestampParser(plan.dayfirst, plan.date_format, utc_offsets=plan.utc_offsets)
     settle_on_whole_column(parser, files, head, plan.layout.timestamp_column, rows)  # every file, every worker alike
-    return dataclasses.replace(plan, utc_offsets=parser.utc_offsets)
+    return dataclasses.replace(plan, dayfirst=parser.order, utc_offsets=parser.utc_offsets)  # settled on every row

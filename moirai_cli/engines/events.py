@@ -23,22 +23,6 @@ class RunEvents(Protocol):
         """`series` more series are done (forecast or skipped)."""
 
 
-class Silent:
-    """RunEvents that show nothing (a Python caller that only wants the results)."""
-
-    def input_read(self, description: str) -> None:
-        pass
-
-    def notice(self, notice: Notice) -> None:
-        pass
-
-    def started(self, total: int | None, where: str) -> None:
-        pass
-
-    def advance(self, series: int) -> None:
-        pass
-
-
 def describe_input(source: str, layout, freq: str, notes=()) -> str:
     """One line saying how the input was read (layout, columns, frequency, what reading it noted), for the user to check."""
     return "; ".join([f"{source}: {layout.describe()}; frequency {freq}", *notes])

@@ -52,21 +52,18 @@ def forecast(
     yield from _procedure(forecaster, itertools.chain([first], batches), job, events, samples=samples)
 
 
-def read_whole(job: ForecastJob, data: str, events: RunEvents) -> SeriesDataset:
-    """The whole table (as a backtest needs it), its reading reported to `events`."""
+def read_whole(job: BacktestJob, data: str, events: RunEvents) -> SeriesDataset:
+    """The whole table (as a backtest or fine-tuning needs it: known covariates from the table), its reading reported to `events`."""
     use_threads(job.predict.threads)
-    dataset = load_dataset(data, future=job.read.future, horizon=_future_horizon(job), **job.read.table)
+    dataset = load_dataset(data, **job.read.table)
     events.input_read(describe_input(dataset.source, dataset.layout, dataset.freq, dataset.notes))
     return dataset
 
 
-def backtest(
-    job: BacktestJob, dataset: SeriesDataset, events: RunEvents, *, forecaster: MoiraiForecaster | None = None,
-    download_progress: bool = False,
-) -> ChunkResult:
-    """Backtest every series of a loaded table with one model (loaded from the job unless given)."""
+def backtest(job: BacktestJob, dataset: SeriesDataset, events: RunEvents, *, download_progress: bool = False) -> ChunkResult:
+    """Backtest every series of a loaded table with the job's model."""
     job = job.with_run_seed()
-    forecaster = forecaster or load_forecaster(job.model, progress=download_progress)
+    forecaster = load_forecaster(job.model, progress=download_progress)
     check_forecaster(job, forecaster)
     events.started(len(dataset.series) * job.windows, f"device {forecaster.device}")
     result = next(_procedure(forecaster, [dataset], job, events))
@@ -83,11 +80,6 @@ def _procedure(
         result = run_chunk(forecaster, chunk, job, samples=samples, progress=events.advance)
         events.advance(len(chunk.skipped))
         yield result
-
-
-def _future_horizon(job: ForecastJob) -> int | None:
-    """The horizon the future values cover (forecasts), or None (backtests: known covariates come from the data)."""
-    return None if isinstance(job, BacktestJob) else job.horizon
 
 
 def read_chunks(job: ForecastJob, data: str, events: RunEvents) -> tuple[Iterator[SeriesDataset], int | None]:

@@ -38,7 +38,7 @@ from moirai_cli.forecasting.execution import CPU_TOKEN_BUDGET
 from moirai_cli.model.config import MOIRAI_1, MOIRAI_2, MOIRAI_MOE, NUM_EXPERTS, FamilyConfig
 from moirai_cli.model.layers import whole_key_blocks
 
-TOKEN_FIELD_BYTES = 8 * 3 + 8 + 1  # sample_id, time_id, variate_id (int64), patch_size (int64), prediction_mask
+TOKEN_FIELD_BYTES = 8 * 3 + 1  # sample_id, time_id, variate_id (int64), prediction_mask (a batch's patch size is one number)
 VALUE_BYTES = 4 + 1  # target (float32) and observed (bool), per value of a token's patch
 ACTIVATION_COPIES = 16  # (tokens, d_model) float tensors alive at once in a layer: hidden, norms, q/k/v, MoE slots
 ATTENTION_COPIES = 3  # (rows, heads, L, L) float tensors: bias, scores, weights

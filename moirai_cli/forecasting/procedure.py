@@ -104,11 +104,10 @@ def crossing_notice(rows: int, total: int, label: str | None = None) -> Notice:
     )
 
 
-def skipped_message(source: str, ids: list[Hashable], reason: str, count: int | None = None, shown: int = 10) -> str:
+def skipped_message(source: str, ids: list[Hashable], reason: str, shown: int = 10) -> str:
     """One line for many skipped series: how many, why, and the first few ids."""
-    count = len(ids) if count is None else count
-    names = ", ".join(f"'{item}'" for item in ids[:shown]) + (", ..." if count > min(shown, len(ids)) else "")
-    return f"{source}: skipped {count} series {reason}: {names}"
+    names = ", ".join(f"'{item}'" for item in ids[:shown]) + (", ..." if len(ids) > shown else "")
+    return f"{source}: skipped {len(ids)} series {reason}: {names}"
 
 
 NO_OBSERVED_REASON = "with no observed target value"

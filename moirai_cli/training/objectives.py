@@ -131,13 +131,14 @@ def next_patches_pinball(model: Moirai2, batch: TokenBatch) -> torch.Tensor:
     config = model.config
     reads = reading_positions(batch)  # (B, V, F)
     num_future = reads.shape[-1]
-    out = model(tokens, reads.flatten(1)).unflatten(1, reads.shape[1:])  # (B, V, F, NPT, Q, P)
+    loc, scales = model.scale(tokens)  # once: the forward pass and the loss's units share them
+    out = model.forward_scaled(tokens, loc, scales, reads.flatten(1)).unflatten(1, reads.shape[1:])  # (B, V, F, NPT, Q, P)
     future = batch.future.flatten(1)
     shape = batch.future.shape + (config.patch_size,)
     width = config.patch_size
     values = gather_rows(tokens.target, future)[..., :width].reshape(shape)
     observed = gather_rows(tokens.observed, future)[..., :width].reshape(shape)
-    scale = gather_rows(model.scale(tokens)[1], future).reshape(batch.future.shape + (1,))
+    scale = gather_rows(scales, future).reshape(batch.future.shape + (1,))
     levels = torch.tensor(config.quantile_levels, dtype=out.dtype, device=out.device)
     loss = torch.zeros(shape, dtype=out.dtype, device=out.device)
     count = torch.zeros(shape, dtype=out.dtype, device=out.device)

@@ -142,7 +142,7 @@ def finetune(
         check_output_dir(folder, resume)
     base = base or BaseModel(forecaster.name or "unknown")
     fingerprint = data_fingerprint(records)
-    base_digest = weights_digest(forecaster.model)
+    base_digest = weights_digest(forecaster.model) if folder is not None else None  # only a saved run can resume
     state = load_state(folder) if resume else None
     if state is not None:
         check_resumable(state, settings, horizon, fingerprint, base_digest, folder)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moirai_cli.data import infer_table_frequency, load_dataset, plan_reading
+from moirai_cli.data import check_rows, infer_table_frequency, load_dataset, plan_file_reading, plan_reading
 from moirai_cli.errors import InputError
 
 
@@ -125,3 +125,15 @@ def test_the_plan_settles_varying_utc_offsets_on_every_file(tmp_path):
     assert plan.utc_offsets == "local" and plan.value_options()["utc_offsets"] == "local"
     part = load_dataset(tmp_path / "d" / "a.csv", **plan.read_options())
     assert part.series[0].timestamps.tz is None and part.series[0].timestamps[0] == pd.Timestamp("2024-01-01")
+
+
+def test_a_year_first_order_settled_by_the_plan_reaches_every_part(tmp_path):
+    # The first series' years (95-99) settle YY-MM-DD; a part holding only the other one (years 10-19) reads it as
+    # the plan says, not as an ambiguous column of its own.
+    rows = [("a", f"{y:02d}-01-01", float(y)) for y in range(95, 100)] + [("b", f"{y:02d}-01-01", float(y)) for y in range(10, 20)]
+    pd.DataFrame(rows, columns=["id", "date", "y"]).to_csv(tmp_path / "t.csv", index=False)
+    plan = plan_file_reading(str(tmp_path / "t.csv"))
+    part = pd.DataFrame(rows[5:], columns=["id", "date", "y"])
+    dataset = load_dataset(part, **plan.read_options())
+    assert list(dataset.series[0].timestamps[:2]) == [pd.Timestamp("2010-01-01"), pd.Timestamp("2011-01-01")]
+    check_rows(part, plan.layout, "t.csv", **plan.value_options())  # a worker's check reads it the same way
